@@ -1,0 +1,4 @@
+from realcast_box.cli import main
+
+if __name__ == "__main__":
+    main()

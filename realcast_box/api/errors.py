@@ -1,0 +1,87 @@
+"""JSON errors for every failed request: ``{"detail": ..., "status_code": ...}``.
+
+``error_middleware`` turns ApiError, aiohttp's HTTP exceptions (404 for an
+unknown path, 405 with its Allow header, 413) and unexpected exceptions
+(logged, returned as a generic 500) into that shape, for every path of
+the application, not only /api.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from realcast_box.errors import RealcastError
+
+logger = logging.getLogger(__name__)
+
+# Headers of an aiohttp HTTPException that describe its text body, which the
+# JSON body replaces.
+_BODY_HEADERS = frozenset({"content-type", "content-length"})
+
+
+class ApiError(RealcastError):
+    """An error response: HTTP ``status``, a ``detail`` message, extra headers."""
+
+    def __init__(
+        self, status: int, detail: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, detail: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"detail": detail, "status_code": status}, status=status, headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        _log_client_error(request, exc.status, exc.detail)
+        return error_response(exc.status, exc.detail, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = _http_exception_detail(request, exc)
+        _log_client_error(request, exc.status, detail)
+        headers = {
+            name: value
+            for name, value in exc.headers.items()
+            if name.lower() not in _BODY_HEADERS
+        }
+        return error_response(exc.status, detail, headers)
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal server error")
+
+
+def _http_exception_detail(request: web.Request, exc: web.HTTPException) -> str:
+    # aiohttp's default text is "404: Not Found". A handler's own text is kept.
+    if exc.text and exc.text != f"{exc.status}: {exc.reason}":
+        return exc.text
+    if isinstance(exc, web.HTTPNotFound):
+        return f"not found: {request.path}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return (
+            f"method {request.method} is not allowed on {request.path}"
+            f" (allowed: {allowed})"
+        )
+    return exc.reason.lower()
+
+
+def _log_client_error(request: web.Request, status: int, detail: str) -> None:
+    logger.info("%s %s -> %d %s", request.method, request.path, status, detail)

@@ -1,0 +1,267 @@
+"""Routes under /api/streams, and the RTMP and HLS URLs in stream objects.
+
+A user sees only streams of their own apps, and other users get 404. Deleting a
+stream or resetting its key disconnects its live publisher through the hub.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from realcast_box.api import validation
+from realcast_box.api.auth import require_user
+from realcast_box.api.errors import ApiError
+from realcast_box.appkeys import CONFIG, DATABASE, HUB
+from realcast_box.config import Config
+from realcast_box.store import apps as app_store
+from realcast_box.store import streams as stream_store
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+CREATE_FIELDS = ("app_id", "title", "description", "settings")
+UPDATE_FIELDS = ("title", "description", "settings")
+# A host name, an IPv4 address, or a bracketed IPv6 address (with zone id).
+HOST_PATTERN = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]")
+
+
+def stream_not_found(stream_id: str) -> ApiError:
+    return ApiError(404, f"stream not found: {stream_id}")
+
+
+def split_host_header(value: str) -> tuple[str | None, int | None]:
+    """Split a Host header into (host, port). IPv6 hosts keep their brackets.
+
+    The port is None when missing or invalid. Both are None when the host
+    could break a URL (such as one with "/" or "@").
+    """
+    host, port_text = value, ""
+    if value.startswith("["):
+        end = value.find("]")
+        host, rest = value[: end + 1], value[end + 1 :]
+        if end == -1 or (rest and not rest.startswith(":")):
+            return None, None
+        port_text = rest[1:]
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    elif ":" in value:
+        host = f"[{value}]"
+    port = None
+    if port_text.isascii() and port_text.isdigit() and len(port_text) <= 5:
+        port = int(port_text) if 0 < int(port_text) <= 65535 else None
+    if HOST_PATTERN.fullmatch(host) is None:
+        return None, None
+    return host, port
+
+
+def url_host(host: str) -> str:
+    """Return ``host`` as written in a URL: IPv6 addresses get brackets."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return f"[{host}]" if address.version == 6 else host
+
+
+def public_urls(request: web.Request, config: Config, stream_id: str) -> dict[str, str]:
+    """Return the rtmp_url and hls_url of a stream as clients should use them.
+
+    The host is config.public_host when set, else the host the client used
+    to reach the API (the Host header, else the local address).
+    """
+    if config.public_host:
+        host, http_port = url_host(config.public_host), config.http_port
+    else:
+        host, port = split_host_header(request.host)
+        if host is None:
+            host = _local_host(request)
+        http_port = port or config.http_port
+    return {
+        "rtmp_url": f"rtmp://{host}:{config.rtmp_port}/live",
+        "hls_url": f"http://{host}:{http_port}/hls/{stream_id}/index.m3u8",
+    }
+
+
+def _local_host(request: web.Request) -> str:
+    sockname = (
+        request.transport.get_extra_info("sockname") if request.transport else None
+    )
+    if isinstance(sockname, tuple) and sockname:
+        return url_host(str(sockname[0]))
+    return "localhost"
+
+
+def stream_json(request: web.Request, stream: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": stream["id"],
+        "app_id": stream["app_id"],
+        "title": stream["title"],
+        "description": stream["description"],
+        "settings": stream["settings"],
+        "stream_key": stream["stream_key"],
+        **public_urls(request, request.app[CONFIG], stream["id"]),
+        "status": stream["status"],
+        "created_at": stream["created_at"],
+        "started_at": stream["started_at"],
+        "ended_at": stream["ended_at"],
+    }
+
+
+def parse_stream_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """Check the title, description and settings present in ``body``."""
+    fields: dict[str, Any] = {}
+    if "title" in body:
+        fields["title"] = validation.required_text(
+            body, "title", max_length=validation.MAX_NAME_LENGTH
+        )
+    if "description" in body:
+        fields["description"] = validation.optional_text(
+            body["description"],
+            "description",
+            max_length=validation.MAX_DESCRIPTION_LENGTH,
+        )
+    if "settings" in body:
+        fields["settings"] = validation.settings_object(body["settings"])
+    return fields
+
+
+async def disconnect_publishers(
+    app: web.Application, stream_ids: Iterable[str], reason: str
+) -> None:
+    """Kick the live publisher of each stream. A failed kick is logged, not raised.
+
+    Callers have already committed the change that makes the old stream key
+    fail, so a publisher that reconnects is rejected.
+    """
+    hub = app[HUB]
+    for stream_id in stream_ids:
+        if not hub.is_live(stream_id):
+            continue
+        try:
+            await hub.kick(stream_id, reason)
+        except Exception:
+            logger.exception("stream %s: failed to disconnect publisher", stream_id)
+
+
+@routes.post("/api/streams")
+async def create_stream(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    body = await validation.read_json_object(request, allowed=CREATE_FIELDS)
+    app_id = validation.required_text(body, "app_id", max_length=100)
+    if "title" not in body:
+        raise validation.bad_request("title", "field required")
+    fields = parse_stream_fields(body)
+
+    database = request.app[DATABASE]
+    if await app_store.get_app(database, app_id, user["id"]) is None:
+        raise ApiError(404, f"app not found: {app_id}")
+    stream = await stream_store.create_stream(
+        database,
+        app_id,
+        fields["title"],
+        fields.get("description", ""),
+        fields.get("settings", {}),
+    )
+    logger.info("user %s created stream %s in app %s", user["id"], stream["id"], app_id)
+    return web.json_response(stream_json(request, stream), status=201)
+
+
+@routes.get("/api/streams")
+async def list_streams(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    limit, skip = validation.pagination(request)
+    app_id = request.query.get("app_id")
+    database = request.app[DATABASE]
+    if app_id is not None:
+        if not app_id:
+            raise validation.bad_request(
+                "app_id", "must not be empty (omit it to list the streams of all apps)"
+            )
+        if await app_store.get_app(database, app_id, user["id"]) is None:
+            raise ApiError(404, f"app not found: {app_id}")
+    streams = await stream_store.list_owned_streams(
+        database, user["id"], app_id=app_id, limit=limit, skip=skip
+    )
+    return web.json_response([stream_json(request, stream) for stream in streams])
+
+
+@routes.get("/api/streams/{stream_id}")
+async def get_stream(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    stream_id = request.match_info["stream_id"]
+    stream = await stream_store.get_owned_stream(
+        request.app[DATABASE], stream_id, user["id"]
+    )
+    if stream is None:
+        raise stream_not_found(stream_id)
+    return web.json_response(stream_json(request, stream))
+
+
+@routes.put("/api/streams/{stream_id}")
+async def update_stream(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    stream_id = request.match_info["stream_id"]
+    body = await validation.read_json_object(request, allowed=UPDATE_FIELDS)
+    fields = parse_stream_fields(body)
+    stream = await stream_store.update_owned_stream(
+        request.app[DATABASE], stream_id, user["id"], fields
+    )
+    if stream is None:
+        raise stream_not_found(stream_id)
+    return web.json_response(stream_json(request, stream))
+
+
+@routes.delete("/api/streams/{stream_id}")
+async def delete_stream(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    stream_id = request.match_info["stream_id"]
+    deleted = await stream_store.delete_owned_stream(
+        request.app[DATABASE], stream_id, user["id"]
+    )
+    if not deleted:
+        raise stream_not_found(stream_id)
+    logger.info("user %s deleted stream %s", user["id"], stream_id)
+    await disconnect_publishers(request.app, [stream_id], "stream deleted")
+    return web.Response(status=204)
+
+
+@routes.get("/api/streams/{stream_id}/status")
+async def stream_status(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    stream_id = request.match_info["stream_id"]
+    stream = await stream_store.get_owned_stream(
+        request.app[DATABASE], stream_id, user["id"]
+    )
+    if stream is None:
+        raise stream_not_found(stream_id)
+    # NOTE: viewer_count stays 0 until HLS playback sessions are counted.
+    return web.json_response(
+        {
+            "stream_id": stream_id,
+            "status": stream["status"],
+            "viewer_count": 0,
+            "started_at": stream["started_at"],
+            "duration_seconds": stream_store.current_duration(stream),
+        }
+    )
+
+
+@routes.post("/api/streams/{stream_id}/reset-key")
+async def reset_stream_key(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    stream_id = request.match_info["stream_id"]
+    stream = await stream_store.reset_owned_stream_key(
+        request.app[DATABASE], stream_id, user["id"]
+    )
+    if stream is None:
+        raise stream_not_found(stream_id)
+    logger.info("user %s reset the key of stream %s", user["id"], stream_id)
+    await disconnect_publishers(request.app, [stream_id], "stream key reset")
+    return web.json_response(stream_json(request, stream))

@@ -1,0 +1,103 @@
+"""Composition root: builds the aiohttp application and runs the box.
+
+Start order: data directory and secrets, database (migrations), hub, RTMP
+server. Stop order is the reverse, so publishers are closed and their
+playlists ended before the database goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from realcast_box import __version__
+from realcast_box.api import setup_api
+from realcast_box.api.security import load_or_create_secret
+from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
+from realcast_box.config import Config
+from realcast_box.hls.routes import setup_hls_routes
+from realcast_box.live.hub import Hub
+from realcast_box.rtmp.server import RtmpServer
+from realcast_box.store import streams as stream_store
+from realcast_box.store.db import Database
+
+logger = logging.getLogger(__name__)
+
+RTMP_SERVER = web.AppKey("rtmp_server", RtmpServer)
+JWT_SECRET_FILE = "jwt-secret.key"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+def create_app(config: Config) -> web.Application:
+    """Build the application; its cleanup context starts and stops every part."""
+    app = web.Application(client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    setup_api(app)
+    setup_hls_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    data_path = config.data_path
+    data_path.mkdir(parents=True, exist_ok=True)
+    hls_root = data_path / "hls"
+    hls_root.mkdir(exist_ok=True)
+    app[JWT_SECRET] = load_or_create_secret(data_path / JWT_SECRET_FILE)
+
+    # Each part is closed by the exit stack in reverse order, also when a
+    # later part fails to start (a port in use), so no thread is left behind.
+    async with contextlib.AsyncExitStack() as stack:
+        database = await Database.open(data_path / "realcast.db")
+        stack.push_async_callback(database.close)
+        app[DATABASE] = database
+        recovered = await stream_store.reset_live_streams(database, datetime.now(UTC))
+        if recovered:
+            logger.warning(
+                "marked %d streams offline that were live at last stop", recovered
+            )
+
+        hub = Hub(
+            database,
+            hls_root,
+            segment_duration=config.hls_segment_duration,
+            window=config.hls_window,
+            takeover_after=config.rtmp_takeover_after,
+        )
+        stack.push_async_callback(hub.close)
+        app[HUB] = hub
+        rtmp_server = RtmpServer(
+            hub,
+            database,
+            read_timeout=config.rtmp_read_timeout,
+            max_message_size=config.rtmp_max_message_size,
+        )
+        stack.push_async_callback(rtmp_server.close)
+        await rtmp_server.start(config.host, config.rtmp_port)
+        app[RTMP_SERVER] = rtmp_server
+        rtmp_addresses = ", ".join(
+            _format_address(sock.getsockname()) for sock in rtmp_server.sockets
+        )
+        logger.info(
+            "RealCast Box %s started: RTMP on %s, data directory %s",
+            __version__,
+            rtmp_addresses,
+            data_path,
+        )
+        yield
+        logger.info("stopping: closing publishers")
+    logger.info("stopped")
+
+
+def _format_address(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,105 @@
+"""Command-line interface: ``realcast-box serve`` and ``--version``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import click
+from aiohttp import web
+
+from realcast_box import __version__
+from realcast_box.config import Config, load_config
+from realcast_box.errors import ConfigError
+
+logger = logging.getLogger("realcast_box")
+
+# Seconds that open HTTP connections get to finish once shutdown starts.
+HTTP_SHUTDOWN_TIMEOUT = 2.0
+
+
+@click.group()
+@click.version_option(__version__, prog_name="realcast-box")
+def main() -> None:
+    """RealCast Box: a self-hosted live-streaming appliance."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="REALCAST_CONFIG",
+    help="TOML settings file (see realcast.toml for every key).",
+)
+@click.option("--data-dir", help="Directory for the database, secrets and media.")
+@click.option("--host", help="Address to listen on (HTTP and RTMP).")
+@click.option("--http-port", type=int, help="TCP port of the HTTP server.")
+@click.option("--rtmp-port", type=int, help="TCP port of the RTMP ingest server.")
+@click.option(
+    "--log-level",
+    help="Log level: debug, info, warning, error or critical.",
+)
+def serve(
+    config_path: str | None,
+    data_dir: str | None,
+    host: str | None,
+    http_port: int | None,
+    rtmp_port: int | None,
+    log_level: str | None,
+) -> None:
+    """Run the box: HTTP API and HLS, and RTMP ingest, until SIGINT or SIGTERM."""
+    overrides = {
+        "data_dir": data_dir,
+        "host": host,
+        "http_port": http_port,
+        "rtmp_port": rtmp_port,
+        "log_level": log_level,
+    }
+    try:
+        config = load_config(config_path, overrides=overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        raise click.ClickException(f"failed to start: {exc}") from None
+
+
+async def _serve(config: Config) -> None:
+    from realcast_box.app import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    runner = web.AppRunner(
+        create_app(config),
+        handle_signals=False,
+        shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+        access_log=None,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.http_port)
+        await site.start()
+        for address in runner.addresses:
+            logger.info("HTTP API and HLS on http://%s:%s", *_host_port(address))
+        await stop.wait()
+        logger.info("received stop signal")
+    finally:
+        await runner.cleanup()
+
+
+def _host_port(address: tuple) -> tuple[str, int]:
+    host, port = address[0], address[1]
+    return (f"[{host}]" if ":" in host else host), port

@@ -1,0 +1,273 @@
+"""Settings: one declared table, loaded from TOML, environment and CLI flags.
+
+Precedence, lowest first: the defaults below, the TOML file, ``REALCAST_*``
+environment variables, command-line flags. Unknown keys and invalid values
+raise ConfigError naming the key, so a typo never starts a box on defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from realcast_box.errors import ConfigError
+
+ENV_PREFIX = "REALCAST_"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "0.0.0.0", "Address the HTTP and RTMP servers listen on."),
+    Setting(
+        "http_port", int, 8080, "TCP port of the HTTP server (API, HLS).", 0, 65535
+    ),
+    Setting("rtmp_port", int, 1935, "TCP port of the RTMP ingest server.", 0, 65535),
+    Setting(
+        "public_host",
+        str,
+        "",
+        "Host name put into rtmp_url and hls_url; empty uses the host of the request.",
+    ),
+    Setting(
+        "data_dir",
+        str,
+        "",
+        "Directory for the database, secrets and media; empty uses the user data dir.",
+    ),
+    Setting("log_level", str, "info", "Log level.", choices=LOG_LEVELS),
+    Setting(
+        "token_expiry_minutes",
+        int,
+        1440,
+        "Lifetime of user access tokens, in minutes.",
+        1,
+        525600,
+    ),
+    Setting(
+        "hls_segment_duration",
+        float,
+        2.0,
+        "Target HLS segment duration in seconds; segments are cut at keyframes.",
+        0.5,
+        30.0,
+    ),
+    Setting(
+        "hls_window",
+        int,
+        6,
+        "Number of segments listed in a live media playlist.",
+        2,
+        100,
+    ),
+    Setting(
+        "rtmp_read_timeout",
+        float,
+        10.0,
+        "Seconds without any bytes from an RTMP client before it is disconnected.",
+        1.0,
+        600.0,
+    ),
+    Setting(
+        "rtmp_takeover_after",
+        float,
+        5.0,
+        "Seconds without media after which a new publisher may take over a key.",
+        0.5,
+        600.0,
+    ),
+    Setting(
+        "rtmp_max_message_size",
+        int,
+        8 * 1024 * 1024,
+        "Largest RTMP message accepted, in bytes; larger ones close the connection.",
+        1024,
+        256 * 1024 * 1024,
+    ),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str
+    http_port: int
+    rtmp_port: int
+    public_host: str
+    data_dir: str
+    log_level: str
+    token_expiry_minutes: int
+    hls_segment_duration: float
+    hls_window: int
+    rtmp_read_timeout: float
+    rtmp_takeover_after: float
+    rtmp_max_message_size: int
+
+    @property
+    def data_path(self) -> Path:
+        if self.data_dir:
+            return Path(self.data_dir).expanduser()
+        return Path(platformdirs.user_data_dir("realcast-box", appauthor=False))
+
+
+def _check_toml_type(setting: Setting, value: Any, source: str) -> None:
+    """Reject TOML values of the wrong type, such as a quoted port number."""
+    if setting.type is float:
+        valid = isinstance(value, int | float) and not isinstance(value, bool)
+    elif setting.type is int:
+        valid = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        valid = isinstance(value, setting.type)
+    if not valid:
+        raise ConfigError(
+            f"invalid value {value!r} for {setting.name} (from {source}): "
+            f"expected a TOML {setting.type.__name__}"
+        )
+
+
+def _convert(setting: Setting, value: Any, source: str) -> Any:
+    where = f"{setting.name} (from {source})"
+    if setting.type is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(
+            f"invalid value {value!r} for {where}: expected true or false"
+        )
+    if setting.type is int:
+        if isinstance(value, bool) or isinstance(value, float):
+            raise ConfigError(
+                f"invalid value {value!r} for {where}: expected an integer"
+            )
+        try:
+            converted: Any = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"invalid value {value!r} for {where}: expected an integer"
+            ) from None
+    elif setting.type is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"invalid value {value!r} for {where}: expected a number")
+        try:
+            converted = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"invalid value {value!r} for {where}: expected a number"
+            ) from None
+    else:
+        if not isinstance(value, str):
+            raise ConfigError(f"invalid value {value!r} for {where}: expected a string")
+        converted = value
+
+    if setting.choices is not None:
+        converted = converted.lower()
+        if converted not in setting.choices:
+            allowed = ", ".join(setting.choices)
+            raise ConfigError(
+                f"invalid value {value!r} for {where}: expected one of {allowed}"
+            )
+    if setting.minimum is not None and converted < setting.minimum:
+        raise ConfigError(
+            f"invalid value {value!r} for {where}: minimum is {setting.minimum:g}"
+        )
+    if setting.maximum is not None and converted > setting.maximum:
+        raise ConfigError(
+            f"invalid value {value!r} for {where}: maximum is {setting.maximum:g}"
+        )
+    return converted
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in config file {path}: {exc}") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config from defaults, a TOML file, the environment and overrides.
+
+    ``overrides`` holds command-line values; None entries are ignored.
+    Raises ConfigError naming the key for unknown keys and invalid values.
+    """
+    values = {setting.name: setting.default for setting in SETTINGS}
+
+    if path is not None:
+        for key, value in _read_toml(Path(path)).items():
+            setting = SETTINGS_BY_NAME.get(key)
+            if setting is None:
+                raise ConfigError(f"unknown key {key!r} in config file {path}")
+            _check_toml_type(setting, value, str(path))
+            values[key] = _convert(setting, value, str(path))
+
+    environ = os.environ if environ is None else environ
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key == "config":
+            continue
+        setting = SETTINGS_BY_NAME.get(key)
+        if setting is None:
+            raise ConfigError(f"unknown environment variable {name}")
+        values[key] = _convert(setting, value, f"environment variable {name}")
+
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        setting = SETTINGS_BY_NAME.get(key)
+        if setting is None:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _convert(setting, value, "command line")
+
+    return Config(**values)
+
+
+def render_default_toml() -> str:
+    """Render the documented TOML file whose values equal the defaults."""
+    lines = [
+        "# RealCast Box configuration. Every key is listed with its default value.",
+        "# Each key can also be set with a REALCAST_<KEY> environment variable",
+        "# (REALCAST_HTTP_PORT=9000) or a command-line flag; flags win over the",
+        "# environment, which wins over this file.",
+    ]
+    for setting in SETTINGS:
+        lines.append("")
+        lines.append(f"# {setting.help}")
+        value = setting.default
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, str):
+            rendered = f'"{value}"'
+        else:
+            rendered = repr(value)
+        lines.append(f"{setting.name} = {rendered}")
+    return "\n".join(lines) + "\n"

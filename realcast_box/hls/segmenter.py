@@ -1,0 +1,749 @@
+"""Passthrough HLS packager: FLV H.264 and AAC in, fMP4 segments and playlists out.
+
+Nothing is decoded. Each FLV frame becomes one fMP4 sample. The open segment
+is cut at the first video keyframe once it is close to the target duration
+(audio-only streams are cut by duration). A sample is held until the next one
+of its track arrives, because that arrival gives its duration.
+
+Layout of the output directory::
+
+    index.m3u8                  multivariant playlist
+    <rendition>/index.m3u8      media playlist (sliding window)
+    <rendition>/init-N.mp4      init segment, a new N after a config change
+    <rendition>/seg-N.m4s       media segment N (N is the media sequence number)
+
+Timing: RTMP timestamps are 32-bit milliseconds that wrap at 2**32 and, from
+some encoders, jump. They are unwrapped per track and shifted so that the
+first sample is at 0. Video runs at 90 kHz and never repeats a DTS. Audio
+runs at its sample rate and advances 1024 samples per AAC frame, so the
+millisecond rounding of RTMP does not show up as jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from realcast_box.hls import fmp4, playlist
+from realcast_box.media.codecs import (
+    AacConfig,
+    AvcConfig,
+    parse_aac_config,
+    parse_avc_config,
+)
+from realcast_box.media.flv import AudioTag, VideoTag
+
+logger = logging.getLogger(__name__)
+
+VIDEO_TIMESCALE = 90000
+AAC_FRAME_SAMPLES = 1024
+VIDEO_TRACK_ID = 1
+AUDIO_TRACK_ID = 2
+
+# Segments stay on disk this many places after they leave the playlist, for
+# players that are still fetching them.
+EXTRA_SEGMENTS_KEPT = 2
+# Video segments are cut at the first keyframe at or after this fraction of
+# the target duration, so a GOP slightly shorter than the target (or
+# millisecond rounding) does not double the segment length.
+CUT_FRACTION = 0.9
+# Without a keyframe for this long, a video segment is cut anyway, so that an
+# encoder that never sends keyframes cannot grow one segment without limit.
+# The segment after such a cut does not start with a keyframe.
+MAX_SEGMENT_SECONDS = 60
+# Start audio-only when this much audio arrived and no video config did.
+AUDIO_ONLY_AFTER_MS = 1000
+# Wait this long for a missing audio config that the metadata announced.
+AUDIO_CONFIG_WAIT_MS = 1000
+# Audio kept while no segment can take it, at most (about 10 s at 48 kHz).
+AUDIO_BACKLOG_FRAMES = 500
+# Audio follows its sample count until RTMP time differs by more than this.
+AUDIO_DRIFT_FRAMES = 3
+# A track's RTMP timestamp may step back this far, and its DTS is clamped.
+# A larger backward step, or a forward step above FORWARD_JUMP_MS, counts as
+# a jump of the publisher's clock, so the track continues where it was.
+BACKWARD_TOLERANCE_MS = 200
+FORWARD_JUMP_MS = 10_000
+DEFAULT_FRAME_MS = 33
+
+_RENDITION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class _TrackClock:
+    """Unwraps one track's 32-bit RTMP timestamps into extended milliseconds.
+
+    NOTE: each track rebases on its own when its clock jumps, so a jump seen
+    by only one track shifts it against the other by the size of the jump.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.partner: _TrackClock | None = None
+        self._last_raw: int | None = None
+        self._last_value = 0
+        self._step = DEFAULT_FRAME_MS
+
+    def extend(self, raw: int) -> int:
+        raw &= 0xFFFFFFFF
+        if self._last_raw is None:
+            partner = self.partner
+            if partner is None or partner._last_raw is None:
+                return self._remember(raw, raw)
+            # The first timestamp of a track unwraps near the other track's.
+            return self._remember(raw, partner._last_value + partner._delta(raw))
+
+        delta = self._delta(raw)
+        if -BACKWARD_TOLERANCE_MS <= delta <= FORWARD_JUMP_MS:
+            if delta > 0:
+                self._step = delta
+            return self._remember(raw, self._last_value + delta)
+        logger.warning(
+            "%s timestamp jumped by %d ms (from %d to %d); the timeline "
+            "continues without the jump",
+            self.name,
+            delta,
+            self._last_raw,
+            raw,
+        )
+        return self._remember(raw, self._last_value + self._step)
+
+    def _delta(self, raw: int) -> int:
+        """Signed 32-bit difference from the last timestamp, so wraps vanish."""
+        assert self._last_raw is not None
+        return ((raw - self._last_raw + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+    def _remember(self, raw: int, value: int) -> int:
+        self._last_raw = raw
+        self._last_value = value
+        return value
+
+
+@dataclass
+class _PendingSample:
+    dts: int
+    data: bytes
+    keyframe: bool
+    composition_offset: int
+
+
+class _TrackBuffer:
+    """The samples of one track in the open segment.
+
+    The newest sample is pending until the next one gives its duration.
+    """
+
+    def __init__(self, track: fmp4.Track, default_duration: int) -> None:
+        self.track = track
+        self.samples: list[fmp4.Sample] = []
+        self.base_dts = 0
+        self.pending: _PendingSample | None = None
+        self.last_dts: int | None = None
+        self.last_duration = default_duration
+        self.next_audio_dts: int | None = None
+
+    @property
+    def segment_start(self) -> int | None:
+        if self.samples:
+            return self.base_dts
+        return self.pending.dts if self.pending is not None else None
+
+    def push(self, sample: _PendingSample) -> None:
+        if self.pending is not None:
+            self._commit(sample.dts - self.pending.dts)
+        self.pending = sample
+        self.last_dts = sample.dts
+
+    def flush_pending(self) -> None:
+        """Commit the pending sample with the duration of the sample before it."""
+        if self.pending is not None:
+            self._commit(self.last_duration)
+
+    def take_fragment(self) -> fmp4.Fragment | None:
+        if not self.samples:
+            return None
+        fragment = fmp4.Fragment(self.track, self.base_dts, self.samples)
+        self.samples = []
+        return fragment
+
+    def _commit(self, duration: int) -> None:
+        pending = self.pending
+        assert pending is not None
+        if not self.samples:
+            self.base_dts = pending.dts
+        sample = fmp4.Sample(
+            pending.data, duration, pending.keyframe, pending.composition_offset
+        )
+        self.samples.append(sample)
+        self.last_duration = duration
+        self.pending = None
+
+
+@dataclass
+class _StreamHints:
+    """Stream properties announced by onMetaData; sequence headers override them."""
+
+    has_video: bool | None = None
+    has_audio: bool | None = None
+    bitrate: int | None = None  # bits per second
+    frame_rate: float | None = None
+
+
+class Segmenter:
+    """Passthrough HLS packager for one publisher's H.264 and AAC.
+
+    Synchronous and cheap per call, so it runs on the event loop. Writes go
+    to a temporary name first and are renamed into place, and a playlist is
+    written only after the segments it lists. ``OSError`` from the file
+    system propagates to the caller.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        target_duration: float = 2.0,
+        window: int = 6,
+        rendition: str = "source",
+    ) -> None:
+        if not target_duration > 0:
+            raise ValueError(
+                f"invalid target_duration {target_duration!r}: expected seconds > 0"
+            )
+        if window < 1:
+            raise ValueError(f"invalid window {window!r}: expected at least 1")
+        if not _RENDITION_PATTERN.match(rendition):
+            raise ValueError(
+                f"invalid rendition name {rendition!r}: expected 1 to 64 letters, "
+                "digits, '-' or '_'"
+            )
+        self._directory = Path(directory)
+        self._rendition = rendition
+        self._rendition_directory = self._directory / rendition
+        self._rendition_directory.mkdir(parents=True, exist_ok=True)
+        self._log_name = f"{self._directory.name}/{rendition}"
+        self._target = target_duration
+        self._window = window
+
+        self._video_config: AvcConfig | None = None
+        self._audio_config: AacConfig | None = None
+        self._hints = _StreamHints()
+        self._video_clock = _TrackClock(f"{self._log_name} video")
+        self._audio_clock = _TrackClock(f"{self._log_name} audio")
+        self._video_clock.partner = self._audio_clock
+        self._audio_clock.partner = self._video_clock
+        self._first_video_ms: int | None = None
+        self._audio_backlog: deque[tuple[int, bytes]] = deque(
+            maxlen=AUDIO_BACKLOG_FRAMES
+        )
+
+        # Output state, set when the first segment starts.
+        self._started = False
+        self._finished = False
+        self._origin_ms = 0
+        self._wall_origin = 0.0
+        self._active_video: AvcConfig | None = None
+        self._active_audio: AacConfig | None = None
+        self._video: _TrackBuffer | None = None
+        self._audio: _TrackBuffer | None = None
+        self._init_number = -1
+        self._init_names: list[str] = []
+        self._discontinuity_pending = False
+        self._dropped_audio_frames = 0
+
+        # Playlist state.
+        self._entries: list[playlist.SegmentEntry] = []
+        self._next_sequence = 0
+        self._removed_discontinuities = 0
+        self._target_duration = playlist.rounded_duration(target_duration) or 1
+        self._peak_bitrate = 0
+        self._variant: playlist.VariantEntry | None = None
+        self._ready = False
+
+    # Public state.
+
+    @property
+    def segment_count(self) -> int:
+        """Number of media segments written so far."""
+        return self._next_sequence
+
+    @property
+    def ready(self) -> bool:
+        """Whether the first segment and both playlists are on disk."""
+        return self._ready
+
+    @property
+    def video_config(self) -> AvcConfig | None:
+        """The latest H.264 sequence header received."""
+        return self._video_config
+
+    @property
+    def audio_config(self) -> AacConfig | None:
+        """The latest AAC sequence header received."""
+        return self._audio_config
+
+    # Input.
+
+    def set_metadata(self, metadata: dict) -> None:
+        """Take hints from onMetaData: hasVideo, hasAudio, data rates, frame rate."""
+        hints = self._hints
+        for key, attribute in (("hasVideo", "has_video"), ("hasAudio", "has_audio")):
+            if isinstance(metadata.get(key), bool):
+                setattr(hints, attribute, metadata[key])
+        if hints.has_video is None and "videocodecid" in metadata:
+            hints.has_video = True
+        if hints.has_audio is None and "audiocodecid" in metadata:
+            hints.has_audio = True
+        rates = [_positive_number(metadata.get(key)) for key in _DATA_RATE_KEYS]
+        if any(rates):
+            hints.bitrate = int(sum(rate or 0 for rate in rates) * 1000)
+        frame_rate = _positive_number(metadata.get("framerate"))
+        if frame_rate is not None and frame_rate <= 1000:
+            hints.frame_rate = frame_rate
+
+    def add_video(self, timestamp_ms: int, tag: VideoTag) -> None:
+        """Add one H.264 tag; raises ``InvalidTag`` for a malformed avcC record."""
+        self._check_open()
+        if tag.is_sequence_header:
+            self._set_video_config(parse_avc_config(tag.data))
+            return
+        if not tag.data or self._video_config is None:
+            return
+
+        time_ms = self._video_clock.extend(timestamp_ms)
+        if self._first_video_ms is None:
+            self._first_video_ms = time_ms
+        if not self._started:
+            if tag.keyframe and not self._waiting_for_audio_config(time_ms):
+                self._start(time_ms, tag)
+            return
+
+        video_changed = self._active_video != self._video_config
+        audio_changed = self._active_audio != self._audio_config
+        if video_changed or audio_changed:
+            if tag.keyframe:
+                self._restart_at_keyframe(time_ms, tag)
+                return
+            if video_changed:
+                return  # undecodable without the keyframe of the new config
+        self._add_video_sample(time_ms, tag)
+
+    def add_audio(self, timestamp_ms: int, tag: AudioTag) -> None:
+        """Add one AAC tag; raises ``InvalidTag`` for a malformed config."""
+        self._check_open()
+        if tag.is_sequence_header:
+            self._set_audio_config(parse_aac_config(tag.data))
+            return
+        if not tag.data or self._audio_config is None:
+            return
+
+        time_ms = self._audio_clock.extend(timestamp_ms)
+        if not self._started:
+            self._audio_backlog.append((time_ms, tag.data))
+            if self._video_config is None and self._audio_only_due(time_ms):
+                self._start_audio_only()
+            return
+
+        if self._active_audio != self._audio_config:
+            if self._video_config is not None:
+                # Held until the video keyframe that starts the new init.
+                self._audio_backlog.append((time_ms, tag.data))
+                return
+            self._restart_audio_only()
+        self._add_audio_sample(time_ms, tag.data)
+
+    def finish(self) -> None:
+        """Write the last segment and end the media playlist with EXT-X-ENDLIST.
+
+        Safe to call twice. Nothing is written when no segment ever started.
+        """
+        if self._finished:
+            return
+        if not self._started and self._audio_backlog and self._video_config is None:
+            self._start_audio_only()
+        self._finished = True
+        if not self._started:
+            logger.info("%s: finished before any segment", self._log_name)
+            return
+        for buffer in self._buffers():
+            buffer.flush_pending()
+        if not self._close_segment(ended=True) and self._entries:
+            self._write_media_playlist(ended=True)
+        logger.info(
+            "%s: finished after %d segments", self._log_name, self._next_sequence
+        )
+
+    # Configs.
+
+    def _set_video_config(self, config: AvcConfig) -> None:
+        if config == self._video_config:
+            return  # encoders such as OBS resend the same header
+        self._video_config = config
+        logger.debug(
+            "%s: video config %s %dx%d",
+            self._log_name,
+            config.codec_string,
+            config.width,
+            config.height,
+        )
+
+    def _set_audio_config(self, config: AacConfig) -> None:
+        if config == self._audio_config:
+            return
+        self._audio_config = config
+        self._audio_backlog.clear()  # frames of the previous config
+        logger.debug(
+            "%s: audio config %s %d Hz",
+            self._log_name,
+            config.codec_string,
+            config.sample_rate,
+        )
+
+    def _waiting_for_audio_config(self, time_ms: int) -> bool:
+        if self._audio_config is not None or not self._hints.has_audio:
+            return False
+        assert self._first_video_ms is not None
+        return time_ms - self._first_video_ms < AUDIO_CONFIG_WAIT_MS
+
+    def _audio_only_due(self, time_ms: int) -> bool:
+        if self._hints.has_video is False:
+            return True
+        return time_ms - self._audio_backlog[0][0] >= AUDIO_ONLY_AFTER_MS
+
+    # Starting, cutting and restarting.
+
+    def _start(self, time_ms: int, tag: VideoTag) -> None:
+        self._started = True
+        self._origin_ms = time_ms
+        self._wall_origin = time.time()
+        self._open_init(self._video_config, self._audio_config)
+        self._add_video_sample(time_ms, tag)
+        self._drain_audio_backlog(since_ms=time_ms)
+
+    def _start_audio_only(self) -> None:
+        self._started = True
+        self._origin_ms = self._audio_backlog[0][0]
+        backlog_seconds = (self._audio_backlog[-1][0] - self._origin_ms) / 1000
+        self._wall_origin = time.time() - backlog_seconds
+        self._open_init(None, self._audio_config)
+        self._drain_audio_backlog(since_ms=self._origin_ms)
+
+    def _restart_at_keyframe(self, time_ms: int, tag: VideoTag) -> None:
+        """Close the open segment and start a new init with ``tag`` first."""
+        keyframe = None
+        if self._video is not None:
+            # Pushing the keyframe gives the frame before it its duration.
+            keyframe = self._video_sample(self._video, time_ms, tag)
+            self._video.push(keyframe)
+        if self._audio is not None:
+            self._audio.flush_pending()
+        self._close_segment()
+
+        self._open_init(self._video_config, self._audio_config)
+        assert self._video is not None
+        if keyframe is None:
+            self._video.push(self._video_sample(self._video, time_ms, tag))
+        self._drain_audio_backlog(since_ms=time_ms)
+
+    def _restart_audio_only(self) -> None:
+        assert self._audio is not None
+        self._audio.flush_pending()
+        self._close_segment()
+        self._open_init(None, self._audio_config)
+
+    def _cut(self) -> None:
+        """Close the open segment but keep the pending sample of the cutting track."""
+        if self._video is not None and self._audio is not None:
+            self._audio.flush_pending()
+        self._close_segment()
+
+    def _open_init(self, video: AvcConfig | None, audio: AacConfig | None) -> None:
+        tracks = []
+        if video is not None:
+            tracks.append(fmp4.Track(VIDEO_TRACK_ID, VIDEO_TIMESCALE, video))
+        if audio is not None:
+            tracks.append(fmp4.Track(AUDIO_TRACK_ID, audio.sample_rate, audio))
+        self._init_number += 1
+        name = f"init-{self._init_number}.mp4"
+        self._write_file(name, fmp4.init_segment(tracks))
+        self._init_names.append(name)
+
+        description = _describe(video, audio)
+        if self._init_number == 0:
+            logger.info("%s: rendition started: %s", self._log_name, description)
+        else:
+            self._discontinuity_pending = True
+            logger.info(
+                "%s: codec config changed, discontinuity with %s: %s",
+                self._log_name,
+                name,
+                description,
+            )
+        self._active_video = video
+        self._active_audio = audio
+        self._video = self._track_buffer(self._video, tracks, VIDEO_TRACK_ID)
+        self._audio = self._track_buffer(self._audio, tracks, AUDIO_TRACK_ID)
+
+    def _track_buffer(
+        self, buffer: _TrackBuffer | None, tracks: list[fmp4.Track], track_id: int
+    ) -> _TrackBuffer | None:
+        track = next((t for t in tracks if t.track_id == track_id), None)
+        if track is None:
+            return None
+        if buffer is None:
+            return _TrackBuffer(track, self._default_duration(track))
+        old_timescale = buffer.track.timescale
+        buffer.track = track
+        if track.timescale != old_timescale:
+            # A new AAC sample rate: carry the timeline over to the new scale.
+            buffer.last_dts = _rescale(buffer.last_dts, old_timescale, track.timescale)
+            buffer.next_audio_dts = _rescale(
+                buffer.next_audio_dts, old_timescale, track.timescale
+            )
+            buffer.last_duration = self._default_duration(track)
+        return buffer
+
+    def _default_duration(self, track: fmp4.Track) -> int:
+        if not track.is_video:
+            return AAC_FRAME_SAMPLES
+        frame_rate = self._hints.frame_rate
+        if frame_rate is None:
+            return DEFAULT_FRAME_MS * VIDEO_TIMESCALE // 1000
+        return max(1, round(VIDEO_TIMESCALE / frame_rate))
+
+    # Samples.
+
+    def _add_video_sample(self, time_ms: int, tag: VideoTag) -> None:
+        buffer = self._video
+        assert buffer is not None
+        sample = self._video_sample(buffer, time_ms, tag)
+        start = buffer.segment_start
+        elapsed = (sample.dts - start) / VIDEO_TIMESCALE if start is not None else 0
+        due = tag.keyframe and elapsed >= CUT_FRACTION * self._target
+        if not tag.keyframe and elapsed >= MAX_SEGMENT_SECONDS:
+            logger.warning(
+                "%s: no keyframe for %.0f s; cutting the segment at a frame that "
+                "is not a keyframe",
+                self._log_name,
+                elapsed,
+            )
+            due = True
+        buffer.push(sample)
+        if due:
+            self._cut()
+
+    def _video_sample(
+        self, buffer: _TrackBuffer, time_ms: int, tag: VideoTag
+    ) -> _PendingSample:
+        decode_time = (time_ms - self._origin_ms) * VIDEO_TIMESCALE // 1000
+        dts = max(decode_time, 0)
+        if buffer.last_dts is not None and dts <= buffer.last_dts:
+            dts = buffer.last_dts + 1  # DTS must increase even if RTMP time did not
+        presentation_time = decode_time + tag.composition_time * VIDEO_TIMESCALE // 1000
+        return _PendingSample(dts, tag.data, tag.keyframe, presentation_time - dts)
+
+    def _add_audio_sample(self, time_ms: int, data: bytes) -> None:
+        buffer = self._audio
+        assert buffer is not None
+        dts = self._audio_dts(buffer, time_ms)
+        if dts is None:
+            return
+        start = buffer.segment_start
+        timescale = buffer.track.timescale
+        due = (
+            self._video is None
+            and start is not None
+            and dts - start >= self._target * timescale - AAC_FRAME_SAMPLES / 2
+        )
+        # NOTE: with a video track only video keyframes cut segments, so if
+        # the video stops while audio goes on, the playlist stops growing.
+        buffer.push(_PendingSample(dts, data, True, 0))
+        if due:
+            self._cut()
+
+    def _audio_dts(self, buffer: _TrackBuffer, time_ms: int) -> int | None:
+        """Return the DTS of the next AAC frame, or None to drop it.
+
+        The DTS follows the sample count. When RTMP time runs ahead by more
+        than a few frames, the audio has a gap and RTMP time takes over. A
+        frame that RTMP time puts that far behind is dropped, because its
+        samples would overlap audio already written.
+        """
+        timescale = buffer.track.timescale
+        rtmp_time = (time_ms - self._origin_ms) * timescale // 1000
+        expected = buffer.next_audio_dts
+        tolerance = AUDIO_DRIFT_FRAMES * AAC_FRAME_SAMPLES
+        if expected is None:
+            if rtmp_time < 0:
+                return None  # before the first video keyframe
+            dts = rtmp_time
+        elif rtmp_time - expected > tolerance:
+            logger.debug(
+                "%s: audio gap of %d samples", self._log_name, rtmp_time - expected
+            )
+            dts = rtmp_time
+        elif expected - rtmp_time > tolerance:
+            self._dropped_audio_frames += 1
+            if self._dropped_audio_frames % 100 == 1:
+                logger.warning(
+                    "%s: dropped %d AAC frames so far whose timestamps overlap "
+                    "earlier audio",
+                    self._log_name,
+                    self._dropped_audio_frames,
+                )
+            return None
+        else:
+            dts = expected
+        buffer.next_audio_dts = dts + AAC_FRAME_SAMPLES
+        return dts
+
+    def _drain_audio_backlog(self, since_ms: int) -> None:
+        backlog = list(self._audio_backlog)
+        self._audio_backlog.clear()
+        if self._audio is None:
+            return
+        for time_ms, data in backlog:
+            if time_ms >= since_ms:
+                self._add_audio_sample(time_ms, data)
+
+    def _buffers(self) -> list[_TrackBuffer]:
+        return [buffer for buffer in (self._video, self._audio) if buffer is not None]
+
+    # Output.
+
+    def _close_segment(self, *, ended: bool = False) -> bool:
+        """Write the open segment and the playlists; False when it was empty."""
+        fragments = [f for b in self._buffers() if (f := b.take_fragment())]
+        if not fragments:
+            return False
+        primary = fragments[0]  # video when the segment has video
+        timescale = primary.track.timescale
+        duration = sum(sample.duration for sample in primary.samples) / timescale
+        start_seconds = primary.base_decode_time / timescale
+
+        sequence = self._next_sequence
+        data = fmp4.media_segment(sequence + 1, fragments)
+        name = f"seg-{sequence}.m4s"
+        self._write_file(name, data)
+        self._entries.append(
+            playlist.SegmentEntry(
+                uri=name,
+                duration=duration,
+                map_uri=self._init_names[-1],
+                discontinuity=self._discontinuity_pending,
+                program_date_time=datetime.fromtimestamp(
+                    self._wall_origin + start_seconds, UTC
+                ),
+            )
+        )
+        self._discontinuity_pending = False
+        self._next_sequence += 1
+        if duration > 0:
+            self._peak_bitrate = max(self._peak_bitrate, len(data) * 8 / duration)
+        logger.debug(
+            "%s: wrote %s, %.3f s, %d bytes", self._log_name, name, duration, len(data)
+        )
+
+        self._remove_old_files()
+        self._write_media_playlist(ended=ended)
+        self._write_multivariant_playlist()
+        self._ready = True
+        return True
+
+    def _remove_old_files(self) -> None:
+        while len(self._entries) > self._window + EXTRA_SEGMENTS_KEPT:
+            old = self._entries.pop(0)
+            self._removed_discontinuities += old.discontinuity
+            (self._rendition_directory / old.uri).unlink(missing_ok=True)
+        needed = {entry.map_uri for entry in self._entries}
+        needed.add(self._init_names[-1])
+        for name in [name for name in self._init_names if name not in needed]:
+            (self._rendition_directory / name).unlink(missing_ok=True)
+            self._init_names.remove(name)
+
+    def _write_media_playlist(self, *, ended: bool) -> None:
+        listed = self._entries[-self._window :]
+        hidden = self._entries[: len(self._entries) - len(listed)]
+        self._target_duration = playlist.target_duration(
+            (entry.duration for entry in listed), minimum=self._target_duration
+        )
+        text = playlist.media_playlist(
+            listed,
+            target_duration=self._target_duration,
+            media_sequence=self._next_sequence - len(listed),
+            discontinuity_sequence=self._removed_discontinuities
+            + sum(entry.discontinuity for entry in hidden),
+            ended=ended,
+        )
+        self._write_file("index.m3u8", text.encode())
+
+    def _write_multivariant_playlist(self) -> None:
+        needed = max(self._peak_bitrate, self._hints.bitrate or 0)
+        published = self._variant.bandwidth if self._variant is not None else 0
+        bandwidth = published
+        if needed > published:
+            bandwidth = math.ceil(needed * BANDWIDTH_HEADROOM)
+        video, audio = self._active_video, self._active_audio
+        variant = playlist.VariantEntry(
+            uri=f"{self._rendition}/index.m3u8",
+            bandwidth=bandwidth,
+            codecs=tuple(c.codec_string for c in (video, audio) if c is not None),
+            resolution=(video.width, video.height) if video is not None else None,
+            frame_rate=self._hints.frame_rate if video is not None else None,
+        )
+        if variant == self._variant:
+            return
+        text = playlist.multivariant_playlist([variant])
+        _write_atomically(self._directory / "index.m3u8", text.encode())
+        self._variant = variant
+
+    def _write_file(self, name: str, data: bytes) -> None:
+        _write_atomically(self._rendition_directory / name, data)
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError(f"{self._log_name}: the segmenter is finished")
+
+
+_DATA_RATE_KEYS = ("videodatarate", "audiodatarate")
+# BANDWIDTH is written this much above the peak segment bit rate so that it
+# need not be rewritten for every small new peak.
+BANDWIDTH_HEADROOM = 1.1
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _positive_number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def _rescale(value: int | None, old: int, new: int) -> int | None:
+    if value is None:
+        return None
+    return math.ceil(value * new / old)
+
+
+def _describe(video: AvcConfig | None, audio: AacConfig | None) -> str:
+    parts = []
+    if video is not None:
+        parts.append(f"video {video.codec_string} {video.width}x{video.height}")
+    if audio is not None:
+        parts.append(
+            f"audio {audio.codec_string} {audio.sample_rate} Hz "
+            f"{audio.channels} channels"
+        )
+    return ", ".join(parts)

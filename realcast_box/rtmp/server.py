@@ -1,0 +1,282 @@
+"""Asyncio glue around the sans-IO RTMP core: accept, time out, authorize.
+
+Each TCP connection gets an ``RtmpConnection`` that reads bytes, hands them to
+``ServerProtocol``, acts on the events (stream-key check, hub calls, media
+fan-out) and writes the protocol's replies. Stream keys are secrets: logs name
+the stream id, never the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+from realcast_box.live.hub import Hub, PublishRejected
+from realcast_box.live.publication import Publication
+from realcast_box.media.flv import UnsupportedCodec
+from realcast_box.rtmp import events as ev
+from realcast_box.rtmp.errors import RtmpProtocolError
+from realcast_box.rtmp.protocol import ServerProtocol
+from realcast_box.store import streams as stream_store
+from realcast_box.store.db import Database
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+# RTMP application name in rtmp://HOST/live; OBS calls it the "Server" path.
+APPLICATION = "live"
+
+
+class RtmpServer:
+    """Listens for RTMP publishers and runs one RtmpConnection per client."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        database: Database,
+        *,
+        read_timeout: float,
+        max_message_size: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._hub = hub
+        self._database = database
+        self._read_timeout = read_timeout
+        self._max_message_size = max_message_size
+        self._ssl_context = ssl_context
+        self._server: asyncio.Server | None = None
+        self._connections: set[RtmpConnection] = set()
+
+    @property
+    def sockets(self) -> list:
+        return list(self._server.sockets) if self._server else []
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, host, port, ssl=self._ssl_context
+        )
+
+    async def close(self) -> None:
+        """Stop accepting, then close every open connection."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections):
+            await connection.close("server shutting down")
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connection = RtmpConnection(
+            reader,
+            writer,
+            hub=self._hub,
+            database=self._database,
+            read_timeout=self._read_timeout,
+            max_message_size=self._max_message_size,
+        )
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+
+
+class RtmpConnection:
+    """One RTMP client: reads, dispatches events, writes replies."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        hub: Hub,
+        database: Database,
+        read_timeout: float,
+        max_message_size: int,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._hub = hub
+        self._database = database
+        self._read_timeout = read_timeout
+        self._protocol = ServerProtocol(max_message_size=max_message_size)
+        self._publication: Publication | None = None
+        self._publish_stream_id: int | None = None
+        self._close_reason: str | None = None
+        peer = writer.get_extra_info("peername")
+        self.client_address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self._log_prefix = f"[rtmp {self.client_address}]"
+
+    async def run(self) -> None:
+        logger.info("%s connected", self._log_prefix)
+        reason = "client closed the connection"
+        try:
+            reason = await self._read_loop()
+        except RtmpProtocolError as exc:
+            reason = f"protocol error: {exc}"
+        except (ConnectionError, OSError) as exc:
+            reason = f"connection error: {exc}"
+        except asyncio.CancelledError:
+            reason = self._close_reason or "cancelled"
+            raise
+        except Exception:
+            logger.exception("%s unexpected error", self._log_prefix)
+            reason = "internal error"
+        finally:
+            await self._end_publication(self._close_reason or reason)
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.wait_closed(), 1)
+            logger.info(
+                "%s closed (%s)", self._log_prefix, self._close_reason or reason
+            )
+
+    async def close(self, reason: str) -> None:
+        """Close the connection from outside (kick, shutdown, takeover)."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        with contextlib.suppress(Exception):
+            await self._flush()
+        transport = self._writer.transport
+        if not transport.is_closing():
+            transport.abort()
+
+    async def _read_loop(self) -> str:
+        while self._close_reason is None:
+            try:
+                data = await asyncio.wait_for(
+                    self._reader.read(READ_SIZE), self._read_timeout
+                )
+            except TimeoutError:
+                return f"read timed out after {self._read_timeout:g} s"
+            if not data:
+                return "client closed the connection"
+            for event in self._protocol.receive_data(data):
+                done = await self._handle(event)
+                if done is not None:
+                    await self._flush()
+                    return done
+            await self._flush()
+        return self._close_reason
+
+    async def _flush(self) -> None:
+        out = self._protocol.data_to_send()
+        if out and not self._writer.transport.is_closing():
+            self._writer.write(out)
+            await self._writer.drain()
+
+    async def _handle(self, event: object) -> str | None:
+        """Act on one protocol event; a string return closes the connection."""
+        protocol = self._protocol
+        match event:
+            case ev.VideoData() | ev.AudioData():
+                return self._feed_media(event)
+            case ev.DataMessage(name="onMetaData", values=values):
+                if (
+                    self._publication is not None
+                    and values
+                    and isinstance(values[0], dict)
+                ):
+                    self._publication.feed_metadata(values[0])
+            case ev.ConnectRequest(transaction_id=tid, app=app):
+                if app.strip("/").split("/")[0] != APPLICATION:
+                    protocol.reject_connect(
+                        tid, f"unknown application {app!r}; use rtmp://HOST/live"
+                    )
+                    return f"rejected connect to application {app!r}"
+                protocol.accept_connect(tid)
+            case ev.ReleaseStream(transaction_id=tid):
+                protocol.answer_release_stream(tid)
+            case ev.FCPublish(name=name):
+                protocol.answer_fcpublish(name)
+            case ev.CreateStream(transaction_id=tid):
+                protocol.accept_create_stream(tid)
+            case ev.PublishRequest():
+                return await self._publish(event)
+            case ev.FCUnpublish(name=name):
+                protocol.answer_fcunpublish(name)
+            case ev.DeleteStream() | ev.CloseStream():
+                if self._publication is not None:
+                    protocol.send_status(
+                        event.message_stream_id,
+                        "status",
+                        "NetStream.Unpublish.Success",
+                        "stream unpublished",
+                    )
+                    await self._end_publication("publisher sent deleteStream")
+            case ev.PlayRequest(transaction_id=tid, message_stream_id=msid):
+                protocol.send_status(
+                    msid,
+                    "error",
+                    "NetStream.Play.Failed",
+                    "this server accepts publishers only; play over HLS",
+                )
+                return "rejected play request"
+            case ev.UnknownCommand(name=name, transaction_id=tid):
+                logger.debug("%s ignoring command %r", self._log_prefix, name)
+                if tid:
+                    protocol.send_error(tid, f"unsupported command {name!r}")
+        return None
+
+    async def _publish(self, event: ev.PublishRequest) -> str | None:
+        protocol = self._protocol
+        msid = event.message_stream_id
+        if self._publication is not None:
+            protocol.reject_publish(
+                msid, "NetStream.Publish.BadName", "connection already publishing"
+            )
+            return "second publish on one connection"
+
+        stream = await stream_store.get_stream_by_key(self._database, event.name)
+        if stream is None:
+            protocol.reject_publish(
+                msid, "NetStream.Publish.BadName", "invalid stream key"
+            )
+            return "publish with an unknown stream key"
+
+        try:
+            self._publication = await self._hub.start(
+                stream, self.client_address, self.close
+            )
+        except PublishRejected as exc:
+            protocol.reject_publish(msid, exc.code, exc.description)
+            return f"publish to stream {stream['id']} rejected: {exc.description}"
+
+        self._publish_stream_id = msid
+        self._log_prefix = f"[rtmp {self.client_address} {stream['id']}]"
+        protocol.accept_publish(msid, event.name)
+        logger.info(
+            "%s publishing (type %s)", self._log_prefix, event.publish_type or "live"
+        )
+        return None
+
+    def _feed_media(self, event: ev.VideoData | ev.AudioData) -> str | None:
+        publication = self._publication
+        if publication is None or publication.finished:
+            return None
+        try:
+            if isinstance(event, ev.VideoData):
+                publication.feed_video(event.timestamp, event.payload)
+            else:
+                publication.feed_audio(event.timestamp, event.payload)
+        except UnsupportedCodec as exc:
+            self._protocol.send_status(
+                self._publish_stream_id or event.message_stream_id,
+                "error",
+                "NetStream.Publish.Rejected",
+                str(exc),
+            )
+            return f"unsupported codec: {exc}"
+        except ValueError as exc:
+            return f"invalid media: {exc}"
+        return None
+
+    async def _end_publication(self, reason: str) -> None:
+        publication, self._publication = self._publication, None
+        if publication is not None:
+            await self._hub.stop(publication, reason)

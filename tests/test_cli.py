@@ -1,0 +1,238 @@
+"""The realcast-box command: version, config errors, serve and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from realcast_box import __version__
+from tests.box import start_publisher
+
+STARTUP_TIMEOUT = 30.0
+SHUTDOWN_LIMIT = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "realcast_box", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class ServeProcess:
+    """``realcast-box serve`` in a child process on free loopback ports."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.http_port = free_port()
+        self.rtmp_port = free_port()
+        self.log_path = data_dir.parent / f"serve-{self.http_port}.log"
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "realcast_box",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                str(self.http_port),
+                "--rtmp-port",
+                str(self.rtmp_port),
+                *extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    async def wait_ready(self, session: aiohttp.ClientSession) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited: {self.output()}")
+            try:
+                async with session.get(f"{self.base_url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"serve did not start: {self.output()}")
+
+    def terminate(self) -> float:
+        """Send SIGTERM and return how long the process took to exit."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        return time.monotonic() - started
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+
+def test_cli_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+def test_cli_unknown_config_key_names_it(tmp_path):
+    config = tmp_path / "box.toml"
+    config.write_text("rtmp_prot = 1935\n")
+    result = run_cli("serve", "--config", str(config), "--data-dir", str(tmp_path))
+    assert result.returncode != 0
+    assert "rtmp_prot" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_env_value_names_key(tmp_path):
+    result = run_cli(
+        "serve", "--data-dir", str(tmp_path), env={"REALCAST_HLS_WINDOW": "many"}
+    )
+    assert result.returncode != 0
+    assert "hls_window" in result.stderr
+
+
+def test_cli_port_in_use_is_clear_error(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run_cli(
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--rtmp-port",
+            str(port),
+            "--http-port",
+            str(free_port()),
+        )
+    assert result.returncode != 0
+    assert "failed to start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_cli_serve_persists_and_stops_on_sigterm(tmp_path):
+    data_dir = tmp_path / "data"
+    account = {"email": "cli@example.com", "password": "long enough pw"}
+    async with aiohttp.ClientSession() as session:
+        server = ServeProcess(data_dir)
+        try:
+            await server.wait_ready(session)
+            register = {**account, "full_name": "Cli User"}
+            async with session.post(
+                f"{server.base_url}/api/auth/register", json=register
+            ) as response:
+                assert response.status == 201
+            async with session.post(
+                f"{server.base_url}/api/auth/login", json=account
+            ) as response:
+                token = (await response.json())["access_token"]
+        finally:
+            elapsed = server.terminate()
+        assert server.process.returncode == 0, server.output()
+        assert elapsed < SHUTDOWN_LIMIT
+        log = server.output()
+        assert "started" in log
+        assert str(data_dir) in log
+
+        secret = next(data_dir.glob("*secret*"))
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+        # The same token still works after a restart: the secret and the user
+        # were both kept.
+        server = ServeProcess(data_dir)
+        try:
+            await server.wait_ready(session)
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.get(
+                f"{server.base_url}/api/auth/me", headers=headers
+            ) as response:
+                assert response.status == 200
+                assert (await response.json())["email"] == account["email"]
+        finally:
+            server.terminate()
+
+
+async def test_cli_sigterm_ends_live_stream(tmp_path):
+    data_dir = tmp_path / "data"
+    account = {"email": "live@example.com", "password": "long enough pw"}
+    async with aiohttp.ClientSession() as session:
+        server = ServeProcess(data_dir)
+        publisher = None
+        try:
+            await server.wait_ready(session)
+            base = server.base_url
+            await session.post(f"{base}/api/auth/register", json=account)
+            async with session.post(f"{base}/api/auth/login", json=account) as resp:
+                token = (await resp.json())["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.post(
+                f"{base}/api/apps", json={"name": "cli"}, headers=headers
+            ) as resp:
+                app_id = (await resp.json())["id"]
+            async with session.post(
+                f"{base}/api/streams",
+                json={"app_id": app_id, "title": "shutdown"},
+                headers=headers,
+            ) as resp:
+                stream = await resp.json()
+            assert stream["rtmp_url"] == f"rtmp://127.0.0.1:{server.rtmp_port}/live"
+
+            url = f"{stream['rtmp_url']}/{stream['stream_key']}"
+            publisher = await start_publisher(url, "--seconds", "60", "--realtime")
+            status_url = f"{base}/api/streams/{stream['id']}/status"
+            for _ in range(200):
+                async with session.get(status_url, headers=headers) as resp:
+                    if (await resp.json())["status"] == "live":
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("stream never went live")
+            await asyncio.sleep(3)
+        finally:
+            elapsed = server.terminate()
+            if publisher is not None:
+                publisher.kill()
+                await publisher.wait()
+
+    assert server.process.returncode == 0, server.output()
+    assert elapsed < SHUTDOWN_LIMIT
+    log = server.output()
+    assert stream["stream_key"] not in log
+    playlists = list((data_dir / "hls" / stream["id"]).glob("*/index.m3u8"))
+    assert playlists
+    assert "#EXT-X-ENDLIST" in playlists[0].read_text()

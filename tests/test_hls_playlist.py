@@ -1,0 +1,210 @@
+"""Playlist builders compared with exact RFC 8216 text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from realcast_box.hls.playlist import (
+    SegmentEntry,
+    VariantEntry,
+    media_playlist,
+    multivariant_playlist,
+    rounded_duration,
+    target_duration,
+)
+
+
+def test_media_playlist_live_window() -> None:
+    segments = [
+        SegmentEntry("seg-7.m4s", 2.0, "init-0.mp4"),
+        SegmentEntry("seg-8.m4s", 1.9666, "init-0.mp4"),
+    ]
+
+    text = media_playlist(segments, target_duration=2, media_sequence=7)
+
+    assert text == (
+        "#EXTM3U\n"
+        "#EXT-X-VERSION:7\n"
+        "#EXT-X-TARGETDURATION:2\n"
+        "#EXT-X-MEDIA-SEQUENCE:7\n"
+        "#EXT-X-INDEPENDENT-SEGMENTS\n"
+        '#EXT-X-MAP:URI="init-0.mp4"\n'
+        "#EXTINF:2.000,\n"
+        "seg-7.m4s\n"
+        "#EXTINF:1.967,\n"
+        "seg-8.m4s\n"
+    )
+
+
+def test_media_playlist_ended() -> None:
+    segments = [SegmentEntry("seg-0.m4s", 1.5, "init-0.mp4")]
+
+    text = media_playlist(segments, target_duration=2, media_sequence=0, ended=True)
+
+    assert text.endswith("#EXTINF:1.500,\nseg-0.m4s\n#EXT-X-ENDLIST\n")
+
+
+def test_media_playlist_discontinuity_and_new_map() -> None:
+    segments = [
+        SegmentEntry("seg-3.m4s", 2.0, "init-0.mp4"),
+        SegmentEntry("seg-4.m4s", 2.0, "init-1.mp4", discontinuity=True),
+        SegmentEntry("seg-5.m4s", 2.0, "init-1.mp4"),
+    ]
+
+    text = media_playlist(
+        segments, target_duration=2, media_sequence=3, discontinuity_sequence=2
+    )
+
+    assert text == (
+        "#EXTM3U\n"
+        "#EXT-X-VERSION:7\n"
+        "#EXT-X-TARGETDURATION:2\n"
+        "#EXT-X-MEDIA-SEQUENCE:3\n"
+        "#EXT-X-DISCONTINUITY-SEQUENCE:2\n"
+        "#EXT-X-INDEPENDENT-SEGMENTS\n"
+        '#EXT-X-MAP:URI="init-0.mp4"\n'
+        "#EXTINF:2.000,\n"
+        "seg-3.m4s\n"
+        "#EXT-X-DISCONTINUITY\n"
+        '#EXT-X-MAP:URI="init-1.mp4"\n'
+        "#EXTINF:2.000,\n"
+        "seg-4.m4s\n"
+        "#EXTINF:2.000,\n"
+        "seg-5.m4s\n"
+    )
+
+
+def test_media_playlist_first_entry_discontinuity() -> None:
+    segments = [SegmentEntry("seg-4.m4s", 2.0, "init-1.mp4", discontinuity=True)]
+
+    text = media_playlist(segments, target_duration=2, media_sequence=4)
+
+    assert (
+        "#EXT-X-INDEPENDENT-SEGMENTS\n"
+        "#EXT-X-DISCONTINUITY\n"
+        '#EXT-X-MAP:URI="init-1.mp4"\n'
+    ) in text
+
+
+def test_media_playlist_program_date_time() -> None:
+    start = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
+    segments = [
+        SegmentEntry("seg-0.m4s", 2.0, "init-0.mp4", program_date_time=start),
+        SegmentEntry(
+            "seg-1.m4s",
+            2.0,
+            "init-0.mp4",
+            program_date_time=start + timedelta(seconds=2),
+        ),
+    ]
+
+    text = media_playlist(segments, target_duration=2, media_sequence=0)
+
+    assert (
+        '#EXT-X-MAP:URI="init-0.mp4"\n'
+        "#EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:30:15.250+00:00\n"
+        "#EXTINF:2.000,\n"
+        "seg-0.m4s\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:30:17.250+00:00\n"
+    ) in text
+
+
+def test_media_playlist_program_date_time_keeps_offset() -> None:
+    start = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    segments = [SegmentEntry("seg-0.m4s", 2.0, "init-0.mp4", program_date_time=start)]
+
+    text = media_playlist(segments, target_duration=2, media_sequence=0)
+
+    assert "#EXT-X-PROGRAM-DATE-TIME:2024-05-01T14:00:00.000+02:00\n" in text
+
+
+def test_media_playlist_naive_program_date_time_rejected() -> None:
+    naive = datetime(2024, 5, 1, 12, 0)
+    segments = [SegmentEntry("seg-0.m4s", 2.0, "init-0.mp4", program_date_time=naive)]
+
+    with pytest.raises(ValueError, match=r"seg-0\.m4s"):
+        media_playlist(segments, target_duration=2, media_sequence=0)
+
+
+def test_media_playlist_empty() -> None:
+    text = media_playlist([], target_duration=2, media_sequence=0)
+
+    assert text.endswith("#EXT-X-INDEPENDENT-SEGMENTS\n")
+
+
+def test_multivariant_playlist_video_and_audio() -> None:
+    variant = VariantEntry(
+        "source/index.m3u8",
+        bandwidth=2_750_000,
+        codecs=("avc1.64001f", "mp4a.40.2"),
+        resolution=(1280, 720),
+        frame_rate=30.0,
+    )
+
+    text = multivariant_playlist([variant])
+
+    assert text == (
+        "#EXTM3U\n"
+        "#EXT-X-VERSION:7\n"
+        "#EXT-X-INDEPENDENT-SEGMENTS\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=2750000,"
+        'CODECS="avc1.64001f,mp4a.40.2",RESOLUTION=1280x720,FRAME-RATE=30.000\n'
+        "source/index.m3u8\n"
+    )
+
+
+def test_multivariant_playlist_audio_only() -> None:
+    variant = VariantEntry(
+        "source/index.m3u8", bandwidth=140_000, codecs=("mp4a.40.2",)
+    )
+
+    text = multivariant_playlist([variant])
+
+    assert text.endswith(
+        '#EXT-X-STREAM-INF:BANDWIDTH=140000,CODECS="mp4a.40.2"\nsource/index.m3u8\n'
+    )
+
+
+def test_multivariant_playlist_average_bandwidth_and_order() -> None:
+    variants = [
+        VariantEntry("source/index.m3u8", 3_000_000, ("avc1.640028",), (1920, 1080)),
+        VariantEntry(
+            "480p/index.m3u8",
+            1_000_000,
+            ("avc1.4d401e",),
+            (854, 480),
+            average_bandwidth=800_000,
+        ),
+    ]
+
+    lines = multivariant_playlist(variants).splitlines()
+
+    assert lines[3:] == [
+        '#EXT-X-STREAM-INF:BANDWIDTH=3000000,CODECS="avc1.640028",RESOLUTION=1920x1080',
+        "source/index.m3u8",
+        "#EXT-X-STREAM-INF:BANDWIDTH=1000000,AVERAGE-BANDWIDTH=800000,"
+        'CODECS="avc1.4d401e",RESOLUTION=854x480',
+        "480p/index.m3u8",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("duration", "expected"),
+    [(2.0, 2), (2.499, 2), (2.5, 3), (1.5, 2), (0.4, 0), (10.02, 10)],
+)
+def test_rounded_duration_nearest_halves_up(duration: float, expected: int) -> None:
+    assert rounded_duration(duration) == expected
+
+
+def test_target_duration_longest_segment() -> None:
+    assert target_duration([2.0, 2.6, 1.9]) == 3
+
+
+def test_target_duration_never_below_minimum() -> None:
+    assert target_duration([1.0, 1.2], minimum=4) == 4
+
+
+def test_target_duration_at_least_one() -> None:
+    assert target_duration([0.2]) == 1
