@@ -411,8 +411,9 @@ def test_parse_avc_config_fields() -> None:
 
 def test_parse_avc_config_scaling_lists_decoded_by_ffmpeg() -> None:
     # The libx264 in PyAV 18.1 writes no SPS scaling lists (not even with
-    # cqm=jvt), so add explicit flat lists to its SPS. FFmpeg's decoder must still accept the stream, proving that
-    # the rewritten SPS is valid, and the parser must find the same size.
+    # cqm=jvt), so add explicit flat lists to its SPS. FFmpeg's decoder must
+    # still accept the stream, proving that the rewritten SPS is valid, and
+    # the parser must find the same size.
     header, keyframe = x264_tags(1920, 1080, preset="fast", profile="high")
     original = parse_video_tag(header).data
     sps = parse_avc_config(original).sps[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from datetime import datetime
 from pathlib import Path
@@ -43,8 +44,14 @@ class Publication:
         self.bytes_received = 0
         self.video_messages = 0
         self.audio_messages = 0
+        # The session id in the rendition folder keeps segment URLs unique
+        # across publishing sessions, so HTTP caches may keep segments forever.
+        self.session_id = secrets.token_hex(4)
         self.segmenter = Segmenter(
-            hls_directory, target_duration=segment_duration, window=window
+            hls_directory,
+            target_duration=segment_duration,
+            window=window,
+            rendition=f"source-{self.session_id}",
         )
 
     @property
