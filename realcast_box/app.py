@@ -8,6 +8,7 @@ playlists ended before the database goes away.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -84,6 +85,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(rtmp_server.close)
         await rtmp_server.start(config.host, config.rtmp_port)
         app[RTMP_SERVER] = rtmp_server
+        # With port 0 the system picks the port; stream URLs need the real one.
+        bound_port = rtmp_server.sockets[0].getsockname()[1]
+        if bound_port != config.rtmp_port:
+            app[CONFIG] = dataclasses.replace(config, rtmp_port=bound_port)
         rtmp_addresses = ", ".join(
             _format_address(sock.getsockname()) for sock in rtmp_server.sockets
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import shutil
 import signal
 
@@ -93,6 +94,28 @@ async def test_ingest_ffmpeg_cli_publisher_serves_hls(aiohttp_client, tmp_path):
     assert decoded.video_frames == 6 * FPS
     assert_monotonic(decoded.video_pts)
     assert abs(decoded.duration - 6) <= SEGMENT_SECONDS
+
+    # ffprobe reads the stream the way a player does: over HTTP, from the
+    # multivariant playlist.
+    url = str(box.client.make_url(f"/hls/{stream['id']}/index.m3u8"))
+    probe = await asyncio.create_subprocess_exec(
+        "ffprobe",
+        "-v",
+        "error",
+        "-show_entries",
+        "stream=codec_type,codec_name,width,height",
+        "-of",
+        "json",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(probe.communicate(), 60)
+    assert probe.returncode == 0, stderr.decode()
+    streams = {s["codec_type"]: s for s in json.loads(stdout)["streams"]}
+    assert streams["video"]["codec_name"] == "h264"
+    assert (streams["video"]["width"], streams["video"]["height"]) == (320, 240)
+    assert streams["audio"]["codec_name"] == "aac"
 
 
 @pytest.mark.parametrize(

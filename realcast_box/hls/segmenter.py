@@ -32,6 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from realcast_box.hls import fmp4, playlist
+from realcast_box.hls.timeline import (
+    DEFAULT_FRAME_MS,
+    PendingSample,
+    TrackBuffer,
+    TrackClock,
+)
 from realcast_box.media.codecs import (
     AacConfig,
     AvcConfig,
@@ -66,123 +72,8 @@ AUDIO_CONFIG_WAIT_MS = 1000
 AUDIO_BACKLOG_FRAMES = 500
 # Audio follows its sample count until RTMP time differs by more than this.
 AUDIO_DRIFT_FRAMES = 3
-# A track's RTMP timestamp may step back this far, and its DTS is clamped.
-# A larger backward step, or a forward step above FORWARD_JUMP_MS, counts as
-# a jump of the publisher's clock, so the track continues where it was.
-BACKWARD_TOLERANCE_MS = 200
-FORWARD_JUMP_MS = 10_000
-DEFAULT_FRAME_MS = 33
 
 _RENDITION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class _TrackClock:
-    """Unwraps one track's 32-bit RTMP timestamps into extended milliseconds.
-
-    NOTE: each track rebases on its own when its clock jumps, so a jump seen
-    by only one track shifts it against the other by the size of the jump.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.partner: _TrackClock | None = None
-        self._last_raw: int | None = None
-        self._last_value = 0
-        self._step = DEFAULT_FRAME_MS
-
-    def extend(self, raw: int) -> int:
-        raw &= 0xFFFFFFFF
-        if self._last_raw is None:
-            partner = self.partner
-            if partner is None or partner._last_raw is None:
-                return self._remember(raw, raw)
-            # The first timestamp of a track unwraps near the other track's.
-            return self._remember(raw, partner._last_value + partner._delta(raw))
-
-        delta = self._delta(raw)
-        if -BACKWARD_TOLERANCE_MS <= delta <= FORWARD_JUMP_MS:
-            if delta > 0:
-                self._step = delta
-            return self._remember(raw, self._last_value + delta)
-        logger.warning(
-            "%s timestamp jumped by %d ms (from %d to %d); the timeline "
-            "continues without the jump",
-            self.name,
-            delta,
-            self._last_raw,
-            raw,
-        )
-        return self._remember(raw, self._last_value + self._step)
-
-    def _delta(self, raw: int) -> int:
-        """Signed 32-bit difference from the last timestamp, so wraps vanish."""
-        assert self._last_raw is not None
-        return ((raw - self._last_raw + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-
-    def _remember(self, raw: int, value: int) -> int:
-        self._last_raw = raw
-        self._last_value = value
-        return value
-
-
-@dataclass
-class _PendingSample:
-    dts: int
-    data: bytes
-    keyframe: bool
-    composition_offset: int
-
-
-class _TrackBuffer:
-    """The samples of one track in the open segment.
-
-    The newest sample is pending until the next one gives its duration.
-    """
-
-    def __init__(self, track: fmp4.Track, default_duration: int) -> None:
-        self.track = track
-        self.samples: list[fmp4.Sample] = []
-        self.base_dts = 0
-        self.pending: _PendingSample | None = None
-        self.last_dts: int | None = None
-        self.last_duration = default_duration
-        self.next_audio_dts: int | None = None
-
-    @property
-    def segment_start(self) -> int | None:
-        if self.samples:
-            return self.base_dts
-        return self.pending.dts if self.pending is not None else None
-
-    def push(self, sample: _PendingSample) -> None:
-        if self.pending is not None:
-            self._commit(sample.dts - self.pending.dts)
-        self.pending = sample
-        self.last_dts = sample.dts
-
-    def flush_pending(self) -> None:
-        """Commit the pending sample with the duration of the sample before it."""
-        if self.pending is not None:
-            self._commit(self.last_duration)
-
-    def take_fragment(self) -> fmp4.Fragment | None:
-        if not self.samples:
-            return None
-        fragment = fmp4.Fragment(self.track, self.base_dts, self.samples)
-        self.samples = []
-        return fragment
-
-    def _commit(self, duration: int) -> None:
-        pending = self.pending
-        assert pending is not None
-        if not self.samples:
-            self.base_dts = pending.dts
-        sample = fmp4.Sample(
-            pending.data, duration, pending.keyframe, pending.composition_offset
-        )
-        self.samples.append(sample)
-        self.last_duration = duration
-        self.pending = None
 
 
 @dataclass
@@ -234,8 +125,8 @@ class Segmenter:
         self._video_config: AvcConfig | None = None
         self._audio_config: AacConfig | None = None
         self._hints = _StreamHints()
-        self._video_clock = _TrackClock(f"{self._log_name} video")
-        self._audio_clock = _TrackClock(f"{self._log_name} audio")
+        self._video_clock = TrackClock(f"{self._log_name} video")
+        self._audio_clock = TrackClock(f"{self._log_name} audio")
         self._video_clock.partner = self._audio_clock
         self._audio_clock.partner = self._video_clock
         self._first_video_ms: int | None = None
@@ -250,8 +141,8 @@ class Segmenter:
         self._wall_origin = 0.0
         self._active_video: AvcConfig | None = None
         self._active_audio: AacConfig | None = None
-        self._video: _TrackBuffer | None = None
-        self._audio: _TrackBuffer | None = None
+        self._video: TrackBuffer | None = None
+        self._audio: TrackBuffer | None = None
         self._init_number = -1
         self._init_names: list[str] = []
         self._discontinuity_pending = False
@@ -491,13 +382,13 @@ class Segmenter:
         self._audio = self._track_buffer(self._audio, tracks, AUDIO_TRACK_ID)
 
     def _track_buffer(
-        self, buffer: _TrackBuffer | None, tracks: list[fmp4.Track], track_id: int
-    ) -> _TrackBuffer | None:
+        self, buffer: TrackBuffer | None, tracks: list[fmp4.Track], track_id: int
+    ) -> TrackBuffer | None:
         track = next((t for t in tracks if t.track_id == track_id), None)
         if track is None:
             return None
         if buffer is None:
-            return _TrackBuffer(track, self._default_duration(track))
+            return TrackBuffer(track, self._default_duration(track))
         old_timescale = buffer.track.timescale
         buffer.track = track
         if track.timescale != old_timescale:
@@ -539,14 +430,14 @@ class Segmenter:
             self._cut()
 
     def _video_sample(
-        self, buffer: _TrackBuffer, time_ms: int, tag: VideoTag
-    ) -> _PendingSample:
+        self, buffer: TrackBuffer, time_ms: int, tag: VideoTag
+    ) -> PendingSample:
         decode_time = (time_ms - self._origin_ms) * VIDEO_TIMESCALE // 1000
         dts = max(decode_time, 0)
         if buffer.last_dts is not None and dts <= buffer.last_dts:
             dts = buffer.last_dts + 1  # DTS must increase even if RTMP time did not
         presentation_time = decode_time + tag.composition_time * VIDEO_TIMESCALE // 1000
-        return _PendingSample(dts, tag.data, tag.keyframe, presentation_time - dts)
+        return PendingSample(dts, tag.data, tag.keyframe, presentation_time - dts)
 
     def _add_audio_sample(self, time_ms: int, data: bytes) -> None:
         buffer = self._audio
@@ -563,11 +454,11 @@ class Segmenter:
         )
         # NOTE: with a video track only video keyframes cut segments, so if
         # the video stops while audio goes on, the playlist stops growing.
-        buffer.push(_PendingSample(dts, data, True, 0))
+        buffer.push(PendingSample(dts, data, True, 0))
         if due:
             self._cut()
 
-    def _audio_dts(self, buffer: _TrackBuffer, time_ms: int) -> int | None:
+    def _audio_dts(self, buffer: TrackBuffer, time_ms: int) -> int | None:
         """Return the DTS of the next AAC frame, or None to drop it.
 
         The DTS follows the sample count. When RTMP time runs ahead by more
@@ -612,7 +503,7 @@ class Segmenter:
             if time_ms >= since_ms:
                 self._add_audio_sample(time_ms, data)
 
-    def _buffers(self) -> list[_TrackBuffer]:
+    def _buffers(self) -> list[TrackBuffer]:
         return [buffer for buffer in (self._video, self._audio) if buffer is not None]
 
     # Output.

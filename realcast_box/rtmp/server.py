@@ -65,7 +65,7 @@ class RtmpServer:
         for connection in list(self._connections):
             await connection.close("server shutting down")
         if self._server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _accept(
@@ -119,6 +119,8 @@ class RtmpConnection:
             reason = await self._read_loop()
         except RtmpProtocolError as exc:
             reason = f"protocol error: {exc}"
+        except TimeoutError:
+            reason = f"client did not read replies for {self._read_timeout:g} s"
         except (ConnectionError, OSError) as exc:
             reason = f"connection error: {exc}"
         except asyncio.CancelledError:
@@ -168,7 +170,9 @@ class RtmpConnection:
         out = self._protocol.data_to_send()
         if out and not self._writer.transport.is_closing():
             self._writer.write(out)
-            await self._writer.drain()
+            # A client that never reads its replies must not hold this
+            # connection open forever, so the drain shares the read timeout.
+            await asyncio.wait_for(self._writer.drain(), self._read_timeout)
 
     async def _handle(self, event: object) -> str | None:
         """Act on one protocol event; a string return closes the connection."""

@@ -1,0 +1,131 @@
+"""Per-track timing for the HLS segmenter: clock unwrapping and sample buffers.
+
+RTMP timestamps are 32-bit milliseconds that wrap at 2**32 and, from some
+encoders, jump. TrackClock turns them into an unbounded millisecond timeline
+per track; TrackBuffer holds one track's samples of the open segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from realcast_box.hls import fmp4
+
+logger = logging.getLogger(__name__)
+
+# A track's RTMP timestamp may step back this far, and its DTS is clamped.
+# A larger backward step, or a forward step above FORWARD_JUMP_MS, counts as
+# a jump of the publisher's clock, so the track continues where it was.
+BACKWARD_TOLERANCE_MS = 200
+FORWARD_JUMP_MS = 10_000
+DEFAULT_FRAME_MS = 33
+
+
+class TrackClock:
+    """Unwraps one track's 32-bit RTMP timestamps into extended milliseconds.
+
+    NOTE: each track rebases on its own when its clock jumps, so a jump seen
+    by only one track shifts it against the other by the size of the jump.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.partner: TrackClock | None = None
+        self._last_raw: int | None = None
+        self._last_value = 0
+        self._step = DEFAULT_FRAME_MS
+
+    def extend(self, raw: int) -> int:
+        raw &= 0xFFFFFFFF
+        if self._last_raw is None:
+            partner = self.partner
+            if partner is None or partner._last_raw is None:
+                return self._remember(raw, raw)
+            # The first timestamp of a track unwraps near the other track's.
+            return self._remember(raw, partner._last_value + partner._delta(raw))
+
+        delta = self._delta(raw)
+        if -BACKWARD_TOLERANCE_MS <= delta <= FORWARD_JUMP_MS:
+            if delta > 0:
+                self._step = delta
+            return self._remember(raw, self._last_value + delta)
+        logger.warning(
+            "%s timestamp jumped by %d ms (from %d to %d); the timeline "
+            "continues without the jump",
+            self.name,
+            delta,
+            self._last_raw,
+            raw,
+        )
+        return self._remember(raw, self._last_value + self._step)
+
+    def _delta(self, raw: int) -> int:
+        """Signed 32-bit difference from the last timestamp, so wraps vanish."""
+        assert self._last_raw is not None
+        return ((raw - self._last_raw + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+    def _remember(self, raw: int, value: int) -> int:
+        self._last_raw = raw
+        self._last_value = value
+        return value
+
+
+@dataclass
+class PendingSample:
+    dts: int
+    data: bytes
+    keyframe: bool
+    composition_offset: int
+
+
+class TrackBuffer:
+    """The samples of one track in the open segment.
+
+    The newest sample is pending until the next one gives its duration.
+    """
+
+    def __init__(self, track: fmp4.Track, default_duration: int) -> None:
+        self.track = track
+        self.samples: list[fmp4.Sample] = []
+        self.base_dts = 0
+        self.pending: PendingSample | None = None
+        self.last_dts: int | None = None
+        self.last_duration = default_duration
+        self.next_audio_dts: int | None = None
+
+    @property
+    def segment_start(self) -> int | None:
+        if self.samples:
+            return self.base_dts
+        return self.pending.dts if self.pending is not None else None
+
+    def push(self, sample: PendingSample) -> None:
+        if self.pending is not None:
+            self._commit(sample.dts - self.pending.dts)
+        self.pending = sample
+        self.last_dts = sample.dts
+
+    def flush_pending(self) -> None:
+        """Commit the pending sample with the duration of the sample before it."""
+        if self.pending is not None:
+            self._commit(self.last_duration)
+
+    def take_fragment(self) -> fmp4.Fragment | None:
+        if not self.samples:
+            return None
+        fragment = fmp4.Fragment(self.track, self.base_dts, self.samples)
+        self.samples = []
+        return fragment
+
+    def _commit(self, duration: int) -> None:
+        pending = self.pending
+        assert pending is not None
+        if not self.samples:
+            self.base_dts = pending.dts
+        sample = fmp4.Sample(
+            pending.data, duration, pending.keyframe, pending.composition_offset
+        )
+        self.samples.append(sample)
+        self.last_duration = duration
+        self.pending = None

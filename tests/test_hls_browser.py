@@ -1,0 +1,270 @@
+"""The box's fMP4 HLS output played by hls.js in a real headless Chromium.
+
+Chromium is Debian's package (.ci/run installs it with apt-get), driven by
+Playwright for Python through its executable_path, so Playwright never
+downloads a browser of its own. hls.js is the copy vendored in ui/vendor/.
+The player page comes from a second aiohttp server on 127.0.0.1, so hls.js
+fetches the box's HLS cross-origin, as an embedding web page would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from playwright.async_api import Page, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+from tests.box import Box, download_hls, start_box, start_publisher
+
+CHROMIUM = "/usr/bin/chromium"
+HLS_JS = Path(__file__).parent.parent / "ui" / "vendor" / "hls.min.js"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the tests run as root in CI
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Not a multiple of 16, so the decoded size relies on the SPS cropping.
+WIDTH, HEIGHT = 480, 270
+
+# window.player collects what the checks read: every hls.js error (fatal or
+# not), the levels hls.js parsed, the codecs it gave to MSE, the media time at
+# the first 'playing' event and whether the video element fired 'ended'.
+PLAYER_PAGE = """<!doctype html>
+<html>
+<head><meta charset="utf-8"><title>hls.js player</title></head>
+<body>
+<video id="video" muted autoplay playsinline></video>
+<script src="/hls.min.js"></script>
+<script>
+const video = document.getElementById("video");
+window.player = {
+  video, hlsVersion: Hls.version, errors: [], fatal: false, levels: null,
+  bufferCodecs: null, playingAt: null, ended: false, liveSeen: false,
+  endListSeen: false, events: [],
+};
+
+function describeError(data) {
+  return {
+    type: data.type, details: data.details, fatal: data.fatal,
+    reason: data.reason || null,
+    message: data.error ? String(data.error.message || data.error) : null,
+    url: (data.frag && data.frag.url) || (data.context && data.context.url) || null,
+    responseCode: data.response ? data.response.code : null,
+    mimeType: data.mimeType || null,
+    sourceBufferName: data.sourceBufferName || null,
+    currentTime: video.currentTime,
+  };
+}
+
+function startPlayer(url) {
+  const hls = new Hls();
+  window.hls = hls;
+  hls.on(Hls.Events.ERROR, (event, data) => {
+    window.player.errors.push(describeError(data));
+    if (data.fatal) window.player.fatal = true;
+  });
+  hls.on(Hls.Events.MANIFEST_PARSED, (event, data) => {
+    window.player.levels = data.levels.map((level) => ({
+      width: level.width, height: level.height, videoCodec: level.videoCodec,
+      audioCodec: level.audioCodec, bitrate: level.bitrate,
+    }));
+    video.play().catch((error) => window.player.events.push("play: " + error));
+  });
+  hls.on(Hls.Events.LEVEL_LOADED, (event, data) => {
+    if (data.details.live) window.player.liveSeen = true;
+    if (data.details.endList) window.player.endListSeen = true;
+  });
+  hls.on(Hls.Events.BUFFER_CODECS, (event, data) => {
+    window.player.bufferCodecs = Object.fromEntries(Object.entries(data).map(
+      ([name, track]) => [name, {codec: track.codec, container: track.container}]));
+  });
+  hls.on(Hls.Events.BUFFER_EOS, () => window.player.events.push("bufferEos"));
+  video.addEventListener("playing", () => {
+    if (window.player.playingAt === null) window.player.playingAt = video.currentTime;
+  });
+  video.addEventListener("ended", () => { window.player.ended = true; });
+  video.addEventListener("error", () => {
+    window.player.fatal = true;
+    const error = video.error;
+    window.player.errors.push({type: "videoElement", fatal: true,
+      details: error ? error.code + ": " + error.message : "unknown"});
+  });
+  hls.loadSource(url);
+  hls.attachMedia(video);
+}
+</script>
+</body>
+</html>
+"""
+
+# Everything the assertions and failure messages need, as plain JSON.
+PLAYER_STATE = """() => {
+  const p = window.player;
+  const v = p.video;
+  return {
+    hlsVersion: p.hlsVersion, errors: p.errors, fatal: p.fatal, levels: p.levels,
+    bufferCodecs: p.bufferCodecs, playingAt: p.playingAt, ended: p.ended,
+    liveSeen: p.liveSeen, endListSeen: p.endListSeen, events: p.events,
+    currentTime: v.currentTime, duration: v.duration, paused: v.paused,
+    readyState: v.readyState, videoWidth: v.videoWidth, videoHeight: v.videoHeight,
+  };
+}"""
+
+
+def require_chromium() -> None:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"Chromium missing at {CHROMIUM}: .ci/run installs it with apt-get")
+
+
+async def serve_player_page(aiohttp_server) -> str:
+    """Start the page server on 127.0.0.1 and return the player page's URL."""
+
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(text=PLAYER_PAGE, content_type="text/html")
+
+    async def script(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(HLS_JS)
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/hls.min.js", script)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return str(server.make_url("/"))
+
+
+@asynccontextmanager
+async def open_player(tmp_path: Path, page_url: str) -> AsyncIterator[Page]:
+    """Open the player page in headless Chromium with a fresh profile."""
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            tmp_path / "chromium-profile",
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+            await page.goto(page_url, timeout=10_000)
+            yield page
+        finally:
+            await context.close()
+
+
+async def player_state(page: Page) -> dict:
+    return await page.evaluate(PLAYER_STATE)
+
+
+async def wait_for_player(page: Page, condition: str, timeout: float) -> dict:
+    """Wait until ``condition`` (JS, of ``p`` = window.player) holds or hls.js fails.
+
+    Return the player state. A fatal error ends the wait early, and the
+    caller's asserts report it.
+    """
+    expression = f"(p => p.fatal || ({condition}))(window.player)"
+    try:
+        await page.wait_for_function(expression, timeout=timeout * 1000, polling=100)
+    except PlaywrightTimeoutError:
+        state = await player_state(page)
+        raise AssertionError(
+            f"player timed out after {timeout} s waiting for {condition}: "
+            f"{json.dumps(state, indent=1)}"
+        ) from None
+    return await player_state(page)
+
+
+async def wait_for_multivariant(box: Box, stream_id: str, timeout: float = 15.0):
+    """Wait until the box serves the stream's multivariant playlist."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        response = await box.client.get(f"/hls/{stream_id}/index.m3u8")
+        if response.status == 200:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no multivariant playlist for {stream_id} after {timeout} s")
+
+
+async def stop_publisher(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+def fatal_errors(state: dict) -> list[dict]:
+    return [error for error in state["errors"] if error["fatal"]]
+
+
+async def test_hls_browser_plays_live_stream(aiohttp_client, aiohttp_server, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await box.create_stream()
+    page_url = await serve_player_page(aiohttp_server)
+    size = ["--width", str(WIDTH), "--height", str(HEIGHT)]
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "20", "--realtime", *size
+    )
+    try:
+        await box.wait_for_status(stream["id"], "live")
+        await wait_for_multivariant(box, stream["id"])
+        async with open_player(tmp_path, page_url) as page:
+            await page.evaluate("url => startPlayer(url)", stream["hls_url"])
+            condition = "p.playingAt !== null && p.video.currentTime > p.playingAt + 4"
+            state = await wait_for_player(page, condition, timeout=25)
+    finally:
+        await stop_publisher(publisher)
+
+    report = json.dumps(state, indent=1)
+    assert fatal_errors(state) == [], report
+    assert state["liveSeen"], report
+    assert state["currentTime"] > state["playingAt"] + 4, report
+    assert state["videoWidth"] == WIDTH, report
+    assert state["videoHeight"] == HEIGHT, report
+    assert len(state["levels"]) == 1, report
+    level = state["levels"][0]
+    assert level["videoCodec"].startswith("avc1."), report
+    assert level["audioCodec"] == "mp4a.40.2", report
+    assert (level["width"], level["height"]) == (WIDTH, HEIGHT), report
+
+
+async def test_hls_browser_plays_to_end(aiohttp_client, aiohttp_server, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await box.create_stream()
+    page_url = await serve_player_page(aiohttp_server)
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "12", "--realtime"
+    )
+    try:
+        await box.wait_for_status(stream["id"], "live")
+        await wait_for_multivariant(box, stream["id"])
+        async with open_player(tmp_path, page_url) as page:
+            await page.evaluate("url => startPlayer(url)", stream["hls_url"])
+            output, _ = await asyncio.wait_for(publisher.communicate(), 30)
+            assert publisher.returncode == 0, output.decode(errors="replace")
+            await box.wait_for_status(stream["id"], "offline")
+            download = await download_hls(
+                box.client, f"/hls/{stream['id']}/index.m3u8", tmp_path / "dl"
+            )
+            state = await wait_for_player(page, "p.ended", timeout=20)
+    finally:
+        await stop_publisher(publisher)
+
+    report = json.dumps(state, indent=1)
+    assert "#EXT-X-ENDLIST" in download.media_playlist
+    assert fatal_errors(state) == [], report
+    assert state["liveSeen"], report
+    assert state["endListSeen"], report
+    assert state["ended"], report
