@@ -84,10 +84,10 @@ class ServeProcess:
             await asyncio.sleep(0.1)
         raise AssertionError(f"serve did not start: {self.output()}")
 
-    def terminate(self) -> float:
-        """Send SIGTERM and return how long the process took to exit."""
+    def terminate(self, signum: int = signal.SIGTERM) -> float:
+        """Send ``signum`` and return how long the process took to exit."""
         started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signum)
         try:
             self.process.wait(timeout=15)
         finally:
@@ -236,3 +236,15 @@ async def test_cli_sigterm_ends_live_stream(tmp_path):
     playlists = list((data_dir / "hls" / stream["id"]).glob("*/index.m3u8"))
     assert playlists
     assert "#EXT-X-ENDLIST" in playlists[0].read_text()
+
+
+async def test_cli_serve_stops_on_sigint(tmp_path):
+    async with aiohttp.ClientSession() as session:
+        server = ServeProcess(tmp_path / "data")
+        try:
+            await server.wait_ready(session)
+        finally:
+            elapsed = server.terminate(signal.SIGINT)
+    assert server.process.returncode == 0, server.output()
+    assert elapsed < SHUTDOWN_LIMIT
+    assert "stopped" in server.output()

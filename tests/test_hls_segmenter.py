@@ -774,3 +774,21 @@ def test_segmenter_invalid_settings(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         Segmenter(tmp_path, **settings)
+
+
+def test_segmenter_frozen_clock_caps_segment_bytes(
+    tmp_path: Path, av_tags: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A publisher whose timestamps never advance would otherwise keep one
+    # segment open, in memory, forever.
+    cap = 20_000
+    monkeypatch.setattr("realcast_box.hls.segmenter.MAX_SEGMENT_BYTES", cap)
+    segmenter = Segmenter(tmp_path)
+    feed(segmenter, av_tags, timestamp=lambda ms: 0)
+    segmenter.finish()
+
+    segments = sorted((tmp_path / "source").glob("seg-*.m4s"))
+    assert len(segments) > 1
+    largest_frame = max(len(tag.payload) for tag in av_tags)
+    for segment in segments:
+        assert segment.stat().st_size <= cap + largest_frame + 4096

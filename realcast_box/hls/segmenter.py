@@ -64,6 +64,10 @@ CUT_FRACTION = 0.9
 # encoder that never sends keyframes cannot grow one segment without limit.
 # The segment after such a cut does not start with a keyframe.
 MAX_SEGMENT_SECONDS = 60
+# A segment is also cut once it holds this much media, because timestamps
+# come from the publisher and cannot bound the memory of the open segment.
+# 64 MiB is about 17 s at 30 Mbit/s.
+MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 # Start audio-only when this much audio arrived and no video config did.
 AUDIO_ONLY_AFTER_MS = 1000
 # Wait this long for a missing audio config that the metadata announced.
@@ -426,8 +430,17 @@ class Segmenter:
             )
             due = True
         buffer.push(sample)
-        if due:
+        if due or self._segment_full():
             self._cut()
+
+    def _segment_full(self) -> bool:
+        size = sum(buffer.byte_count for buffer in self._buffers())
+        if size < MAX_SEGMENT_BYTES:
+            return False
+        logger.warning(
+            "%s: segment reached %d bytes; cutting it early", self._log_name, size
+        )
+        return True
 
     def _video_sample(
         self, buffer: TrackBuffer, time_ms: int, tag: VideoTag
@@ -455,7 +468,7 @@ class Segmenter:
         # NOTE: with a video track only video keyframes cut segments, so if
         # the video stops while audio goes on, the playlist stops growing.
         buffer.push(PendingSample(dts, data, True, 0))
-        if due:
+        if due or self._segment_full():
             self._cut()
 
     def _audio_dts(self, buffer: TrackBuffer, time_ms: int) -> int | None:

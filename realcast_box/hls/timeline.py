@@ -93,6 +93,8 @@ class TrackBuffer:
         self.last_dts: int | None = None
         self.last_duration = default_duration
         self.next_audio_dts: int | None = None
+        # Bytes of media in ``samples``, which the segmenter caps per segment.
+        self.byte_count = 0
 
     @property
     def segment_start(self) -> int | None:
@@ -116,6 +118,7 @@ class TrackBuffer:
             return None
         fragment = fmp4.Fragment(self.track, self.base_dts, self.samples)
         self.samples = []
+        self.byte_count = 0
         return fragment
 
     def _commit(self, duration: int) -> None:
@@ -127,5 +130,6 @@ class TrackBuffer:
             pending.data, duration, pending.keyframe, pending.composition_offset
         )
         self.samples.append(sample)
+        self.byte_count += len(pending.data)
         self.last_duration = duration
         self.pending = None
