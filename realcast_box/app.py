@@ -20,6 +20,7 @@ from realcast_box.api import setup_api
 from realcast_box.api.security import load_or_create_secret
 from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
 from realcast_box.config import Config
+from realcast_box.errors import StartupError
 from realcast_box.hls.routes import setup_hls_routes
 from realcast_box.live.hub import Hub
 from realcast_box.rtmp.server import RtmpServer
@@ -83,7 +84,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             max_message_size=config.rtmp_max_message_size,
         )
         stack.push_async_callback(rtmp_server.close)
-        await rtmp_server.start(config.host, config.rtmp_port)
+        try:
+            await rtmp_server.start(config.host, config.rtmp_port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for RTMP on {config.host}:{config.rtmp_port} "
+                f"(rtmp_port): {exc.strerror or exc}; stop the other program or "
+                "choose another port with --rtmp-port"
+            ) from None
         app[RTMP_SERVER] = rtmp_server
         # With port 0 the system picks the port; stream URLs need the real one.
         bound_port = rtmp_server.sockets[0].getsockname()[1]
@@ -93,7 +101,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             _format_address(sock.getsockname()) for sock in rtmp_server.sockets
         )
         logger.info(
-            "RealCast Box %s started: RTMP on %s, data directory %s",
+            "RealCast Box %s: RTMP ingest on %s, data directory %s",
             __version__,
             rtmp_addresses,
             data_path,

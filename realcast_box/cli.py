@@ -12,7 +12,7 @@ from aiohttp import web
 
 from realcast_box import __version__
 from realcast_box.config import Config, load_config
-from realcast_box.errors import ConfigError
+from realcast_box.errors import ConfigError, StartupError
 
 logger = logging.getLogger("realcast_box")
 
@@ -70,7 +70,7 @@ def serve(
     )
     try:
         asyncio.run(_serve(config))
-    except OSError as exc:
+    except StartupError as exc:
         raise click.ClickException(f"failed to start: {exc}") from None
 
 
@@ -91,9 +91,17 @@ async def _serve(config: Config) -> None:
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for HTTP on {config.host}:{config.http_port} "
+                f"(http_port): {exc.strerror or exc}; stop the other program or "
+                "choose another port with --http-port"
+            ) from None
         for address in runner.addresses:
             logger.info("HTTP API and HLS on http://%s:%s", *_host_port(address))
+        logger.info("RealCast Box %s started", __version__)
         await stop.wait()
         logger.info("received stop signal")
     finally:

@@ -7,3 +7,7 @@ class RealcastError(Exception):
 
 class ConfigError(RealcastError):
     """A setting is unknown or has an invalid value; the message names the key."""
+
+
+class StartupError(RealcastError):
+    """The box cannot start, for example because a port is taken."""

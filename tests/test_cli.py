@@ -142,6 +142,29 @@ def test_cli_port_in_use_is_clear_error(tmp_path):
         )
     assert result.returncode != 0
     assert "failed to start" in result.stderr
+    assert "--rtmp-port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_http_port_in_use_names_flag(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run_cli(
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--rtmp-port",
+            str(free_port()),
+            "--http-port",
+            str(port),
+        )
+    assert result.returncode != 0
+    assert "--http-port" in result.stderr
+    assert "started" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

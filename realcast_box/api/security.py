@@ -107,6 +107,10 @@ def decode_access_token(token: str, secret: bytes) -> str:
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("token has expired") from None
+    except jwt.DecodeError:
+        raise InvalidToken(
+            "token is not a valid JWT; log in at /api/auth/login for a new one"
+        ) from None
     except jwt.InvalidTokenError as exc:
         raise InvalidToken(str(exc)) from None
     user_id = claims["sub"]

@@ -57,6 +57,11 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
     relative = request.match_info["path"]
     path = resolve_hls_path(root, stream_id, relative)
     if path is None:
+        if relative == "index.m3u8" and STREAM_ID_PATTERN.match(stream_id):
+            raise web.HTTPNotFound(
+                text=f"no HLS output for stream {stream_id}: it is not live, or "
+                "its first segment is not ready yet (retry in a few seconds)"
+            )
         raise web.HTTPNotFound(text=f"HLS resource not found: {relative}")
 
     content_type = CONTENT_TYPES[path.suffix]
