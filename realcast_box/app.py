@@ -82,6 +82,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             database,
             read_timeout=config.rtmp_read_timeout,
             max_message_size=config.rtmp_max_message_size,
+            max_connections=config.rtmp_max_connections,
         )
         stack.push_async_callback(rtmp_server.close)
         try:

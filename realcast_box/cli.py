@@ -68,6 +68,9 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # aiosqlite logs every statement with its parameters at DEBUG, which
+    # would put stream keys and password hashes in the log.
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
     try:
         asyncio.run(_serve(config))
     except StartupError as exc:

@@ -93,6 +93,14 @@ SETTINGS: tuple[Setting, ...] = (
         600.0,
     ),
     Setting(
+        "rtmp_max_connections",
+        int,
+        256,
+        "Most RTMP connections open at once; more are closed on accept.",
+        1,
+        100000,
+    ),
+    Setting(
         "rtmp_max_message_size",
         int,
         8 * 1024 * 1024,
@@ -118,6 +126,7 @@ class Config:
     hls_window: int
     rtmp_read_timeout: float
     rtmp_takeover_after: float
+    rtmp_max_connections: int
     rtmp_max_message_size: int
 
     @property

@@ -171,7 +171,7 @@ async def test_errors_unexpected_exception_internal_error(
     body = await error_body(response)
     assert response.status == 500
     assert body == {"detail": "internal server error", "status_code": 500}
-    assert "unhandled error in GET /boom" in caplog.text
+    assert "unhandled error in GET '/boom'" in caplog.text
     assert "RuntimeError: secret internal state" in caplog.text
 
 

@@ -214,7 +214,8 @@ async def test_cli_sigterm_ends_live_stream(tmp_path):
     data_dir = tmp_path / "data"
     account = {"email": "live@example.com", "password": "long enough pw"}
     async with aiohttp.ClientSession() as session:
-        server = ServeProcess(data_dir)
+        # Debug level, so that the check below also covers library loggers.
+        server = ServeProcess(data_dir, "--log-level", "debug")
         publisher = None
         try:
             await server.wait_ready(session)

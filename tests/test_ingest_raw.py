@@ -166,3 +166,64 @@ async def test_ingest_garbage_closes_only_that_connection(aiohttp_client, tmp_pa
     await box.wait_for_status(stream["id"], "live")
     await publisher.close()
     await box.wait_for_status(stream["id"], "offline")
+
+
+async def test_ingest_publish_without_connect_rejected(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await box.create_stream()
+
+    publisher = await RawPublisher.connect(box.rtmp_port, stream["stream_key"])
+    publisher.writer.write(
+        publisher.encoder.command(
+            ["publish", 3, None, stream["stream_key"], "live"],
+            1,
+            rc.SOURCE_CHUNK_STREAM,
+        )
+    )
+    codes = await publisher.status_codes()
+    await publisher.close()
+
+    assert [code for code, _ in codes] == ["NetStream.Publish.Rejected"]
+    assert (await box.status(stream["id"]))["status"] == "created"
+
+
+async def test_ingest_connection_limit(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, rtmp_max_connections=2)
+    held = [await asyncio.open_connection("127.0.0.1", box.rtmp_port) for _ in range(2)]
+    await asyncio.sleep(0.2)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", box.rtmp_port)
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    writer.close()
+
+    for _, held_writer in held:
+        held_writer.close()
+    await asyncio.sleep(0.2)
+    stream = await box.create_stream()
+    publisher = await RawPublisher.connect(box.rtmp_port, stream["stream_key"])
+    await publisher.publish()
+    await box.wait_for_status(stream["id"], "live")
+    await publisher.close()
+
+
+async def test_ingest_slow_handshake_closed(aiohttp_client, tmp_path, monkeypatch):
+    # One byte at a time keeps resetting the read timeout; the setup deadline
+    # still closes the connection.
+    monkeypatch.setattr("realcast_box.rtmp.server.SETUP_TIMEOUT", 1.0)
+    box = await start_box(aiohttp_client, tmp_path)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", box.rtmp_port)
+    hello = rc.client_hello()
+    closed = False
+    async with asyncio.timeout(10):
+        for byte in hello[:40]:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.2)
+            if reader.at_eof():
+                closed = True
+                break
+        if not closed:
+            closed = await reader.read() == b""
+    writer.close()
+    assert closed

@@ -472,7 +472,35 @@ def test_parse_sps_dimensions_emulation_prevention() -> None:
     )
 
     assert b"\x00\x00\x03" in sps
-    assert parse_sps_dimensions(sps) == (2**21 * 16, 16)
+    # The size is read through the escape, and is then too large for H.264.
+    with pytest.raises(InvalidCodecConfig, match=f"{2**21 * 16}x16"):
+        parse_sps_dimensions(sps)
+
+
+def baseline_sps(width_in_macroblocks: int, height_in_macroblocks: int) -> bytes:
+    return sps_from_bits(
+        "01000010" + "00000000" + "00011111"  # baseline, level 3.1
+        "1"  # seq_parameter_set_id 0
+        "1"  # log2_max_frame_num_minus4 0
+        "011"  # pic_order_cnt_type 2
+        "010"  # max_num_ref_frames 1
+        "0"  # gaps_in_frame_num_value_allowed_flag
+        + exp_golomb(width_in_macroblocks - 1)
+        + exp_golomb(height_in_macroblocks - 1)
+        + "1"  # frame_mbs_only_flag
+        "1"  # direct_8x8_inference_flag
+        "0"  # frame_cropping_flag
+        "0"  # vui_parameters_present_flag
+    )
+
+
+def test_parse_sps_dimensions_largest_allowed() -> None:
+    assert parse_sps_dimensions(baseline_sps(1055, 1)) == (16880, 16)
+
+
+def test_parse_sps_dimensions_too_tall_rejected() -> None:
+    with pytest.raises(InvalidCodecConfig, match="16x16896"):
+        parse_sps_dimensions(baseline_sps(1, 1056))
 
 
 # AAC AudioSpecificConfig.

@@ -64,7 +64,7 @@ async def error_middleware(
         }
         return error_response(exc.status, detail, headers)
     except Exception:
-        logger.exception("unhandled error in %s %s", request.method, request.path)
+        logger.exception("unhandled error in %s %r", request.method, request.path)
         return error_response(500, "internal server error")
 
 
@@ -84,4 +84,6 @@ def _http_exception_detail(request: web.Request, exc: web.HTTPException) -> str:
 
 
 def _log_client_error(request: web.Request, status: int, detail: str) -> None:
-    logger.info("%s %s -> %d %s", request.method, request.path, status, detail)
+    # repr() escapes control characters, so a crafted path or field name
+    # cannot forge log lines.
+    logger.info("%s %r -> %d %r", request.method, request.path, status, detail)

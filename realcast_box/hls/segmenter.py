@@ -44,7 +44,7 @@ from realcast_box.media.codecs import (
     parse_aac_config,
     parse_avc_config,
 )
-from realcast_box.media.flv import AudioTag, VideoTag
+from realcast_box.media.flv import AudioTag, InvalidTag, VideoTag
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,10 @@ AUDIO_ONLY_AFTER_MS = 1000
 AUDIO_CONFIG_WAIT_MS = 1000
 # Audio kept while no segment can take it, at most (about 10 s at 48 kHz).
 AUDIO_BACKLOG_FRAMES = 500
+# AAC's decoder input buffer is 6144 bits per channel (ISO/IEC 14496-3), so
+# a frame of 48 channels fits in 36 KiB. Larger tags are not AAC frames, and
+# rejecting them bounds the backlog above to about 18 MiB.
+MAX_AAC_FRAME_BYTES = 48 * 6144 // 8
 # Audio follows its sample count until RTMP time differs by more than this.
 AUDIO_DRIFT_FRAMES = 3
 
@@ -237,6 +241,11 @@ class Segmenter:
             return
         if not tag.data or self._audio_config is None:
             return
+        if len(tag.data) > MAX_AAC_FRAME_BYTES:
+            raise InvalidTag(
+                f"AAC frame of {len(tag.data)} bytes is larger than the maximum "
+                f"of {MAX_AAC_FRAME_BYTES} bytes"
+            )
 
         time_ms = self._audio_clock.extend(timestamp_ms)
         if not self._started:

@@ -164,6 +164,9 @@ _HIGH_PROFILES = frozenset(
     {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 )
 _SPS_NAL_TYPE = 7
+# H.264 level 6.2 allows frames of at most 139,264 macroblocks, and its
+# Annex A caps each side at sqrt(8 * MaxFS) macroblocks: 1,055, or 16,880 px.
+MAX_PICTURE_SIDE = 16880
 
 
 def parse_sps_dimensions(sps: bytes) -> tuple[int, int]:
@@ -216,6 +219,11 @@ def parse_sps_dimensions(sps: bytes) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise InvalidCodecConfig(
             f"invalid SPS: cropping leaves a {width}x{height} picture"
+        )
+    if max(width, height) > MAX_PICTURE_SIDE:
+        raise InvalidCodecConfig(
+            f"invalid SPS: {width}x{height} pictures are larger than H.264 allows "
+            f"(at most {MAX_PICTURE_SIDE} pixels on a side)"
         )
     return width, height
 

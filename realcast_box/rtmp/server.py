@@ -25,6 +25,11 @@ from realcast_box.store.db import Database
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+# A client must finish the handshake and start publishing within this many
+# seconds of connecting, so that slow or idle sockets cannot pile up.
+SETUP_TIMEOUT = 30.0
+# A publisher needs one message stream; a few more cover clients that retry.
+MAX_CREATED_STREAMS = 8
 # RTMP application name in rtmp://HOST/live; OBS calls it the "Server" path.
 APPLICATION = "live"
 
@@ -39,12 +44,15 @@ class RtmpServer:
         *,
         read_timeout: float,
         max_message_size: int,
+        max_connections: int = 256,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._hub = hub
         self._database = database
         self._read_timeout = read_timeout
         self._max_message_size = max_message_size
+        self._max_connections = max_connections
+        self._rejected_connections = 0
         self._ssl_context = ssl_context
         self._server: asyncio.Server | None = None
         self._connections: set[RtmpConnection] = set()
@@ -71,6 +79,19 @@ class RtmpServer:
     async def _accept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if len(self._connections) >= self._max_connections:
+            self._rejected_connections += 1
+            # Logged once per 100 to keep a flood from flooding the log too.
+            if self._rejected_connections % 100 == 1:
+                logger.warning(
+                    "rejected RTMP connection from %s: %d connections open, the "
+                    "maximum (rtmp_max_connections); %d rejected so far",
+                    writer.get_extra_info("peername"),
+                    len(self._connections),
+                    self._rejected_connections,
+                )
+            writer.transport.abort()
+            return
         connection = RtmpConnection(
             reader,
             writer,
@@ -107,6 +128,9 @@ class RtmpConnection:
         self._protocol = ServerProtocol(max_message_size=max_message_size)
         self._publication: Publication | None = None
         self._publish_stream_id: int | None = None
+        self._connected = False
+        self._created_streams: set[int] = set()
+        self._setup_deadline = asyncio.get_running_loop().time() + SETUP_TIMEOUT
         self._close_reason: str | None = None
         peer = writer.get_extra_info("peername")
         self.client_address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
@@ -149,12 +173,19 @@ class RtmpConnection:
             transport.abort()
 
     async def _read_loop(self) -> str:
+        loop = asyncio.get_running_loop()
         while self._close_reason is None:
+            timeout = self._read_timeout
+            if self._publication is None:
+                setup_left = self._setup_deadline - loop.time()
+                if setup_left <= 0:
+                    return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
+                timeout = min(timeout, setup_left)
             try:
-                data = await asyncio.wait_for(
-                    self._reader.read(READ_SIZE), self._read_timeout
-                )
+                data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
             except TimeoutError:
+                if timeout < self._read_timeout:
+                    continue  # the setup deadline check above closes it
                 return f"read timed out after {self._read_timeout:g} s"
             if not data:
                 return "client closed the connection"
@@ -194,12 +225,16 @@ class RtmpConnection:
                     )
                     return f"rejected connect to application {app!r}"
                 protocol.accept_connect(tid)
+                self._connected = True
             case ev.ReleaseStream(transaction_id=tid):
                 protocol.answer_release_stream(tid)
             case ev.FCPublish(name=name):
                 protocol.answer_fcpublish(name)
             case ev.CreateStream(transaction_id=tid):
-                protocol.accept_create_stream(tid)
+                if len(self._created_streams) >= MAX_CREATED_STREAMS:
+                    protocol.send_error(tid, "too many streams on one connection")
+                    return "too many createStream calls"
+                self._created_streams.add(protocol.accept_create_stream(tid))
             case ev.PublishRequest():
                 return await self._publish(event)
             case ev.FCUnpublish(name=name):
@@ -235,6 +270,13 @@ class RtmpConnection:
                 msid, "NetStream.Publish.BadName", "connection already publishing"
             )
             return "second publish on one connection"
+        if not self._connected or msid not in self._created_streams:
+            protocol.reject_publish(
+                msid,
+                "NetStream.Publish.Rejected",
+                "publish needs connect and createStream first",
+            )
+            return f"publish on message stream {msid} before connect and createStream"
 
         stream = await stream_store.get_stream_by_key(self._database, event.name)
         if stream is None:
