@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, Response, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.box import Box, download_hls, start_box, start_publisher
+from tests.box import Box, download_hls, run_publisher, start_box, start_publisher
 
 CHROMIUM = "/usr/bin/chromium"
 HLS_JS = Path(__file__).parent.parent / "ui" / "vendor" / "hls.min.js"
 CHROMIUM_ARGS = [
-    "--no-sandbox",  # the tests run as root in CI
+    "--no-sandbox",  # Chromium's sandbox does not start as root, and CI is root
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
@@ -38,11 +40,14 @@ CHROMIUM_ARGS = [
 WIDTH, HEIGHT = 480, 270
 
 # window.player collects what the checks read: every hls.js error (fatal or
-# not), the levels hls.js parsed, the codecs it gave to MSE, the media time at
-# the first 'playing' event and whether the video element fired 'ended'.
+# not), the levels hls.js parsed, the codecs it gave to MSE, whether the media
+# playlist was live and later ended, its first and latest media sequence, the
+# media time at the first 'playing' event and whether the video fired 'ended'.
 PLAYER_PAGE = """<!doctype html>
 <html>
-<head><meta charset="utf-8"><title>hls.js player</title></head>
+<head>
+<meta charset="utf-8"><link rel="icon" href="data:,"><title>hls.js player</title>
+</head>
 <body>
 <video id="video" muted autoplay playsinline></video>
 <script src="/hls.min.js"></script>
@@ -51,7 +56,7 @@ const video = document.getElementById("video");
 window.player = {
   video, hlsVersion: Hls.version, errors: [], fatal: false, levels: null,
   bufferCodecs: null, playingAt: null, ended: false, liveSeen: false,
-  endListSeen: false, events: [],
+  lastLevelLive: null, firstStartSN: null, lastStartSN: null, events: [],
 };
 
 function describeError(data) {
@@ -67,9 +72,7 @@ function describeError(data) {
   };
 }
 
-function startPlayer(url) {
-  const hls = new Hls();
-  window.hls = hls;
+function recordHlsEvents(hls) {
   hls.on(Hls.Events.ERROR, (event, data) => {
     window.player.errors.push(describeError(data));
     if (data.fatal) window.player.fatal = true;
@@ -82,14 +85,24 @@ function startPlayer(url) {
     video.play().catch((error) => window.player.events.push("play: " + error));
   });
   hls.on(Hls.Events.LEVEL_LOADED, (event, data) => {
+    // hls.js sets details.live to false once the playlist has EXT-X-ENDLIST.
     if (data.details.live) window.player.liveSeen = true;
-    if (data.details.endList) window.player.endListSeen = true;
+    window.player.lastLevelLive = data.details.live;
+    // startSN is the playlist's EXT-X-MEDIA-SEQUENCE.
+    if (window.player.firstStartSN === null) {
+      window.player.firstStartSN = data.details.startSN;
+    }
+    window.player.lastStartSN = data.details.startSN;
   });
   hls.on(Hls.Events.BUFFER_CODECS, (event, data) => {
-    window.player.bufferCodecs = Object.fromEntries(Object.entries(data).map(
+    const tracks = Object.entries(data).filter(([name, track]) => track.codec);
+    window.player.bufferCodecs = Object.fromEntries(tracks.map(
       ([name, track]) => [name, {codec: track.codec, container: track.container}]));
   });
   hls.on(Hls.Events.BUFFER_EOS, () => window.player.events.push("bufferEos"));
+}
+
+function recordVideoEvents() {
   video.addEventListener("playing", () => {
     if (window.player.playingAt === null) window.player.playingAt = video.currentTime;
   });
@@ -100,6 +113,13 @@ function startPlayer(url) {
     window.player.errors.push({type: "videoElement", fatal: true,
       details: error ? error.code + ": " + error.message : "unknown"});
   });
+}
+
+function startPlayer(url) {
+  const hls = new Hls();
+  window.hls = hls;
+  recordHlsEvents(hls);
+  recordVideoEvents();
   hls.loadSource(url);
   hls.attachMedia(video);
 }
@@ -115,7 +135,8 @@ PLAYER_STATE = """() => {
   return {
     hlsVersion: p.hlsVersion, errors: p.errors, fatal: p.fatal, levels: p.levels,
     bufferCodecs: p.bufferCodecs, playingAt: p.playingAt, ended: p.ended,
-    liveSeen: p.liveSeen, endListSeen: p.endListSeen, events: p.events,
+    liveSeen: p.liveSeen, lastLevelLive: p.lastLevelLive, events: p.events,
+    firstStartSN: p.firstStartSN, lastStartSN: p.lastStartSN,
     currentTime: v.currentTime, duration: v.duration, paused: v.paused,
     readyState: v.readyState, videoWidth: v.videoWidth, videoHeight: v.videoHeight,
   };
@@ -143,8 +164,29 @@ async def serve_player_page(aiohttp_server) -> str:
     return str(server.make_url("/"))
 
 
+@dataclass
+class Player:
+    """The player page and the console messages and page errors it logged."""
+
+    page: Page
+    console: list[str]
+
+    async def start(self, hls_url: str) -> None:
+        await self.page.evaluate("url => startPlayer(url)", hls_url)
+
+    async def state(self) -> dict:
+        state = await self.page.evaluate(PLAYER_STATE)
+        state["console"] = self.console
+        return state
+
+
+def log_http_error(response: Response, console: list[str]) -> None:
+    if response.status >= 400:
+        console.append(f"HTTP {response.status} {response.url}")
+
+
 @asynccontextmanager
-async def open_player(tmp_path: Path, page_url: str) -> AsyncIterator[Page]:
+async def open_player(tmp_path: Path, page_url: str) -> AsyncIterator[Player]:
     """Open the player page in headless Chromium with a fresh profile."""
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
@@ -158,43 +200,62 @@ async def open_player(tmp_path: Path, page_url: str) -> AsyncIterator[Page]:
             console: list[str] = []
             page.on("console", lambda message: console.append(message.text))
             page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+            page.on("response", lambda response: log_http_error(response, console))
             await page.goto(page_url, timeout=10_000)
-            yield page
+            yield Player(page, console)
         finally:
             await context.close()
 
 
-async def player_state(page: Page) -> dict:
-    return await page.evaluate(PLAYER_STATE)
-
-
-async def wait_for_player(page: Page, condition: str, timeout: float) -> dict:
-    """Wait until ``condition`` (JS, of ``p`` = window.player) holds or hls.js fails.
+async def wait_for_player(player: Player, condition: str, timeout: float) -> dict:
+    """Wait until ``condition`` (JS, of ``p`` = window.player) is true or hls.js fails.
 
     Return the player state. A fatal error ends the wait early, and the
     caller's asserts report it.
     """
     expression = f"(p => p.fatal || ({condition}))(window.player)"
     try:
-        await page.wait_for_function(expression, timeout=timeout * 1000, polling=100)
+        await player.page.wait_for_function(
+            expression, timeout=timeout * 1000, polling=100
+        )
     except PlaywrightTimeoutError:
-        state = await player_state(page)
+        state = await player.state()
         raise AssertionError(
             f"player timed out after {timeout} s waiting for {condition}: "
             f"{json.dumps(state, indent=1)}"
         ) from None
-    return await player_state(page)
+    return await player.state()
 
 
-async def wait_for_multivariant(box: Box, stream_id: str, timeout: float = 15.0):
-    """Wait until the box serves the stream's multivariant playlist."""
+async def fetch_media_playlist(box: Box, stream_id: str) -> str | None:
+    """Return the stream's media playlist, or None while the box has none yet."""
+    response = await box.client.get(f"/hls/{stream_id}/index.m3u8")
+    if response.status != 200:
+        return None
+    lines = (await response.text()).splitlines()
+    variant = next(line for line in lines if line and not line.startswith("#"))
+    response = await box.client.get(f"/hls/{stream_id}/{variant}")
+    if response.status != 200:
+        return None
+    return await response.text()
+
+
+async def wait_for_media_sequence(
+    box: Box, stream_id: str, minimum: int = 0, timeout: float = 20.0
+) -> None:
+    """Wait until the media playlist's EXT-X-MEDIA-SEQUENCE is at least ``minimum``."""
     deadline = asyncio.get_running_loop().time() + timeout
+    playlist = None
     while asyncio.get_running_loop().time() < deadline:
-        response = await box.client.get(f"/hls/{stream_id}/index.m3u8")
-        if response.status == 200:
+        playlist = await fetch_media_playlist(box, stream_id)
+        match = re.search(r"^#EXT-X-MEDIA-SEQUENCE:(\d+)$", playlist or "", re.M)
+        if match and int(match.group(1)) >= minimum:
             return
         await asyncio.sleep(0.2)
-    raise AssertionError(f"no multivariant playlist for {stream_id} after {timeout} s")
+    raise AssertionError(
+        f"media sequence of {stream_id} stayed below {minimum} for {timeout} s: "
+        f"{playlist}"
+    )
 
 
 async def stop_publisher(process: asyncio.subprocess.Process) -> None:
@@ -209,7 +270,10 @@ def fatal_errors(state: dict) -> list[dict]:
 
 async def test_hls_browser_plays_live_stream(aiohttp_client, aiohttp_server, tmp_path):
     require_chromium()
-    box = await start_box(aiohttp_client, tmp_path)
+    # A 3-segment window starts sliding early, so the player joins mid-stream
+    # and keeps playing while segments leave the playlist. hls.js 1.7.4 puts the
+    # first segment it loads at media time 0, so currentTime counts from the join.
+    box = await start_box(aiohttp_client, tmp_path, hls_window=3)
     stream = await box.create_stream()
     page_url = await serve_player_page(aiohttp_server)
     size = ["--width", str(WIDTH), "--height", str(HEIGHT)]
@@ -218,17 +282,22 @@ async def test_hls_browser_plays_live_stream(aiohttp_client, aiohttp_server, tmp
     )
     try:
         await box.wait_for_status(stream["id"], "live")
-        await wait_for_multivariant(box, stream["id"])
-        async with open_player(tmp_path, page_url) as page:
-            await page.evaluate("url => startPlayer(url)", stream["hls_url"])
-            condition = "p.playingAt !== null && p.video.currentTime > p.playingAt + 4"
-            state = await wait_for_player(page, condition, timeout=25)
+        await wait_for_media_sequence(box, stream["id"], minimum=1)
+        async with open_player(tmp_path, page_url) as player:
+            await player.start(stream["hls_url"])
+            condition = (
+                "p.playingAt !== null && p.video.currentTime > p.playingAt + 4"
+                " && p.lastStartSN > p.firstStartSN"
+            )
+            state = await wait_for_player(player, condition, timeout=25)
     finally:
         await stop_publisher(publisher)
 
     report = json.dumps(state, indent=1)
     assert fatal_errors(state) == [], report
     assert state["liveSeen"], report
+    assert state["firstStartSN"] >= 1, report
+    assert state["lastStartSN"] > state["firstStartSN"], report
     assert state["currentTime"] > state["playingAt"] + 4, report
     assert state["videoWidth"] == WIDTH, report
     assert state["videoHeight"] == HEIGHT, report
@@ -237,6 +306,10 @@ async def test_hls_browser_plays_live_stream(aiohttp_client, aiohttp_server, tmp
     assert level["videoCodec"].startswith("avc1."), report
     assert level["audioCodec"] == "mp4a.40.2", report
     assert (level["width"], level["height"]) == (WIDTH, HEIGHT), report
+    # The codecs hls.js read from the init segment and gave to MediaSource.
+    buffer_codecs = ",".join(track["codec"] for track in state["bufferCodecs"].values())
+    assert "avc1." in buffer_codecs.lower(), report
+    assert "mp4a.40.2" in buffer_codecs, report
 
 
 async def test_hls_browser_plays_to_end(aiohttp_client, aiohttp_server, tmp_path):
@@ -249,16 +322,16 @@ async def test_hls_browser_plays_to_end(aiohttp_client, aiohttp_server, tmp_path
     )
     try:
         await box.wait_for_status(stream["id"], "live")
-        await wait_for_multivariant(box, stream["id"])
-        async with open_player(tmp_path, page_url) as page:
-            await page.evaluate("url => startPlayer(url)", stream["hls_url"])
+        await wait_for_media_sequence(box, stream["id"])
+        async with open_player(tmp_path, page_url) as player:
+            await player.start(stream["hls_url"])
             output, _ = await asyncio.wait_for(publisher.communicate(), 30)
             assert publisher.returncode == 0, output.decode(errors="replace")
             await box.wait_for_status(stream["id"], "offline")
             download = await download_hls(
                 box.client, f"/hls/{stream['id']}/index.m3u8", tmp_path / "dl"
             )
-            state = await wait_for_player(page, "p.ended", timeout=20)
+            state = await wait_for_player(player, "p.ended", timeout=20)
     finally:
         await stop_publisher(publisher)
 
@@ -266,5 +339,27 @@ async def test_hls_browser_plays_to_end(aiohttp_client, aiohttp_server, tmp_path
     assert "#EXT-X-ENDLIST" in download.media_playlist
     assert fatal_errors(state) == [], report
     assert state["liveSeen"], report
-    assert state["endListSeen"], report
+    assert state["lastLevelLive"] is False, report
+    assert state["ended"], report
+
+
+async def test_hls_browser_plays_ended_stream(aiohttp_client, aiohttp_server, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await box.create_stream()
+    page_url = await serve_player_page(aiohttp_server)
+    code, output = await run_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "6"
+    )
+    assert code == 0, output
+    await box.wait_for_status(stream["id"], "offline")
+
+    async with open_player(tmp_path, page_url) as player:
+        await player.start(stream["hls_url"])
+        state = await wait_for_player(player, "p.ended", timeout=20)
+
+    report = json.dumps(state, indent=1)
+    assert fatal_errors(state) == [], report
+    assert state["liveSeen"] is False, report
+    assert state["playingAt"] < 1, report
     assert state["ended"], report
