@@ -1,8 +1,8 @@
 """Composition root: builds the aiohttp application and runs the box.
 
-Start order: data directory and secrets, database (migrations), hub, RTMP
-server. Stop order is the reverse, so publishers are closed and their
-playlists ended before the database goes away.
+Start order: data directory and secrets, database (migrations), audit writer
+and pruner, hub, RTMP server. Stop order is the reverse, so publishers are
+closed and their playlists ended before the database goes away.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from realcast_box import __version__
-from realcast_box.api import setup_api
+from realcast_box.api import audit, setup_api
+from realcast_box.api.identity import API_KEY_HASH_SECRET
+from realcast_box.api.ratelimit import setup_rate_limits
 from realcast_box.api.security import load_or_create_secret
 from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
 from realcast_box.config import Config
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 RTMP_SERVER = web.AppKey("rtmp_server", RtmpServer)
 JWT_SECRET_FILE = "jwt-secret.key"
+API_KEY_HASH_SECRET_FILE = "api-key-hash.key"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -42,6 +45,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[CONFIG] = config
     setup_api(app)
+    setup_rate_limits(app)
     setup_hls_routes(app)
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(_lifecycle)
@@ -55,6 +59,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hls_root = data_path / "hls"
     hls_root.mkdir(exist_ok=True)
     app[JWT_SECRET] = load_or_create_secret(data_path / JWT_SECRET_FILE)
+    app[API_KEY_HASH_SECRET] = load_or_create_secret(
+        data_path / API_KEY_HASH_SECRET_FILE
+    )
 
     # Each part is closed by the exit stack in reverse order, also when a
     # later part fails to start (a port in use), so no thread is left behind.
@@ -67,6 +74,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             logger.warning(
                 "marked %d streams offline that were live at last stop", recovered
             )
+        # Entered before the hub and the RTMP server, so it stops after them
+        # and writes the entries they queue while closing.
+        await stack.enter_async_context(
+            audit.running_audit(app, database, config.audit_retention_days)
+        )
 
         hub = Hub(
             database,
@@ -82,6 +94,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             database,
             read_timeout=config.rtmp_read_timeout,
             max_message_size=config.rtmp_max_message_size,
+            on_invalid_stream_key=audit.rejected_publish_hook(app),
             max_connections=config.rtmp_max_connections,
         )
         stack.push_async_callback(rtmp_server.close)

@@ -61,6 +61,56 @@ SETTINGS: tuple[Setting, ...] = (
         525600,
     ),
     Setting(
+        "audit_retention_days",
+        int,
+        90,
+        "Days that audit log entries are kept; older ones are deleted daily.",
+        1,
+        36500,
+    ),
+    Setting(
+        "rate_limit_per_minute",
+        int,
+        60,
+        "API requests allowed per identity (user, API key or client address) "
+        "per minute.",
+        1,
+        1_000_000,
+    ),
+    Setting(
+        "rate_limit_per_hour",
+        int,
+        1000,
+        "API requests allowed per identity per hour.",
+        1,
+        10_000_000,
+    ),
+    Setting(
+        "stream_rate_limit_per_minute",
+        int,
+        10,
+        "Stream operations (create, update, delete, reset-key, playback tokens) "
+        "allowed per identity per minute.",
+        1,
+        1_000_000,
+    ),
+    Setting(
+        "stream_rate_limit_per_hour",
+        int,
+        100,
+        "Stream operations allowed per identity per hour.",
+        1,
+        10_000_000,
+    ),
+    Setting(
+        "login_rate_limit_per_minute",
+        int,
+        10,
+        "Login attempts allowed per email address, and per client address, per minute.",
+        1,
+        1_000_000,
+    ),
+    Setting(
         "hls_segment_duration",
         float,
         2.0,
@@ -122,6 +172,12 @@ class Config:
     data_dir: str
     log_level: str
     token_expiry_minutes: int
+    audit_retention_days: int
+    rate_limit_per_minute: int
+    rate_limit_per_hour: int
+    stream_rate_limit_per_minute: int
+    stream_rate_limit_per_hour: int
+    login_rate_limit_per_minute: int
     hls_segment_duration: float
     hls_window: int
     rtmp_read_timeout: float

@@ -83,6 +83,12 @@ class Box:
 async def start_box(aiohttp_client, tmp_path: Path, **overrides) -> Box:
     settings = {"data_dir": str(tmp_path / "data"), "host": "127.0.0.1"}
     settings["rtmp_port"] = 0
+    # Tests poll the status endpoint many times a second; rate-limit tests
+    # pass their own small limits.
+    for name in ("rate_limit_per_minute", "stream_rate_limit_per_minute"):
+        settings[name] = 100_000
+    for name in ("rate_limit_per_hour", "stream_rate_limit_per_hour"):
+        settings[name] = 1_000_000
     settings.update(overrides)
     config = load_config(None, environ={}, overrides=settings)
     app = create_app(config)

@@ -1,13 +1,15 @@
 """Shared fixtures: a real SQLite database in tmp_path and the REST API on loopback.
 
 ``api_client`` serves the API from a web.Application built as app.py does
-(AppKeys set, ``setup_api`` called) through pytest-aiohttp's server on
-127.0.0.1. ``make_user`` registers and logs in users against it, and
-``build_app`` builds more applications (a restart, other settings).
+(AppKeys set, ``setup_api`` called, the audit writer running) through
+pytest-aiohttp's server on 127.0.0.1. ``make_user`` registers and logs in
+users against it, and ``build_app`` builds more applications (a restart,
+other settings).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,8 @@ from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
 from realcast_box.api import setup_api
+from realcast_box.api.audit import AUDIT_WRITER, running_audit
+from realcast_box.api.identity import API_KEY_HASH_SECRET
 from realcast_box.api.security import load_or_create_secret
 from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
 from realcast_box.config import Config, load_config
@@ -65,9 +69,10 @@ def build_api_app(
 ) -> web.Application:
     """Build an application serving the API, as app.py wires it.
 
-    The JWT secret file is in config's data directory, so applications built
-    with the same config share it. Without ``hub`` the application gets its
-    own, closed when the application shuts down.
+    The JWT and API key hash secret files are in config's data directory,
+    so applications built with the same config share them. Without ``hub``
+    the application gets its own, closed when the application shuts down.
+    The audit writer runs from startup to cleanup.
     """
     app = web.Application()
     app[CONFIG] = config
@@ -77,8 +82,22 @@ def build_api_app(
         app.on_cleanup.append(lambda _app: hub.close())
     app[HUB] = hub
     app[JWT_SECRET] = load_or_create_secret(config.data_path / "jwt_secret")
+    app[API_KEY_HASH_SECRET] = load_or_create_secret(
+        config.data_path / "api_key_hash_secret"
+    )
     setup_api(app, password_hasher=password_hasher)
+
+    async def audit_context(app: web.Application) -> AsyncIterator[None]:
+        async with running_audit(app, database, config.audit_retention_days):
+            yield
+
+    app.cleanup_ctx.append(audit_context)
     return app
+
+
+async def flush_audit(app: web.Application) -> None:
+    """Wait until every audit entry queued so far is in the database."""
+    await app[AUDIT_WRITER].flush()
 
 
 @pytest.fixture
@@ -171,6 +190,28 @@ class ApiUser:
         )
         assert response.status == 201, await response.text()
         return await response.json()
+
+    async def create_api_key(
+        self, app_id: str, scopes: list[str], name: str = "Test key", **fields: Any
+    ) -> dict:
+        response = await self.client.post(
+            "/api/api-keys",
+            json={"app_id": app_id, "name": name, "scopes": scopes, **fields},
+            headers=self.headers,
+        )
+        assert response.status == 201, await response.text()
+        return await response.json()
+
+
+def basic_auth(api_key: str, api_secret: str) -> dict[str, str]:
+    """Return the Authorization header of an API key's Basic credentials."""
+    credentials = base64.b64encode(f"{api_key}:{api_secret}".encode()).decode()
+    return {"Authorization": f"Basic {credentials}"}
+
+
+def key_auth(key: dict) -> dict[str, str]:
+    """Return the Basic Authorization header for a key as the API returned it."""
+    return basic_auth(key["api_key"], key["api_secret"])
 
 
 MakeUser = Callable[..., Awaitable[ApiUser]]

@@ -256,10 +256,9 @@ async def test_me_returns_current_user(make_user: Any) -> None:
         {"Authorization": ""},
         {"Authorization": "Bearer"},
         {"Authorization": "Bearer   "},
-        {"Authorization": "Basic dXNlcjpwYXNz"},
         {"Authorization": "Bearer not-a-jwt"},
     ],
-    ids=["missing", "empty", "no-token", "blank-token", "basic", "garbage"],
+    ids=["missing", "empty", "no-token", "blank-token", "garbage"],
 )
 async def test_me_bad_authorization_header_unauthorized(
     api_client: TestClient, headers: dict
@@ -269,6 +268,18 @@ async def test_me_bad_authorization_header_unauthorized(
     assert response.status == 401
     assert body["status_code"] == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_me_unknown_basic_credentials_unauthorized(
+    api_client: TestClient,
+) -> None:
+    response = await api_client.get(
+        "/api/auth/me", headers={"Authorization": "Basic dXNlcjpwYXNz"}
+    )
+    body = await response.json()
+    assert response.status == 401
+    assert body["detail"] == "invalid API key or secret"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
 
 
 def claims_for(user_id: str, **changes: Any) -> dict[str, Any]:

@@ -206,3 +206,36 @@ async def test_errors_later_middleware_errors_json(api_app, aiohttp_client):
     assert response.status == 429
     assert body == {"detail": "rate limit exceeded", "status_code": 429}
     assert response.headers["Retry-After"] == "60"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (b'{"name": "\\ud800"}', "name"),
+        (b'{"name": "ok", "settings": {"\\udfff": 1}}', "settings"),
+        (b'{"name": "ok", "settings": {"list": ["\\ud83d"]}}', "settings"),
+    ],
+    ids=["value", "nested-key", "nested-list"],
+)
+async def test_errors_lone_surrogate_names_field(make_user, data, field):
+    user = await make_user()
+    response = await user.client.post(
+        "/api/apps",
+        data=data,
+        headers={**user.headers, "Content-Type": "application/json"},
+    )
+    body = await error_body(response)
+    assert response.status == 400
+    assert body["detail"].startswith(f"{field}: ")
+    assert "surrogate" in body["detail"]
+
+
+async def test_errors_surrogate_pair_accepted(make_user):
+    user = await make_user()
+    response = await user.client.post(
+        "/api/apps",
+        data=b'{"name": "\\ud83c\\udfa5 live"}',
+        headers={**user.headers, "Content-Type": "application/json"},
+    )
+    assert response.status == 201
+    assert (await response.json())["name"] == "\U0001f3a5 live"

@@ -269,3 +269,20 @@ async def test_ingest_reset_key_disconnects_publisher(aiohttp_client, tmp_path):
     assert code != 0, output
     code, output = await run_publisher(box.rtmp_url(new_key), "--seconds", "2")
     assert code == 0, output
+
+
+async def test_ingest_deleted_stream_hls_removed(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await box.create_stream()
+    code, output = await run_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "3"
+    )
+    assert code == 0, output
+    await box.wait_for_status(stream["id"], "offline")
+    playlist_path = f"/hls/{stream['id']}/index.m3u8"
+    assert (await box.client.get(playlist_path)).status == 200
+
+    response = await box.client.delete(f"/api/streams/{stream['id']}", headers=box.auth)
+    assert response.status == 204
+    assert (await box.client.get(playlist_path)).status == 404
+    assert not (box.data_dir / "hls" / stream["id"]).exists()

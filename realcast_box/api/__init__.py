@@ -1,9 +1,11 @@
-"""The REST API under /api: auth, apps and streams.
+"""The REST API under /api: auth, apps, streams, API keys and audit logs.
 
-``setup_api`` adds the JSON error middleware and the routes. Handlers read
-the config, database, hub and JWT secret from the application (the keys in
-realcast_box.appkeys) on each request, so app.py may set them after this
-call, as long as it does so before the server starts.
+``setup_api`` adds the JSON error middleware, the security event middleware
+and the routes. Handlers read the config, database, hub, secrets and audit
+writer from the application (the keys in realcast_box.appkeys,
+identity.API_KEY_HASH_SECRET and audit.AUDIT_WRITER) on each request, so
+app.py may set them after this call, as long as it does so before the
+server starts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 from argon2 import PasswordHasher
 
-from realcast_box.api import apps, auth, streams
+from realcast_box.api import apps, audit, auth, keys, streams
 from realcast_box.api.errors import error_middleware
 from realcast_box.api.security import PASSWORDS, PasswordService
 
@@ -19,15 +21,19 @@ from realcast_box.api.security import PASSWORDS, PasswordService
 def setup_api(
     app: web.Application, *, password_hasher: PasswordHasher | None = None
 ) -> None:
-    """Add the error middleware and every /api route to ``app``.
+    """Add the middlewares and every /api route to ``app``.
 
     ``password_hasher`` sets the argon2id cost parameters, by default those of
     argon2-cffi's PasswordHasher(). Tests pass a cheap one to run fast.
     """
     # First in the list is outermost, so errors from later middlewares are
-    # turned into JSON too.
+    # turned into JSON too. The security middleware sits inside it, so it
+    # sees each AccessDenied before it becomes a response.
     app.middlewares.insert(0, error_middleware)
+    app.middlewares.insert(1, audit.security_middleware)
     app[PASSWORDS] = PasswordService(password_hasher)
     app.add_routes(auth.routes)
     app.add_routes(apps.routes)
     app.add_routes(streams.routes)
+    app.add_routes(keys.routes)
+    app.add_routes(audit.routes)

@@ -1,16 +1,22 @@
-"""Routes under /api/apps. A user sees only their own apps, other users get 404."""
+"""Routes under /api/apps. A user sees only their own apps, other users get 404.
+
+An API key with apps:read sees its own app alone; creating, changing and
+deleting apps needs a user's access token.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from realcast_box.api import validation
-from realcast_box.api.auth import require_user
+from realcast_box.api.audit import audited, set_target
 from realcast_box.api.errors import ApiError
-from realcast_box.api.streams import disconnect_publishers
+from realcast_box.api.identity import authorize, authorize_user, can_access_app
+from realcast_box.api.streams import remove_streams_output
 from realcast_box.appkeys import DATABASE
 from realcast_box.store import apps as app_store
 
@@ -18,7 +24,20 @@ logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-APP_FIELDS = ("name", "description", "settings")
+APP_FIELDS = (
+    validation.Field(
+        "name",
+        functools.partial(validation.text, max_length=validation.MAX_NAME_LENGTH),
+        required=True,
+    ),
+    validation.Field(
+        "description",
+        functools.partial(
+            validation.optional_text, max_length=validation.MAX_DESCRIPTION_LENGTH
+        ),
+    ),
+    validation.Field("settings", validation.settings_object),
+)
 
 
 def app_json(app: dict[str, Any]) -> dict[str, Any]:
@@ -36,83 +55,88 @@ def app_not_found(app_id: str) -> ApiError:
     return ApiError(404, f"app not found: {app_id}")
 
 
-def parse_app_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """Check the fields present in ``body`` and return them ready to store."""
-    fields: dict[str, Any] = {}
-    if "name" in body:
-        fields["name"] = validation.required_text(
-            body, "name", max_length=validation.MAX_NAME_LENGTH
-        )
-    if "description" in body:
-        fields["description"] = validation.optional_text(
-            body["description"],
-            "description",
-            max_length=validation.MAX_DESCRIPTION_LENGTH,
-        )
-    if "settings" in body:
-        fields["settings"] = validation.settings_object(body["settings"])
-    return fields
-
-
 @routes.post("/api/apps")
+@audited("create_app", "app")
 async def create_app(request: web.Request) -> web.Response:
-    user = await require_user(request)
-    body = await validation.read_json_object(request, allowed=APP_FIELDS)
-    if "name" not in body:
-        raise validation.bad_request("name", "field required")
-    fields = parse_app_fields(body)
+    identity = await authorize_user(request, "create apps")
+    fields = await validation.read_fields(request, APP_FIELDS)
     app = await app_store.create_app(
         request.app[DATABASE],
-        user["id"],
+        identity.user_id,
         fields["name"],
         fields.get("description", ""),
         fields.get("settings", {}),
     )
-    logger.info("user %s created app %s", user["id"], app["id"])
+    set_app_target(request, app["id"])
+    logger.info("user %s created app %s", identity.user_id, app["id"])
     return web.json_response(app_json(app), status=201)
 
 
 @routes.get("/api/apps")
 async def list_apps(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize(request, "apps:read")
     limit, skip = validation.pagination(request)
-    apps = await app_store.list_apps(
-        request.app[DATABASE], user["id"], limit=limit, skip=skip
-    )
-    return web.json_response([app_json(app) for app in apps])
+    database = request.app[DATABASE]
+    if identity.app_id is not None:
+        # An API key lists its own app alone.
+        own = await app_store.get_app(database, identity.app_id, identity.user_id)
+        apps = [] if own is None else [own]
+        return validation.page_response(
+            [app_json(app) for app in apps[skip : skip + limit]], len(apps)
+        )
+    apps = await app_store.list_apps(database, identity.user_id, limit=limit, skip=skip)
+    total = await app_store.count_apps(database, identity.user_id)
+    return validation.page_response([app_json(app) for app in apps], total)
 
 
 @routes.get("/api/apps/{app_id}")
 async def get_app(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize(request, "apps:read")
     app_id = request.match_info["app_id"]
-    app = await app_store.get_app(request.app[DATABASE], app_id, user["id"])
+    app = None
+    if can_access_app(identity, app_id):
+        app = await app_store.get_app(request.app[DATABASE], app_id, identity.user_id)
     if app is None:
         raise app_not_found(app_id)
     return web.json_response(app_json(app))
 
 
 @routes.put("/api/apps/{app_id}")
+@audited("update_app", "app")
 async def update_app(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize_user(request, "update apps")
     app_id = request.match_info["app_id"]
-    body = await validation.read_json_object(request, allowed=APP_FIELDS)
-    fields = parse_app_fields(body)
-    app = await app_store.update_app(request.app[DATABASE], app_id, user["id"], fields)
+    fields = await validation.read_fields(request, APP_FIELDS, partial=True)
+    app = await app_store.update_app(
+        request.app[DATABASE], app_id, identity.user_id, fields
+    )
     if app is None:
         raise app_not_found(app_id)
+    set_app_target(request, app_id)
     return web.json_response(app_json(app))
 
 
 @routes.delete("/api/apps/{app_id}")
+@audited("delete_app", "app")
 async def delete_app(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize_user(request, "delete apps")
     app_id = request.match_info["app_id"]
-    stream_ids = await app_store.delete_app(request.app[DATABASE], app_id, user["id"])
+    stream_ids = await app_store.delete_app(
+        request.app[DATABASE], app_id, identity.user_id
+    )
     if stream_ids is None:
         raise app_not_found(app_id)
+    set_app_target(request, app_id)
     logger.info(
-        "user %s deleted app %s with %d streams", user["id"], app_id, len(stream_ids)
+        "user %s deleted app %s with %d streams",
+        identity.user_id,
+        app_id,
+        len(stream_ids),
     )
-    await disconnect_publishers(request.app, stream_ids, f"app {app_id} deleted")
+    await remove_streams_output(request.app, stream_ids, f"app {app_id} deleted")
     return web.Response(status=204)
+
+
+def set_app_target(request: web.Request, app_id: str) -> None:
+    """Name an app the caller owns as the resource and app of the audit entry."""
+    set_target(request, app_id, app_id)

@@ -1,24 +1,23 @@
-"""Routes under /api/auth (register, login, me) and bearer-token authentication.
+"""Routes under /api/auth: register, login and me.
 
-Every other handler calls ``require_user`` to get the user behind the
-request's ``Authorization: Bearer <jwt>`` header.
+Authentication itself (Bearer access tokens and API keys) is in
+realcast_box.api.identity. Logins, failed logins and registrations are
+recorded in the audit log.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from aiohttp import web
 
-from realcast_box.api import validation
+from realcast_box.api import audit, validation
 from realcast_box.api.errors import ApiError
-from realcast_box.api.security import (
-    PASSWORDS,
-    InvalidToken,
-    create_access_token,
-    decode_access_token,
-)
+from realcast_box.api.identity import authorize_user
+from realcast_box.api.ratelimit import limit_login_email
+from realcast_box.api.security import PASSWORDS, create_access_token
 from realcast_box.appkeys import CONFIG, DATABASE, JWT_SECRET
 from realcast_box.store import users as user_store
 
@@ -26,15 +25,34 @@ logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-REGISTER_FIELDS = ("email", "password", "full_name")
-LOGIN_FIELDS = ("email", "password")
+REGISTER_FIELDS = (
+    validation.Field("email", validation.email_value, required=True),
+    validation.Field("password", validation.password_value, required=True),
+    validation.Field(
+        "full_name",
+        functools.partial(
+            validation.optional_text, max_length=validation.MAX_NAME_LENGTH
+        ),
+    ),
+)
+LOGIN_FIELDS = (
+    validation.Field(
+        "email",
+        functools.partial(validation.text, max_length=validation.MAX_EMAIL_LENGTH),
+        required=True,
+    ),
+    validation.Field(
+        "password",
+        functools.partial(validation.password_value, check_minimum=False),
+        required=True,
+    ),
+)
 LOGIN_FAILED = "incorrect email or password"
 
 
-def unauthorized(detail: str, *, invalid_token: bool = False) -> ApiError:
+def unauthorized(detail: str) -> ApiError:
     """Return a 401 ApiError with the WWW-Authenticate challenge of RFC 6750."""
-    challenge = 'Bearer error="invalid_token"' if invalid_token else "Bearer"
-    return ApiError(401, detail, headers={"WWW-Authenticate": challenge})
+    return ApiError(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def user_json(user: dict[str, Any]) -> dict[str, Any]:
@@ -49,37 +67,22 @@ def user_json(user: dict[str, Any]) -> dict[str, Any]:
 async def require_user(request: web.Request) -> dict[str, Any]:
     """Return the user whose access token authorizes the request.
 
-    Raises a 401 ApiError when the header is missing or malformed, the token
-    is invalid or expired, or its user has been deleted.
+    Raises the 401 of ``authenticate``, and a 403 for an API key. Handlers
+    of app resources call identity.authorize instead, so API keys work too.
     """
-    header = request.headers.get("Authorization")
-    if not header:
-        raise unauthorized("missing Authorization header: send 'Bearer <token>'")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise unauthorized("invalid Authorization header: send 'Bearer <token>'")
-    try:
-        user_id = decode_access_token(token, request.app[JWT_SECRET])
-    except InvalidToken as exc:
-        raise unauthorized(f"invalid access token: {exc}", invalid_token=True) from None
-    user = await user_store.get_user(request.app[DATABASE], user_id)
+    identity = await authorize_user(request, "use this endpoint")
+    user = await user_store.get_user(request.app[DATABASE], identity.user_id)
     if user is None:
-        raise unauthorized(
-            f"invalid access token: user {user_id} no longer exists",
-            invalid_token=True,
-        )
+        raise unauthorized(f"user {identity.user_id} no longer exists")
     return user
 
 
 @routes.post("/api/auth/register")
 async def register(request: web.Request) -> web.Response:
-    body = await validation.read_json_object(request, allowed=REGISTER_FIELDS)
-    email = validation.email_address(body)
-    password = validation.password(body)
-    full_name = validation.optional_text(
-        body.get("full_name"), "full_name", max_length=validation.MAX_NAME_LENGTH
-    ).strip()
+    await reject_api_key(request, "register users")
+    fields = await validation.read_fields(request, REGISTER_FIELDS)
+    email, password = fields["email"], fields["password"]
+    full_name = fields.get("full_name", "").strip()
 
     database = request.app[DATABASE]
     duplicate = ApiError(409, f"email: {email!r} is already registered")
@@ -90,17 +93,16 @@ async def register(request: web.Request) -> web.Response:
         user = await user_store.create_user(database, email, full_name, password_hash)
     except user_store.DuplicateEmail:
         raise duplicate from None
+    audit.record_user_event(request, "register", user["id"])
     logger.info("registered user %s", user["id"])
     return web.json_response(user_json(user), status=201)
 
 
 @routes.post("/api/auth/login")
 async def login(request: web.Request) -> web.Response:
-    body = await validation.read_json_object(request, allowed=LOGIN_FIELDS)
-    email = validation.required_text(
-        body, "email", max_length=validation.MAX_EMAIL_LENGTH
-    )
-    password = validation.password(body, check_minimum=False)
+    fields = await validation.read_fields(request, LOGIN_FIELDS)
+    email, password = fields["email"], fields["password"]
+    await limit_login_email(request, email)
 
     database = request.app[DATABASE]
     passwords = request.app[PASSWORDS]
@@ -109,8 +111,16 @@ async def login(request: web.Request) -> web.Response:
     stored_hash = None if user is None else user["password_hash"]
     matches = await passwords.verify(stored_hash, password)
     if user is None or not matches:
-        logger.info(
-            "login failed for %s", "an unknown email" if user is None else user["id"]
+        # The entry goes to the account whose email was tried, so its owner
+        # sees attempts on it. Neither the email nor the password is stored.
+        await audit.record_security_event(
+            request.app,
+            request,
+            "login_failed",
+            "login with an unknown email"
+            if user is None
+            else "login with a wrong password",
+            None if user is None else user["id"],
         )
         raise unauthorized(LOGIN_FAILED)
 
@@ -122,6 +132,7 @@ async def login(request: web.Request) -> web.Response:
         request.app[JWT_SECRET],
         expiry_minutes=request.app[CONFIG].token_expiry_minutes,
     )
+    audit.record_user_event(request, "login", user["id"])
     return web.json_response(
         {
             "access_token": token,
@@ -137,5 +148,19 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.get("/api/auth/me")
 async def me(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize_user(request, "use /api/auth/me, which returns a user")
+    user = await user_store.get_user(request.app[DATABASE], identity.user_id)
+    if user is None:
+        raise unauthorized(f"user {identity.user_id} no longer exists")
     return web.json_response(user_json(user))
+
+
+async def reject_api_key(request: web.Request, action: str) -> None:
+    """Raise a 403 when the request presents API key (Basic) credentials.
+
+    Other Authorization headers are ignored here, because the route needs
+    no authentication.
+    """
+    header = request.headers.get("Authorization", "")
+    if header.partition(" ")[0].lower() == "basic":
+        await authorize_user(request, action)

@@ -24,23 +24,34 @@ _BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
 class ApiError(RealcastError):
-    """An error response: HTTP ``status``, a ``detail`` message, extra headers."""
+    """An error response: HTTP ``status``, a ``detail`` message, extra headers.
+
+    ``fields`` adds members to the JSON body, such as ``retry_after`` of 429.
+    """
 
     def __init__(
-        self, status: int, detail: str, *, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        fields: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = dict(headers or {})
+        self.fields = dict(fields or {})
 
 
 def error_response(
-    status: int, detail: str, headers: Mapping[str, str] | None = None
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    fields: Mapping[str, object] | None = None,
 ) -> web.Response:
-    return web.json_response(
-        {"detail": detail, "status_code": status}, status=status, headers=headers
-    )
+    body = {"detail": detail, "status_code": status, **(fields or {})}
+    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -51,7 +62,7 @@ async def error_middleware(
         return await handler(request)
     except ApiError as exc:
         _log_client_error(request, exc.status, exc.detail)
-        return error_response(exc.status, exc.detail, exc.headers)
+        return error_response(exc.status, exc.detail, exc.headers, exc.fields)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

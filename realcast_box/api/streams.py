@@ -1,11 +1,14 @@
 """Routes under /api/streams, and the RTMP and HLS URLs in stream objects.
 
-A user sees only streams of their own apps, and other users get 404. Deleting a
-stream or resetting its key disconnects its live publisher through the hub.
+A user sees only streams of their own apps, and other users get 404. An API
+key sees the streams of its own app, reading with streams:read and changing
+them with streams:write. Deleting a stream or resetting its key disconnects
+its live publisher through the hub.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -15,8 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from realcast_box.api import validation
-from realcast_box.api.auth import require_user
+from realcast_box.api.audit import audited, set_target
 from realcast_box.api.errors import ApiError
+from realcast_box.api.identity import (
+    Identity,
+    authorize,
+    can_access_app,
+    effective_app_id,
+)
 from realcast_box.appkeys import CONFIG, DATABASE, HUB
 from realcast_box.config import Config
 from realcast_box.store import apps as app_store
@@ -26,8 +35,28 @@ logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-CREATE_FIELDS = ("app_id", "title", "description", "settings")
-UPDATE_FIELDS = ("title", "description", "settings")
+STREAM_FIELDS = (
+    validation.Field(
+        "title",
+        functools.partial(validation.text, max_length=validation.MAX_NAME_LENGTH),
+        required=True,
+    ),
+    validation.Field(
+        "description",
+        functools.partial(
+            validation.optional_text, max_length=validation.MAX_DESCRIPTION_LENGTH
+        ),
+    ),
+    validation.Field("settings", validation.settings_object),
+)
+CREATE_FIELDS = (
+    validation.Field(
+        "app_id",
+        functools.partial(validation.text, max_length=validation.MAX_ID_LENGTH),
+        required=True,
+    ),
+    *STREAM_FIELDS,
+)
 # A host name, an IPv4 address, or a bracketed IPv6 address (with zone id).
 HOST_PATTERN = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]")
 
@@ -114,24 +143,6 @@ def stream_json(request: web.Request, stream: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_stream_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """Check the title, description and settings present in ``body``."""
-    fields: dict[str, Any] = {}
-    if "title" in body:
-        fields["title"] = validation.required_text(
-            body, "title", max_length=validation.MAX_NAME_LENGTH
-        )
-    if "description" in body:
-        fields["description"] = validation.optional_text(
-            body["description"],
-            "description",
-            max_length=validation.MAX_DESCRIPTION_LENGTH,
-        )
-    if "settings" in body:
-        fields["settings"] = validation.settings_object(body["settings"])
-    return fields
-
-
 async def disconnect_publishers(
     app: web.Application, stream_ids: Iterable[str], reason: str
 ) -> None:
@@ -150,17 +161,46 @@ async def disconnect_publishers(
             logger.exception("stream %s: failed to disconnect publisher", stream_id)
 
 
+async def remove_streams_output(
+    app: web.Application, stream_ids: Iterable[str], reason: str
+) -> None:
+    """Disconnect the publishers of deleted streams and delete their HLS files."""
+    stream_ids = list(stream_ids)
+    await disconnect_publishers(app, stream_ids, reason)
+    hub = app[HUB]
+    for stream_id in stream_ids:
+        try:
+            await hub.remove_output(stream_id)
+        except OSError:
+            logger.exception("stream %s: failed to delete HLS files", stream_id)
+
+
+async def find_stream(
+    request: web.Request, identity: Identity, stream_id: str
+) -> dict[str, Any]:
+    """Return the stream if the caller may see it, else raise the 404.
+
+    Also names the stream and its app in the request's audit entry.
+    """
+    stream = await stream_store.get_owned_stream(
+        request.app[DATABASE], stream_id, identity.user_id
+    )
+    if stream is None or not can_access_app(identity, stream["app_id"]):
+        raise stream_not_found(stream_id)
+    set_target(request, stream_id, stream["app_id"])
+    return stream
+
+
 @routes.post("/api/streams")
+@audited("create_stream", "stream")
 async def create_stream(request: web.Request) -> web.Response:
-    user = await require_user(request)
-    body = await validation.read_json_object(request, allowed=CREATE_FIELDS)
-    app_id = validation.required_text(body, "app_id", max_length=100)
-    if "title" not in body:
-        raise validation.bad_request("title", "field required")
-    fields = parse_stream_fields(body)
+    identity = await authorize(request, "streams:write")
+    fields = await validation.read_fields(request, CREATE_FIELDS)
+    app_id = fields["app_id"]
 
     database = request.app[DATABASE]
-    if await app_store.get_app(database, app_id, user["id"]) is None:
+    app = await app_store.get_app(database, app_id, identity.user_id)
+    if app is None or not can_access_app(identity, app_id):
         raise ApiError(404, f"app not found: {app_id}")
     stream = await stream_store.create_stream(
         database,
@@ -169,49 +209,49 @@ async def create_stream(request: web.Request) -> web.Response:
         fields.get("description", ""),
         fields.get("settings", {}),
     )
-    logger.info("user %s created stream %s in app %s", user["id"], stream["id"], app_id)
+    set_target(request, stream["id"], app_id)
+    logger.info(
+        "user %s created stream %s in app %s", identity.user_id, stream["id"], app_id
+    )
     return web.json_response(stream_json(request, stream), status=201)
 
 
 @routes.get("/api/streams")
 async def list_streams(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize(request, "streams:read")
     limit, skip = validation.pagination(request)
-    app_id = request.query.get("app_id")
+    app_id = effective_app_id(identity, validation.query_id(request, "app_id"))
     database = request.app[DATABASE]
     if app_id is not None:
-        if not app_id:
-            raise validation.bad_request(
-                "app_id", "must not be empty (omit it to list the streams of all apps)"
-            )
-        if await app_store.get_app(database, app_id, user["id"]) is None:
+        if await app_store.get_app(database, app_id, identity.user_id) is None:
             raise ApiError(404, f"app not found: {app_id}")
     streams = await stream_store.list_owned_streams(
-        database, user["id"], app_id=app_id, limit=limit, skip=skip
+        database, identity.user_id, app_id=app_id, limit=limit, skip=skip
     )
-    return web.json_response([stream_json(request, stream) for stream in streams])
+    total = await stream_store.count_owned_streams(
+        database, identity.user_id, app_id=app_id
+    )
+    return validation.page_response(
+        [stream_json(request, stream) for stream in streams], total
+    )
 
 
 @routes.get("/api/streams/{stream_id}")
 async def get_stream(request: web.Request) -> web.Response:
-    user = await require_user(request)
-    stream_id = request.match_info["stream_id"]
-    stream = await stream_store.get_owned_stream(
-        request.app[DATABASE], stream_id, user["id"]
-    )
-    if stream is None:
-        raise stream_not_found(stream_id)
+    identity = await authorize(request, "streams:read")
+    stream = await find_stream(request, identity, request.match_info["stream_id"])
     return web.json_response(stream_json(request, stream))
 
 
 @routes.put("/api/streams/{stream_id}")
+@audited("update_stream", "stream")
 async def update_stream(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize(request, "streams:write")
     stream_id = request.match_info["stream_id"]
-    body = await validation.read_json_object(request, allowed=UPDATE_FIELDS)
-    fields = parse_stream_fields(body)
+    fields = await validation.read_fields(request, STREAM_FIELDS, partial=True)
+    await find_stream(request, identity, stream_id)
     stream = await stream_store.update_owned_stream(
-        request.app[DATABASE], stream_id, user["id"], fields
+        request.app[DATABASE], stream_id, identity.user_id, fields
     )
     if stream is None:
         raise stream_not_found(stream_id)
@@ -219,28 +259,26 @@ async def update_stream(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/streams/{stream_id}")
+@audited("delete_stream", "stream")
 async def delete_stream(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize(request, "streams:write")
     stream_id = request.match_info["stream_id"]
+    await find_stream(request, identity, stream_id)
     deleted = await stream_store.delete_owned_stream(
-        request.app[DATABASE], stream_id, user["id"]
+        request.app[DATABASE], stream_id, identity.user_id
     )
     if not deleted:
         raise stream_not_found(stream_id)
-    logger.info("user %s deleted stream %s", user["id"], stream_id)
-    await disconnect_publishers(request.app, [stream_id], "stream deleted")
+    logger.info("user %s deleted stream %s", identity.user_id, stream_id)
+    await remove_streams_output(request.app, [stream_id], "stream deleted")
     return web.Response(status=204)
 
 
 @routes.get("/api/streams/{stream_id}/status")
 async def stream_status(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize(request, "streams:read")
     stream_id = request.match_info["stream_id"]
-    stream = await stream_store.get_owned_stream(
-        request.app[DATABASE], stream_id, user["id"]
-    )
-    if stream is None:
-        raise stream_not_found(stream_id)
+    stream = await find_stream(request, identity, stream_id)
     # NOTE: viewer_count stays 0 until HLS playback sessions are counted.
     return web.json_response(
         {
@@ -254,14 +292,16 @@ async def stream_status(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/streams/{stream_id}/reset-key")
+@audited("reset_stream_key", "stream")
 async def reset_stream_key(request: web.Request) -> web.Response:
-    user = await require_user(request)
+    identity = await authorize(request, "streams:write")
     stream_id = request.match_info["stream_id"]
+    await find_stream(request, identity, stream_id)
     stream = await stream_store.reset_owned_stream_key(
-        request.app[DATABASE], stream_id, user["id"]
+        request.app[DATABASE], stream_id, identity.user_id
     )
     if stream is None:
         raise stream_not_found(stream_id)
-    logger.info("user %s reset the key of stream %s", user["id"], stream_id)
+    logger.info("user %s reset the key of stream %s", identity.user_id, stream_id)
     await disconnect_publishers(request.app, [stream_id], "stream key reset")
     return web.json_response(stream_json(request, stream))

@@ -8,6 +8,12 @@ the name of the field or parameter at fault, as in "title: field required".
 Optional text fields (description, full_name) accept a string or null and
 default to ""; null is stored as "". ``settings`` must be a JSON object and
 defaults to {}.
+
+Handlers declare their body as a tuple of ``Field`` (name, check, required)
+and call ``read_fields``. A check takes (value, field name) and returns the
+value to use or raises the 400; ``text``, ``optional_text``, ``settings_object``,
+``email_value``, ``password_value``, ``choice_list`` and ``future_timestamp``
+are the checks, and ``functools.partial`` sets their options.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from realcast_box.api.errors import ApiError
+from realcast_box.store.ids import format_timestamp, utc_now
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 64
@@ -44,8 +53,39 @@ EMAIL_PATTERN = re.compile(
 INTEGER_PATTERN = re.compile(r"-?[0-9]{1,20}", re.ASCII)
 
 
+MAX_ID_LENGTH = 100
+MAX_LIST_ITEMS = 100
+
+
 def bad_request(field: str, problem: str) -> ApiError:
     return ApiError(400, f"{field}: {problem}")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a request body: its name, its check and whether it is required."""
+
+    name: str
+    check: Callable[[Any, str], Any]
+    required: bool = False
+
+
+async def read_fields(
+    request: web.Request, fields: Sequence[Field], *, partial: bool = False
+) -> dict[str, Any]:
+    """Read a JSON object body and return the checked value of each field present.
+
+    Fields are checked in the order given, so the 400 names the first field
+    at fault. With ``partial`` (an update), required fields may be absent.
+    """
+    body = await read_json_object(request, allowed=[field.name for field in fields])
+    values: dict[str, Any] = {}
+    for field in fields:
+        if field.name in body:
+            values[field.name] = field.check(body[field.name], field.name)
+        elif field.required and not partial:
+            raise bad_request(field.name, "field required")
+    return values
 
 
 async def read_json_object(
@@ -83,7 +123,31 @@ async def read_json_object(
     if unknown:
         expected = ", ".join(sorted(allowed))
         raise bad_request(unknown[0], f"unknown field (allowed fields: {expected})")
+    for field, item in value.items():
+        if not _encodable(item):
+            raise bad_request(
+                field, "contains a lone UTF-16 surrogate escape, which is not text"
+            )
     return value
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string in ``value`` encodes as UTF-8.
+
+    json.loads accepts escapes such as "\\ud800" that decode to lone
+    surrogates, which SQLite cannot store.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(key) and _encodable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_encodable(item) for item in value)
+    return True
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -150,10 +214,15 @@ def required_text(body: Mapping[str, Any], field: str, *, max_length: int) -> st
     """Return the field as a non-blank string without surrounding whitespace."""
     if field not in body:
         raise bad_request(field, "field required")
-    return _stripped_text(body[field], field, max_length)
+    return text(body[field], field, max_length=max_length)
 
 
-def _stripped_text(value: Any, field: str, max_length: int) -> str:
+def text(value: Any, field: str, *, max_length: int) -> str:
+    """Check a text value and return it without surrounding whitespace.
+
+    Raises the 400 for a value that is not a string, is blank, or is longer
+    than ``max_length`` once stripped.
+    """
     if not isinstance(value, str):
         raise bad_request(field, f"must be a string, got {_json_type_name(value)}")
     text = value.strip()
@@ -183,7 +252,13 @@ def settings_object(value: Any, field: str = "settings") -> dict[str, Any]:
 
 
 def email_address(body: Mapping[str, Any], field: str = "email") -> str:
-    email = required_text(body, field, max_length=MAX_EMAIL_LENGTH)
+    if field not in body:
+        raise bad_request(field, "field required")
+    return email_value(body[field], field)
+
+
+def email_value(value: Any, field: str) -> str:
+    email = text(value, field, max_length=MAX_EMAIL_LENGTH)
     if EMAIL_PATTERN.fullmatch(email) is None:
         raise bad_request(field, f"invalid email address {email!r}")
     return email
@@ -193,19 +268,75 @@ def password(body: Mapping[str, Any], *, check_minimum: bool = True) -> str:
     """Return the password field unstripped, because spaces are part of a password."""
     if "password" not in body:
         raise bad_request("password", "field required")
-    value = body["password"]
+    return password_value(body["password"], "password", check_minimum=check_minimum)
+
+
+def password_value(value: Any, field: str, *, check_minimum: bool = True) -> str:
+    """Check a password and return it unstripped: spaces are part of a password."""
     if not isinstance(value, str):
         kind = _json_type_name(value)
-        raise bad_request("password", f"must be a string, got {kind}")
+        raise bad_request(field, f"must be a string, got {kind}")
     if check_minimum and len(value) < MIN_PASSWORD_LENGTH:
-        raise bad_request(
-            "password", f"must be at least {MIN_PASSWORD_LENGTH} characters"
-        )
+        raise bad_request(field, f"must be at least {MIN_PASSWORD_LENGTH} characters")
     if len(value) > MAX_PASSWORD_LENGTH:
-        raise bad_request(
-            "password", f"must be at most {MAX_PASSWORD_LENGTH} characters"
-        )
+        raise bad_request(field, f"must be at most {MAX_PASSWORD_LENGTH} characters")
     return value
+
+
+def choice_list(value: Any, field: str, *, choices: Sequence[str]) -> list[str]:
+    """Check a non-empty array of strings from ``choices``; drop duplicates.
+
+    The 400 for unknown values names every one of them and lists the choices.
+    """
+    if not isinstance(value, list):
+        raise bad_request(field, f"must be an array, got {_json_type_name(value)}")
+    if not value:
+        raise bad_request(field, "must not be empty")
+    if len(value) > MAX_LIST_ITEMS:
+        raise bad_request(field, f"must have at most {MAX_LIST_ITEMS} items")
+    for item in value:
+        if not isinstance(item, str):
+            kind = _json_type_name(item)
+            raise bad_request(field, f"items must be strings, got {kind}")
+    unknown = sorted({item for item in value if item not in choices})
+    if unknown:
+        named = ", ".join(repr(item) for item in unknown)
+        raise bad_request(
+            field, f"unknown value {named} (allowed: {', '.join(choices)})"
+        )
+    return list(dict.fromkeys(value))
+
+
+def future_timestamp(value: Any, field: str) -> datetime | None:
+    """Check an ISO 8601 time with a time zone that lies in the future.
+
+    null gives None. The result is truncated to whole seconds, the precision
+    the API stores and returns.
+    """
+    if value is None:
+        return None
+    example = "such as 2030-01-31T12:00:00Z"
+    if not isinstance(value, str):
+        kind = _json_type_name(value)
+        raise bad_request(field, f"must be an ISO 8601 time {example}, got {kind}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad_request(
+            field, f"invalid ISO 8601 time {value!r}: expected one {example}"
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise bad_request(
+            field, f"time {value!r} has no time zone: add Z or an offset, {example}"
+        )
+    moment = moment.astimezone(UTC).replace(microsecond=0)
+    now = utc_now()
+    if moment <= now:
+        raise bad_request(
+            field,
+            f"time {value!r} is not in the future (now is {format_timestamp(now)})",
+        )
+    return moment
 
 
 def query_int(
@@ -220,6 +351,36 @@ def query_int(
             name, f"must be an integer from {minimum} to {maximum}, got {raw!r}"
         )
     return int(raw)
+
+
+def optional_query_int(
+    request: web.Request, name: str, *, minimum: int, maximum: int
+) -> int | None:
+    """Return an integer query parameter, or None when it is absent."""
+    if name not in request.query:
+        return None
+    return query_int(request, name, default=minimum, minimum=minimum, maximum=maximum)
+
+
+def query_id(request: web.Request, name: str) -> str | None:
+    """Return an id query parameter such as app_id, or None when it is absent."""
+    value = request.query.get(name)
+    if value is None:
+        return None
+    if not value:
+        raise bad_request(name, "must not be empty (omit the parameter to list all)")
+    if len(value) > MAX_ID_LENGTH:
+        raise bad_request(name, f"must be at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+def page_response(items: list[Any], total: int) -> web.Response:
+    """Return one page of a listing, with the size of the whole listing.
+
+    ``X-Total-Count`` is the number of items that match the query without
+    ``limit`` and ``skip``.
+    """
+    return web.json_response(items, headers={"X-Total-Count": str(total)})
 
 
 def pagination(request: web.Request) -> tuple[int, int]:

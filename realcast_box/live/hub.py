@@ -136,6 +136,15 @@ class Hub:
             if publication is not None:
                 await self._end(publication, reason)
 
+    async def remove_output(self, stream_id: str) -> None:
+        """Delete the HLS files of a stream that is not live, after its deletion."""
+        async with self._lock:
+            if stream_id in self._publications:
+                return
+            directory = self._hls_root / stream_id
+            if directory.exists():
+                await asyncio.to_thread(shutil.rmtree, directory)
+
     async def close(self) -> None:
         """End every publication; later publish attempts are rejected."""
         async with self._lock:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 
 from realcast_box.live.hub import Hub, PublishRejected
 from realcast_box.live.publication import Publication
@@ -33,6 +34,11 @@ MAX_CREATED_STREAMS = 8
 # RTMP application name in rtmp://HOST/live; OBS calls it the "Server" path.
 APPLICATION = "live"
 
+# Called after a publish with a stream key that matches no stream, with the
+# client's "host:port" and the stream id that the key names (None when the
+# key does not have the shape of a stream key). The key itself is not passed.
+InvalidKeyHook = Callable[[str, str | None], Awaitable[None]]
+
 
 class RtmpServer:
     """Listens for RTMP publishers and runs one RtmpConnection per client."""
@@ -46,8 +52,10 @@ class RtmpServer:
         max_message_size: int,
         max_connections: int = 256,
         ssl_context: ssl.SSLContext | None = None,
+        on_invalid_stream_key: InvalidKeyHook | None = None,
     ) -> None:
         self._hub = hub
+        self._on_invalid_stream_key = on_invalid_stream_key
         self._database = database
         self._read_timeout = read_timeout
         self._max_message_size = max_message_size
@@ -99,6 +107,7 @@ class RtmpServer:
             database=self._database,
             read_timeout=self._read_timeout,
             max_message_size=self._max_message_size,
+            on_invalid_stream_key=self._on_invalid_stream_key,
         )
         self._connections.add(connection)
         try:
@@ -119,8 +128,10 @@ class RtmpConnection:
         database: Database,
         read_timeout: float,
         max_message_size: int,
+        on_invalid_stream_key: InvalidKeyHook | None = None,
     ) -> None:
         self._reader = reader
+        self._on_invalid_stream_key = on_invalid_stream_key
         self._writer = writer
         self._hub = hub
         self._database = database
@@ -283,6 +294,7 @@ class RtmpConnection:
             protocol.reject_publish(
                 msid, "NetStream.Publish.BadName", "invalid stream key"
             )
+            await self._report_invalid_key(event.name)
             return "publish with an unknown stream key"
 
         try:
@@ -300,6 +312,19 @@ class RtmpConnection:
             "%s publishing (type %s)", self._log_prefix, event.publish_type or "live"
         )
         return None
+
+    async def _report_invalid_key(self, stream_key: str) -> None:
+        """Pass a rejected publish to the hook (the audit log). Never raises."""
+        if self._on_invalid_stream_key is None:
+            return
+        match = None
+        if len(stream_key) <= stream_store.MAX_STREAM_KEY_LENGTH:
+            match = stream_store.STREAM_KEY_PATTERN.fullmatch(stream_key)
+        stream_id = match.group(1) if match else None
+        try:
+            await self._on_invalid_stream_key(self.client_address, stream_id)
+        except Exception:
+            logger.exception("%s failed to report an invalid key", self._log_prefix)
 
     def _feed_media(self, event: ev.VideoData | ev.AudioData) -> str | None:
         publication = self._publication

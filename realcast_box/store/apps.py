@@ -74,6 +74,13 @@ async def list_apps(
     return [row for row in map(_decoded, rows) if row is not None]
 
 
+async def count_apps(db: Database, user_id: str) -> int:
+    row = await db.fetchone(
+        "SELECT COUNT(*) AS total FROM apps WHERE user_id = ?", (user_id,)
+    )
+    return int(row["total"]) if row else 0
+
+
 async def update_app(
     db: Database, app_id: str, user_id: str, changes: Mapping[str, Any]
 ) -> dict[str, Any] | None:

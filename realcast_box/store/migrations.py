@@ -50,4 +50,51 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX streams_by_status ON streams (status);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            app_id TEXT NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            -- The public half of the credentials, sent as the Basic user name.
+            api_key TEXT NOT NULL UNIQUE,
+            -- HMAC-SHA256 of the secret under the box's API key hash secret;
+            -- the secret itself is never stored.
+            secret_hash TEXT NOT NULL,
+            -- JSON array of scope names.
+            scopes TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT
+        );
+        CREATE INDEX api_keys_by_app ON api_keys (app_id, created_at);
+        """,
+    ),
+    (
+        3,
+        """
+        -- No foreign keys: entries outlive the users, apps and keys they name,
+        -- so that deleting an app leaves its history readable.
+        CREATE TABLE audit_logs (
+            id TEXT NOT NULL UNIQUE,
+            user_id TEXT,
+            app_id TEXT,
+            api_key_id TEXT,
+            action TEXT NOT NULL,
+            resource_type TEXT,
+            resource_id TEXT,
+            ip_address TEXT,
+            user_agent TEXT,
+            status TEXT NOT NULL CHECK (status IN ('success', 'failure')),
+            security_event INTEGER NOT NULL DEFAULT 0
+                CHECK (security_event IN (0, 1)),
+            detail TEXT NOT NULL DEFAULT '',
+            timestamp TEXT NOT NULL
+        );
+        CREATE INDEX audit_logs_by_user ON audit_logs (user_id, timestamp);
+        CREATE INDEX audit_logs_by_app ON audit_logs (app_id, timestamp);
+        CREATE INDEX audit_logs_by_time ON audit_logs (timestamp);
+        """,
+    ),
 ]

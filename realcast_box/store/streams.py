@@ -131,21 +131,34 @@ async def get_owned_stream(
     return _decoded(row)
 
 
-async def list_owned_streams(
-    db: Database, user_id: str, *, app_id: str | None, limit: int, skip: int
-) -> list[dict[str, Any]]:
-    """Return the user's streams (of one app if ``app_id``), newest first."""
+def _owned_filter(user_id: str, app_id: str | None) -> tuple[str, list[Any]]:
     where = OWNED
     params: list[Any] = [user_id]
     if app_id is not None:
         where += " AND streams.app_id = ?"
         params.append(app_id)
+    return where, params
+
+
+async def list_owned_streams(
+    db: Database, user_id: str, *, app_id: str | None, limit: int, skip: int
+) -> list[dict[str, Any]]:
+    """Return the user's streams (of one app if ``app_id``), newest first."""
+    where, params = _owned_filter(user_id, app_id)
     rows = await db.fetchall(
         f"SELECT {STREAM_COLUMNS} FROM streams WHERE {where}"
         " ORDER BY streams.created_at DESC, streams.rowid DESC LIMIT ? OFFSET ?",
         (*params, limit, skip),
     )
     return [row for row in map(_decoded, rows) if row is not None]
+
+
+async def count_owned_streams(db: Database, user_id: str, *, app_id: str | None) -> int:
+    where, params = _owned_filter(user_id, app_id)
+    row = await db.fetchone(
+        f"SELECT COUNT(*) AS total FROM streams WHERE {where}", params
+    )
+    return int(row["total"]) if row else 0
 
 
 async def update_owned_stream(
@@ -252,3 +265,12 @@ def current_duration(stream: Mapping[str, Any], now: datetime | None = None) -> 
         elapsed = (now or utc_now()) - parse_timestamp(stream["started_at"])
         return max(0, int(elapsed.total_seconds()))
     return int(stream["duration_seconds"] or 0)
+
+
+async def get_stream_owner(db: Database, stream_id: str) -> dict[str, Any] | None:
+    """Return the stream's id, app_id and owning user_id, or None. Unscoped."""
+    return await db.fetchone(
+        "SELECT streams.id, streams.app_id, apps.user_id FROM streams"
+        " JOIN apps ON apps.id = streams.app_id WHERE streams.id = ?",
+        (stream_id,),
+    )
