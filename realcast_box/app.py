@@ -23,6 +23,7 @@ from realcast_box.api.security import load_or_create_secret
 from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
 from realcast_box.config import Config
 from realcast_box.errors import StartupError
+from realcast_box.hls.playback import PLAYBACK_SECRET, PLAYBACK_SECRET_FILE
 from realcast_box.hls.routes import setup_hls_routes
 from realcast_box.live.hub import Hub
 from realcast_box.rtmp.server import RtmpServer
@@ -62,6 +63,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[API_KEY_HASH_SECRET] = load_or_create_secret(
         data_path / API_KEY_HASH_SECRET_FILE
     )
+    # Playback tokens have a secret of their own, so a leaked playback secret
+    # cannot sign user access tokens.
+    app[PLAYBACK_SECRET] = load_or_create_secret(data_path / PLAYBACK_SECRET_FILE)
 
     # Each part is closed by the exit stack in reverse order, also when a
     # later part fails to start (a port in use), so no thread is left behind.
@@ -86,6 +90,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             segment_duration=config.hls_segment_duration,
             window=config.hls_window,
             takeover_after=config.rtmp_takeover_after,
+            reconnect_window=config.reconnect_window_seconds,
         )
         stack.push_async_callback(hub.close)
         app[HUB] = hub

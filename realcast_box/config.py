@@ -127,6 +127,48 @@ SETTINGS: tuple[Setting, ...] = (
         100,
     ),
     Setting(
+        "hls_cors_origins",
+        str,
+        "*",
+        'Origins allowed to fetch /hls from browser scripts (CORS): "*" for any,'
+        ' or a comma-separated list such as "https://a.example,https://b.example".',
+    ),
+    Setting(
+        "hls_viewer_window",
+        float,
+        15.0,
+        "Seconds a playback session counts as a viewer after its last media "
+        "playlist or segment fetch.",
+        1.0,
+        3600.0,
+    ),
+    Setting(
+        "hls_max_viewer_sessions",
+        int,
+        100_000,
+        "Most playback sessions tracked at once; beyond it the least recently "
+        "active one is dropped.",
+        10,
+        10_000_000,
+    ),
+    Setting(
+        "playback_session_seconds",
+        int,
+        60,
+        "Lifetime in seconds of the session signature written into playlist URIs "
+        "of signed streams; every playlist reload renews it.",
+        1,
+        86400,
+    ),
+    Setting(
+        "playback_clock_leeway",
+        float,
+        30.0,
+        "Seconds of clock skew allowed when checking playback token expiry.",
+        0.0,
+        600.0,
+    ),
+    Setting(
         "rtmp_read_timeout",
         float,
         10.0,
@@ -158,6 +200,16 @@ SETTINGS: tuple[Setting, ...] = (
         1024,
         256 * 1024 * 1024,
     ),
+    Setting(
+        "reconnect_window_seconds",
+        float,
+        30.0,
+        "Seconds a stream stays 'reconnecting' after its publisher drops, so that "
+        "a publisher coming back with the same key continues the session; 0 ends "
+        "the session at once.",
+        0.0,
+        1800.0,
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -180,10 +232,16 @@ class Config:
     login_rate_limit_per_minute: int
     hls_segment_duration: float
     hls_window: int
+    hls_cors_origins: str
+    hls_viewer_window: float
+    hls_max_viewer_sessions: int
+    playback_session_seconds: int
+    playback_clock_leeway: float
     rtmp_read_timeout: float
     rtmp_takeover_after: float
     rtmp_max_connections: int
     rtmp_max_message_size: int
+    reconnect_window_seconds: float
 
     @property
     def data_path(self) -> Path:

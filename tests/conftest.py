@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from argon2 import PasswordHasher
 
 from realcast_box.api import setup_api
@@ -28,6 +28,7 @@ from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
 from realcast_box.config import Config, load_config
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
+from tests.openapi_check import OpenApiCheckingClient
 
 if TYPE_CHECKING:
     from realcast_box.live.hub import Hub
@@ -155,8 +156,12 @@ def build_app() -> Callable[..., web.Application]:
 
 
 @pytest.fixture
-async def api_client(aiohttp_client: Any, api_app: web.Application) -> TestClient:
-    return await aiohttp_client(api_app)
+async def api_client(api_app: web.Application) -> AsyncIterator[TestClient]:
+    """Serve api_app on loopback; each response is checked against the OpenAPI doc."""
+    client = OpenApiCheckingClient(TestServer(api_app))
+    await client.start_server()
+    yield client
+    await client.close()
 
 
 @dataclass

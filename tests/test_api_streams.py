@@ -444,8 +444,12 @@ async def test_streams_status_created(owner):
         "stream_id": stream["id"],
         "status": "created",
         "viewer_count": 0,
+        "peak_viewers": 0,
+        "total_views": 0,
         "started_at": None,
         "duration_seconds": 0,
+        "ingest": None,
+        "ingest_warnings": [],
     }
 
 

@@ -792,3 +792,159 @@ def test_segmenter_frozen_clock_caps_segment_bytes(
     largest_frame = max(len(tag.payload) for tag in av_tags)
     for segment in segments:
         assert segment.stat().st_size <= cap + largest_frame + 4096
+
+
+# Publisher changes within one session.
+
+
+def run_two_publishers(
+    directory: Path, first: list[FlvTag], second: list[FlvTag], **settings: object
+) -> Segmenter:
+    """Feed ``first``, end its publisher with a discontinuity, then ``second``."""
+    segmenter = Segmenter(directory, **settings)
+    feed(segmenter, first)
+    segmenter.discontinuity()
+    feed(segmenter, second)
+    segmenter.finish()
+    return segmenter
+
+
+@pytest.fixture(scope="module")
+def second_publisher_tags() -> list[FlvTag]:
+    """A second publisher's feed: same settings, its own clock from 0."""
+    return read_tags(encode_flv(seconds=4, gop=30, first_frame=300))
+
+
+def test_segmenter_discontinuity_keeps_same_init(
+    tmp_path: Path, long_tags: list[FlvTag], second_publisher_tags: list[FlvTag]
+) -> None:
+    first = long_tags[: len(long_tags) // 4]
+    run_two_publishers(tmp_path, first, second_publisher_tags, window=100)
+    playlist = read_media_playlist(tmp_path / "source/index.m3u8")
+
+    joins = [i for i, entry in enumerate(playlist.entries) if entry.discontinuity]
+    assert len(joins) == 1
+    assert {entry.map_uri for entry in playlist.entries} == {"init-0.mp4"}
+    assert not (tmp_path / "source/init-1.mp4").exists()
+    assert playlist.ended
+
+
+def test_segmenter_discontinuity_timestamps_continue(
+    tmp_path: Path, long_tags: list[FlvTag], second_publisher_tags: list[FlvTag]
+) -> None:
+    first = long_tags[: len(long_tags) // 4]
+    run_two_publishers(tmp_path, first, second_publisher_tags, window=100)
+    playlist = read_media_playlist(tmp_path / "source/index.m3u8")
+    names = [entry.uri for entry in playlist.entries]
+    path = concatenate(tmp_path / "source", "init-0.mp4", names, tmp_path / "a.mp4")
+
+    decoded = decode(path)
+    video_times = seconds(decoded.video)
+    audio_times = seconds(decoded.audio)
+    sent = count_frames(first, VIDEO_TAG) + count_frames(
+        second_publisher_tags, VIDEO_TAG
+    )
+
+    assert len(decoded.video) == sent
+    assert all(a < b for a, b in itertools.pairwise(video_times))
+    assert all(a < b for a, b in itertools.pairwise(audio_times))
+    # No gap at the join: the second feed starts where the first ended.
+    assert video_times[-1] == pytest.approx(5 + 4, abs=0.2)
+
+
+def test_segmenter_discontinuity_segments_start_with_keyframe(
+    tmp_path: Path, long_tags: list[FlvTag], second_publisher_tags: list[FlvTag]
+) -> None:
+    # The first feed stops mid-GOP, as a dropped connection does.
+    first = [t for t in long_tags if t.timestamp < 4500]
+    run_two_publishers(tmp_path, first, second_publisher_tags, window=100)
+    playlist = read_media_playlist(tmp_path / "source/index.m3u8")
+
+    for entry in playlist.entries:
+        path = concatenate(
+            tmp_path / "source", entry.map_uri, [entry.uri], tmp_path / "one.mp4"
+        )
+        assert decode(path).first_video_packet_is_keyframe, entry.uri
+
+
+def test_segmenter_discontinuity_new_config_new_init(
+    tmp_path: Path, long_tags: list[FlvTag]
+) -> None:
+    first = long_tags[: len(long_tags) // 4]
+    second = read_tags(encode_flv(seconds=4, gop=30, width=640, height=360))
+    run_two_publishers(tmp_path, first, second, window=100)
+    playlist = read_media_playlist(tmp_path / "source/index.m3u8")
+
+    changed = [entry for entry in playlist.entries if entry.map_uri == "init-1.mp4"]
+
+    assert changed
+    assert changed[0].discontinuity
+    assert sum(entry.discontinuity for entry in playlist.entries) == 1
+    assert stream_inf(tmp_path)["RESOLUTION"] == "640x360"
+
+
+def test_segmenter_discontinuity_audio_only_feed_after_video(
+    tmp_path: Path, long_tags: list[FlvTag], audio_tags: list[FlvTag]
+) -> None:
+    first = long_tags[: len(long_tags) // 4]
+    run_two_publishers(tmp_path, first, audio_tags, window=100)
+    playlist = read_media_playlist(tmp_path / "source/index.m3u8")
+    names = [e.uri for e in playlist.entries if e.map_uri == "init-1.mp4"]
+    decoded = decode(
+        concatenate(tmp_path / "source", "init-1.mp4", names, tmp_path / "b.mp4")
+    )
+
+    assert stream_inf(tmp_path)["CODECS"] == "mp4a.40.2"
+    assert decoded.video == []
+    assert len(decoded.audio) == count_frames(audio_tags, AUDIO_TAG)
+
+
+def test_segmenter_finish_while_waiting_for_publisher(
+    tmp_path: Path, long_tags: list[FlvTag]
+) -> None:
+    segmenter = Segmenter(tmp_path, window=100)
+    feed(segmenter, long_tags[: len(long_tags) // 4])
+    segmenter.discontinuity()
+    count = segmenter.segment_count
+
+    segmenter.finish()
+    playlist = read_media_playlist(tmp_path / "source/index.m3u8")
+
+    assert playlist.ended
+    assert segmenter.segment_count == count
+    assert len(playlist.entries) == count
+
+
+def test_segmenter_discontinuity_writes_open_segment(
+    tmp_path: Path, long_tags: list[FlvTag]
+) -> None:
+    segmenter = Segmenter(tmp_path, window=100)
+    first = long_tags[: len(long_tags) // 4]
+    feed(segmenter, first)
+    before = segmenter.segment_count
+
+    segmenter.discontinuity()
+    playlist = read_media_playlist(tmp_path / "source/index.m3u8")
+    names = [entry.uri for entry in playlist.entries]
+    # Decoded from files: FFmpeg would wait for a live playlist to grow.
+    path = concatenate(tmp_path / "source", "init-0.mp4", names, tmp_path / "a.mp4")
+
+    assert segmenter.segment_count == before + 1
+    assert not playlist.ended
+    assert len(decode(path).video) == count_frames(first, VIDEO_TAG)
+
+
+def test_segmenter_first_sequence_numbers(tmp_path: Path, long_tags: list) -> None:
+    segmenter = run(tmp_path, long_tags, window=3, first_sequence=1_700_000_000_000)
+    playlist = read_media_playlist(tmp_path / "source/index.m3u8")
+    numbers = [int(re.findall(r"\d+", e.uri)[0]) for e in playlist.entries]
+    last = 1_700_000_000_000 + segmenter.segment_count - 1
+
+    assert numbers == [last - 2, last - 1, last]
+    assert playlist.tags["#EXT-X-MEDIA-SEQUENCE"] == str(last - 2)
+    assert segmenter.next_sequence == last + 1
+
+
+def test_segmenter_first_sequence_negative_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="first_sequence"):
+        Segmenter(tmp_path, first_sequence=-1)

@@ -186,7 +186,8 @@ async def test_ingest_live_status_and_duplicate_rejected(aiohttp_client, tmp_pat
 
 
 async def test_ingest_abrupt_disconnect_goes_offline(aiohttp_client, tmp_path):
-    box = await start_box(aiohttp_client, tmp_path)
+    # Without a reconnect window, a dropped publisher ends the session at once.
+    box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
     stream = await box.create_stream()
 
     process = await start_publisher(
@@ -205,7 +206,9 @@ async def test_ingest_abrupt_disconnect_goes_offline(aiohttp_client, tmp_path):
 
 
 async def test_ingest_silent_publisher_times_out(aiohttp_client, tmp_path):
-    box = await start_box(aiohttp_client, tmp_path, rtmp_read_timeout=1.5)
+    box = await start_box(
+        aiohttp_client, tmp_path, rtmp_read_timeout=1.5, reconnect_window_seconds=0
+    )
     stream = await box.create_stream()
 
     process = await start_publisher(

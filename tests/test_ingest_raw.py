@@ -151,7 +151,7 @@ async def test_ingest_unknown_key_gets_bad_name(aiohttp_client, tmp_path):
 
 
 async def test_ingest_garbage_closes_only_that_connection(aiohttp_client, tmp_path):
-    box = await start_box(aiohttp_client, tmp_path)
+    box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
     stream = await box.create_stream()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", box.rtmp_port)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 from argon2 import PasswordHasher
 
-from realcast_box.api import apps, audit, auth, keys, streams
+from realcast_box.api import apps, audit, auth, keys, openapi, playback, streams
 from realcast_box.api.errors import error_middleware
 from realcast_box.api.security import PASSWORDS, PasswordService
 
@@ -35,5 +35,7 @@ def setup_api(
     app.add_routes(auth.routes)
     app.add_routes(apps.routes)
     app.add_routes(streams.routes)
+    app.add_routes(playback.routes)
     app.add_routes(keys.routes)
     app.add_routes(audit.routes)
+    app.add_routes(openapi.routes)

@@ -85,8 +85,15 @@ def client_ip(request: web.Request) -> str | None:
 
 
 def user_agent(request: web.Request) -> str | None:
+    """Return the User-Agent header, cut, in text that SQLite can store.
+
+    aiohttp decodes header bytes that are not UTF-8 to lone surrogates, which
+    would fail the whole batch of the audit writer, so they become "?".
+    """
     agent = request.headers.get("User-Agent")
-    return None if agent is None else agent[:MAX_USER_AGENT_LENGTH]
+    if agent is None:
+        return None
+    return agent[:MAX_USER_AGENT_LENGTH].encode("utf-8", "replace").decode("utf-8")
 
 
 async def record_security_event(

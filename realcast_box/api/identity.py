@@ -189,6 +189,8 @@ def _expired_token_user(token: str, secret: bytes) -> str | None:
     The signature is still checked, so the user id can be trusted and the
     event shown to that user.
     """
+    if not token.isascii():
+        return None
     try:
         claims = jwt.decode(
             token,

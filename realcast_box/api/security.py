@@ -97,6 +97,11 @@ def decode_access_token(token: str, secret: bytes) -> str:
 
     Only HS256 is accepted, so an unsigned ("alg": "none") token fails.
     """
+    # A JWT is base64url text. pyjwt raises UnicodeEncodeError, not an
+    # InvalidTokenError, for the lone surrogates that aiohttp makes of header
+    # bytes that are not UTF-8.
+    if not token.isascii():
+        raise InvalidToken("token is not a valid JWT: it contains non-ASCII characters")
     try:
         claims = jwt.decode(
             token,

@@ -8,6 +8,7 @@ its live publisher through the hub.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -28,6 +29,8 @@ from realcast_box.api.identity import (
 )
 from realcast_box.appkeys import CONFIG, DATABASE, HUB
 from realcast_box.config import Config
+from realcast_box.hls.viewers import viewer_stats
+from realcast_box.live.health import ingest_warnings
 from realcast_box.store import apps as app_store
 from realcast_box.store import streams as stream_store
 
@@ -153,7 +156,7 @@ async def disconnect_publishers(
     """
     hub = app[HUB]
     for stream_id in stream_ids:
-        if not hub.is_live(stream_id):
+        if hub.state(stream_id) is None:
             continue
         try:
             await hub.kick(stream_id, reason)
@@ -279,16 +282,58 @@ async def stream_status(request: web.Request) -> web.Response:
     identity = await authorize(request, "streams:read")
     stream_id = request.match_info["stream_id"]
     stream = await find_stream(request, identity, stream_id)
-    # NOTE: viewer_count stays 0 until HLS playback sessions are counted.
     return web.json_response(
         {
             "stream_id": stream_id,
             "status": stream["status"],
-            "viewer_count": 0,
+            **viewer_stats(request.app, stream_id),
             "started_at": stream["started_at"],
             "duration_seconds": stream_store.current_duration(stream),
+            **await ingest_status(request, identity, stream),
         }
     )
+
+
+async def ingest_status(
+    request: web.Request, identity: Identity, stream: dict[str, Any]
+) -> dict[str, Any]:
+    """Return the ``ingest`` and ``ingest_warnings`` fields of a stream's status.
+
+    Both describe the connected publisher's feed: ``ingest`` is None and the
+    list is empty while no publisher is connected.
+    """
+    publication = request.app[HUB].publication(stream["id"])
+    report = publication.ingest_report() if publication is not None else None
+    if report is None:
+        return {"ingest": None, "ingest_warnings": []}
+    limit = await max_bitrate_kbps(request, identity, stream)
+    warnings = ingest_warnings(
+        report,
+        segment_duration=request.app[CONFIG].hls_segment_duration,
+        max_bitrate_kbps=limit,
+    )
+    return {
+        "ingest": dataclasses.asdict(report),
+        "ingest_warnings": [dataclasses.asdict(warning) for warning in warnings],
+    }
+
+
+async def max_bitrate_kbps(
+    request: web.Request, identity: Identity, stream: dict[str, Any]
+) -> float | None:
+    """Return settings.max_bitrate_kbps of the stream, else of its app, else None.
+
+    Settings are free-form objects, so a value that is not a positive number
+    counts as unset.
+    """
+    value = stream["settings"].get("max_bitrate_kbps")
+    if value is None:
+        database = request.app[DATABASE]
+        app = await app_store.get_app(database, stream["app_id"], identity.user_id)
+        value = app["settings"].get("max_bitrate_kbps") if app else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
 
 
 @routes.post("/api/streams/{stream_id}/reset-key")

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from realcast_box.api.errors import ApiError
+from realcast_box.hls.playback import PLAYBACK_POLICIES
 from realcast_box.store.ids import format_timestamp, utc_now
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -245,9 +246,22 @@ def optional_text(value: Any, field: str, *, max_length: int) -> str:
 
 
 def settings_object(value: Any, field: str = "settings") -> dict[str, Any]:
-    """Check that a settings value is a JSON object and return it."""
+    """Check that a settings value is a JSON object and return it.
+
+    The keys the box reads are checked too: ``playback_policy``, when
+    present, must be "public" or "signed".
+    """
     if not isinstance(value, dict):
         raise bad_request(field, f"must be a JSON object, got {_json_type_name(value)}")
+    if "playback_policy" in value:
+        policy = value["playback_policy"]
+        if policy not in PLAYBACK_POLICIES:
+            shown = repr(policy) if isinstance(policy, str) else _json_type_name(policy)
+            raise bad_request(
+                f"{field}.playback_policy",
+                f"must be one of {', '.join(PLAYBACK_POLICIES)}, got {shown}"
+                " (leave it out to use the app's policy, or public)",
+            )
     return value
 
 
@@ -329,7 +343,14 @@ def future_timestamp(value: Any, field: str) -> datetime | None:
         raise bad_request(
             field, f"time {value!r} has no time zone: add Z or an offset, {example}"
         )
-    moment = moment.astimezone(UTC).replace(microsecond=0)
+    try:
+        moment = moment.astimezone(UTC).replace(microsecond=0)
+    except OverflowError:
+        # Such as 9999-12-31T23:59:59-01:00, which is past year 9999 in UTC.
+        raise bad_request(
+            field,
+            f"time {value!r} is out of range: it must lie in the years 1-9999 UTC",
+        ) from None
     now = utc_now()
     if moment <= now:
         raise bad_request(

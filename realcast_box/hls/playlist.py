@@ -35,6 +35,20 @@ class VariantEntry:
     average_bandwidth: int | None = None
 
 
+def clock_media_sequence(wall_seconds: float) -> int:
+    """Return the first media sequence number of a session starting at ``wall_seconds``.
+
+    The number is the Unix time in milliseconds. A session that starts later
+    starts above every number an earlier session used, across restarts of
+    the box too, as long as that session wrote fewer segments than the
+    milliseconds it ran for. RFC 8216 allows values up to 2**64 - 1.
+    """
+    # NOTE: this assumes the system clock is never set backwards. A clock
+    # moved back by D seconds can reuse numbers of the last D seconds, and a
+    # player that kept an old playlist may then skip or repeat segments.
+    return max(0, int(wall_seconds * 1000))
+
+
 def rounded_duration(duration: float) -> int:
     """Round a segment duration to the nearest integer, halves up."""
     return math.floor(duration + 0.5)

@@ -1,20 +1,32 @@
 """HTTP routes that serve live HLS output from the data directory.
 
 Only playlists (.m3u8), media segments (.m4s) and init segments (.mp4) below
-a stream's own folder are served. Playlists change on every segment and are
-never cached; segment names are unique per publishing session, so segments
-are immutable and any HTTP cache or CDN can keep them.
+a stream's own folder are served, to the viewers that hls/access.py lets
+through. Playlists are rewritten per viewer: every relative URI gets the
+viewer's playback session signature as its ``session`` query parameter. So
+playlists are never cached: ``no-cache``, and no validators that would let
+a cache serve one viewer's copy to another.
+
+Segment names are unique per publishing session, so segments are immutable:
+long-lived ``Cache-Control``, ``ETag``, range requests and HEAD. An HTTP
+cache or CDN in front of /hls can keep them once if it leaves the
+``session`` parameter out of its cache key.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from realcast_box.appkeys import HUB
+from realcast_box.appkeys import CONFIG, HUB
+from realcast_box.errors import StartupError
+from realcast_box.hls import playback
+from realcast_box.hls.access import Grant, Resource, authorize_hls, classify
+from realcast_box.hls.viewers import VIEWERS, ViewerTracker, publishing_session_id
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -24,12 +36,58 @@ CONTENT_TYPES = {
 PLAYLIST_CACHE_CONTROL = "no-cache"
 SEGMENT_CACHE_CONTROL = "public, max-age=86400, immutable"
 STREAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-    "Access-Control-Allow-Headers": "Range, Authorization",
-    "Access-Control-Expose-Headers": "Content-Length, Content-Range",
-}
+ORIGIN_PATTERN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s,]+")
+CORS_METHODS = "GET, HEAD, OPTIONS"
+CORS_REQUEST_HEADERS = "Range, Authorization"
+CORS_EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, ETag"
+CORS_MAX_AGE_SECONDS = 86400
+
+
+@dataclass(frozen=True)
+class CorsPolicy:
+    """Origins whose scripts may read /hls responses; None allows any."""
+
+    origins: frozenset[str] | None
+
+    def headers(self, origin: str | None) -> dict[str, str]:
+        """Return the CORS headers of a response to a request from ``origin``."""
+        allowed = {
+            "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS,
+            "Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS,
+        }
+        if self.origins is None:
+            return {"Access-Control-Allow-Origin": "*", **allowed}
+        # The response depends on the Origin header, so caches must key on it.
+        headers = {"Vary": "Origin"}
+        if origin is not None and origin.lower() in self.origins:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers.update(allowed)
+        return headers
+
+
+HLS_CORS = web.AppKey("hls_cors", CorsPolicy)
+
+
+def parse_cors_origins(value: str) -> CorsPolicy:
+    """Parse the hls_cors_origins setting: "*" or comma-separated origins.
+
+    Raises StartupError naming the setting for a value that is not an
+    origin such as ``https://example.com`` or ``http://10.0.0.5:3000``.
+    """
+    if value.strip() == "*":
+        return CorsPolicy(None)
+    origins = set()
+    for item in value.split(","):
+        origin = item.strip().lower().rstrip("/")
+        if not ORIGIN_PATTERN.fullmatch(origin):
+            raise StartupError(
+                f"invalid value {value!r} for hls_cors_origins: {item.strip()!r} is"
+                ' not an origin; expected "*" or a comma-separated list of'
+                ' origins such as "https://example.com,http://10.0.0.5:3000"'
+            )
+        origins.add(origin)
+    return CorsPolicy(frozenset(origins))
 
 
 def resolve_hls_path(root: Path, stream_id: str, relative: str) -> Path | None:
@@ -51,40 +109,101 @@ def resolve_hls_path(root: Path, stream_id: str, relative: str) -> Path | None:
     return candidate
 
 
+def _not_found(
+    stream_id: str, relative: str, headers: dict[str, str]
+) -> web.HTTPNotFound:
+    if relative == "index.m3u8" and STREAM_ID_PATTERN.match(stream_id):
+        text = (
+            f"no HLS output for stream {stream_id}: it is not live, or its first"
+            " segment is not ready yet (retry in a few seconds)"
+        )
+    else:
+        text = f"HLS resource not found: {relative}"
+    return web.HTTPNotFound(text=text, headers=headers)
+
+
 async def serve_hls(request: web.Request) -> web.StreamResponse:
-    root = request.app[HUB].hls_root
     stream_id = request.match_info["stream_id"]
     relative = request.match_info["path"]
-    path = resolve_hls_path(root, stream_id, relative)
+    cors = request.app[HLS_CORS].headers(request.headers.get("Origin"))
+    if not STREAM_ID_PATTERN.match(stream_id):
+        raise _not_found(stream_id, relative, cors)
+    if Path(relative).suffix not in CONTENT_TYPES:
+        raise _not_found(stream_id, relative, cors)
+
+    resource = classify(relative)
+    grant = await authorize_hls(request, stream_id, resource, cors)
+    path = resolve_hls_path(request.app[HUB].hls_root, stream_id, relative)
     if path is None:
-        if relative == "index.m3u8" and STREAM_ID_PATTERN.match(stream_id):
-            raise web.HTTPNotFound(
-                text=f"no HLS output for stream {stream_id}: it is not live, or "
-                "its first segment is not ready yet (retry in a few seconds)"
-            )
-        raise web.HTTPNotFound(text=f"HLS resource not found: {relative}")
+        raise _not_found(stream_id, relative, cors)
+    if resource is Resource.SEGMENT:
+        response = _segment_response(path, cors)
+    else:
+        response = _playlist_response(request, stream_id, relative, path, grant, cors)
 
-    content_type = CONTENT_TYPES[path.suffix]
-    if path.suffix == ".m3u8":
-        try:
-            body = path.read_bytes()
-        except FileNotFoundError:
-            raise web.HTTPNotFound(text=f"HLS resource not found: {relative}") from None
-        headers = {"Cache-Control": PLAYLIST_CACHE_CONTROL, **CORS_HEADERS}
-        return web.Response(body=body, content_type=content_type, headers=headers)
+    if (
+        request.method == "GET"
+        and resource is not Resource.MULTIVARIANT
+        and grant.session is not None
+    ):
+        request.app[VIEWERS].touch(
+            stream_id,
+            grant.session.viewer_key,
+            publishing_session_id(request.app[HUB], stream_id),
+        )
+    return response
 
-    # FileResponse handles Range and conditional requests.
+
+def _playlist_response(
+    request: web.Request,
+    stream_id: str,
+    relative: str,
+    path: Path,
+    grant: Grant,
+    cors: dict[str, str],
+) -> web.Response:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _not_found(stream_id, relative, cors) from None
+    if grant.session is not None:
+        key = playback.session_key(request.app[playback.PLAYBACK_SECRET])
+        signature = playback.sign_session(key, stream_id, grant.session)
+        text = playback.add_query_to_uris(text, playback.SESSION_PARAMETER, signature)
+    headers = {"Cache-Control": PLAYLIST_CACHE_CONTROL, **cors}
+    return web.Response(text=text, content_type=CONTENT_TYPES[".m3u8"], headers=headers)
+
+
+def _segment_response(path: Path, cors: dict[str, str]) -> web.FileResponse:
+    # FileResponse handles HEAD, Range, If-None-Match and If-Modified-Since,
+    # and sets ETag and Last-Modified.
     response = web.FileResponse(path)
-    response.content_type = content_type
+    response.content_type = CONTENT_TYPES[path.suffix]
     response.headers["Cache-Control"] = SEGMENT_CACHE_CONTROL
-    response.headers.update(CORS_HEADERS)
+    response.headers.update(cors)
     return response
 
 
 async def preflight(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers=CORS_HEADERS)
+    headers = request.app[HLS_CORS].headers(request.headers.get("Origin"))
+    if "Access-Control-Allow-Origin" in headers:
+        headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_SECONDS)
+    return web.Response(status=204, headers=headers)
 
 
 def setup_hls_routes(app: web.Application) -> None:
+    """Add the /hls routes, the CORS policy and the viewer tracker to ``app``.
+
+    Raises StartupError for an invalid hls_cors_origins setting. app.py
+    sets the playback secret (playback.PLAYBACK_SECRET) before the server
+    starts.
+    """
+    config = app[CONFIG]
+    app[HLS_CORS] = parse_cors_origins(config.hls_cors_origins)
+    app[VIEWERS] = ViewerTracker(
+        window=config.hls_viewer_window,
+        retain=config.playback_session_seconds,
+        max_sessions=config.hls_max_viewer_sessions,
+    )
     app.router.add_get("/hls/{stream_id}/{path:.+}", serve_hls)
     app.router.add_route("OPTIONS", "/hls/{stream_id}/{path:.+}", preflight)

@@ -17,13 +17,17 @@ some encoders, jump. They are unwrapped per track and shifted so that the
 first sample is at 0. Video runs at 90 kHz and never repeats a DTS. Audio
 runs at its sample rate and advances 1024 samples per AAC frame, so the
 millisecond rounding of RTMP does not show up as jitter.
+
+One segmenter serves a whole publishing session, which may span several
+publisher connections. ``discontinuity()`` ends one publisher's media; the
+next publisher's timestamps are then shifted to continue after the last
+written sample, behind an EXT-X-DISCONTINUITY tag.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from collections import deque
@@ -31,7 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from realcast_box.hls import fmp4, playlist
+from realcast_box.hls import fmp4
+from realcast_box.hls.output import RenditionFiles, VariantSource
 from realcast_box.hls.timeline import (
     DEFAULT_FRAME_MS,
     PendingSample,
@@ -53,9 +58,6 @@ AAC_FRAME_SAMPLES = 1024
 VIDEO_TRACK_ID = 1
 AUDIO_TRACK_ID = 2
 
-# Segments stay on disk this many places after they leave the playlist, for
-# players that are still fetching them.
-EXTRA_SEGMENTS_KEPT = 2
 # Video segments are cut at the first keyframe at or after this fraction of
 # the target duration, so a GOP slightly shorter than the target (or
 # millisecond rounding) does not double the segment length.
@@ -97,10 +99,9 @@ class _StreamHints:
 class Segmenter:
     """Passthrough HLS packager for one publisher's H.264 and AAC.
 
-    Synchronous and cheap per call, so it runs on the event loop. Writes go
-    to a temporary name first and are renamed into place, and a playlist is
-    written only after the segments it lists. ``OSError`` from the file
-    system propagates to the caller.
+    Synchronous and cheap per call, so it runs on the event loop. The files
+    are written by ``RenditionFiles``, and ``OSError`` from the file system
+    propagates to the caller.
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class Segmenter:
         target_duration: float = 2.0,
         window: int = 6,
         rendition: str = "source",
+        first_sequence: int = 0,
     ) -> None:
         if not target_duration > 0:
             raise ValueError(
@@ -122,60 +124,62 @@ class Segmenter:
                 f"invalid rendition name {rendition!r}: expected 1 to 64 letters, "
                 "digits, '-' or '_'"
             )
-        self._directory = Path(directory)
-        self._rendition = rendition
-        self._rendition_directory = self._directory / rendition
-        self._rendition_directory.mkdir(parents=True, exist_ok=True)
-        self._log_name = f"{self._directory.name}/{rendition}"
+        if first_sequence < 0:
+            raise ValueError(
+                f"invalid first_sequence {first_sequence!r}: expected an integer >= 0"
+            )
+        directory = Path(directory)
+        self._log_name = f"{directory.name}/{rendition}"
         self._target = target_duration
-        self._window = window
+        self._files = RenditionFiles(
+            directory,
+            rendition,
+            target_duration=target_duration,
+            window=window,
+            first_sequence=first_sequence,
+            log_name=self._log_name,
+        )
 
         self._video_config: AvcConfig | None = None
         self._audio_config: AacConfig | None = None
         self._hints = _StreamHints()
-        self._video_clock = TrackClock(f"{self._log_name} video")
-        self._audio_clock = TrackClock(f"{self._log_name} audio")
-        self._video_clock.partner = self._audio_clock
-        self._audio_clock.partner = self._video_clock
+        self._video_clock, self._audio_clock = _track_clocks(self._log_name)
         self._first_video_ms: int | None = None
         self._audio_backlog: deque[tuple[int, bytes]] = deque(
             maxlen=AUDIO_BACKLOG_FRAMES
         )
 
-        # Output state, set when the first segment starts.
+        # Output state. _started is False before the first segment and, after
+        # discontinuity(), until the next publisher's first keyframe.
         self._started = False
         self._finished = False
         self._origin_ms = 0
         self._wall_origin = 0.0
+        # Where the next publisher's media starts, in ms of the output timeline.
+        self._resume_ms = 0
         self._active_video: AvcConfig | None = None
         self._active_audio: AacConfig | None = None
         self._video: TrackBuffer | None = None
         self._audio: TrackBuffer | None = None
-        self._init_number = -1
-        self._init_names: list[str] = []
         self._discontinuity_pending = False
         self._dropped_audio_frames = 0
-
-        # Playlist state.
-        self._entries: list[playlist.SegmentEntry] = []
-        self._next_sequence = 0
-        self._removed_discontinuities = 0
-        self._target_duration = playlist.rounded_duration(target_duration) or 1
-        self._peak_bitrate = 0
-        self._variant: playlist.VariantEntry | None = None
-        self._ready = False
 
     # Public state.
 
     @property
     def segment_count(self) -> int:
         """Number of media segments written so far."""
-        return self._next_sequence
+        return self._files.segment_count
+
+    @property
+    def next_sequence(self) -> int:
+        """Media sequence number of the next segment to be written."""
+        return self._files.next_sequence
 
     @property
     def ready(self) -> bool:
         """Whether the first segment and both playlists are on disk."""
-        return self._ready
+        return self._files.ready
 
     @property
     def video_config(self) -> AvcConfig | None:
@@ -262,6 +266,41 @@ class Segmenter:
             self._restart_audio_only()
         self._add_audio_sample(time_ms, tag.data)
 
+    def discontinuity(self) -> None:
+        """End the current publisher's media so that another publisher can go on.
+
+        Writes the open segment. Media added afterwards needs its own sequence
+        headers and starts at a keyframe. Its timestamps are shifted to go on
+        right after the last written sample, and its first segment gets
+        EXT-X-DISCONTINUITY. The init segment is reused when the new codec
+        configs equal the old ones.
+        """
+        self._check_open()
+        if self._started:
+            for buffer in self._buffers():
+                buffer.flush_pending()
+            self._close_segment()
+            self._resume_ms = self._timeline_end_ms()
+            if self._audio is not None:
+                # The next publisher's audio starts where its video starts.
+                self._audio.next_audio_dts = math.ceil(
+                    self._resume_ms * self._audio.track.timescale / 1000
+                )
+        if self._files.init_count:
+            self._discontinuity_pending = True
+        self._started = False
+        self._video_config = None
+        self._audio_config = None
+        self._hints = _StreamHints()
+        self._video_clock, self._audio_clock = _track_clocks(self._log_name)
+        self._first_video_ms = None
+        self._audio_backlog.clear()
+        logger.info(
+            "%s: publisher media ended at %.3f s; later media continues from there",
+            self._log_name,
+            self._resume_ms / 1000,
+        )
+
     def finish(self) -> None:
         """Write the last segment and end the media playlist with EXT-X-ENDLIST.
 
@@ -272,15 +311,15 @@ class Segmenter:
         if not self._started and self._audio_backlog and self._video_config is None:
             self._start_audio_only()
         self._finished = True
-        if not self._started:
+        if not self._files.init_count:
             logger.info("%s: finished before any segment", self._log_name)
             return
         for buffer in self._buffers():
             buffer.flush_pending()
-        if not self._close_segment(ended=True) and self._entries:
-            self._write_media_playlist(ended=True)
+        if not self._close_segment(ended=True):
+            self._files.end()
         logger.info(
-            "%s: finished after %d segments", self._log_name, self._next_sequence
+            "%s: finished after %d segments", self._log_name, self.segment_count
         )
 
     # Configs.
@@ -323,20 +362,49 @@ class Segmenter:
     # Starting, cutting and restarting.
 
     def _start(self, time_ms: int, tag: VideoTag) -> None:
-        self._started = True
-        self._origin_ms = time_ms
-        self._wall_origin = time.time()
-        self._open_init(self._video_config, self._audio_config)
+        self._begin(time_ms)
+        self._use_init(self._video_config, self._audio_config)
         self._add_video_sample(time_ms, tag)
         self._drain_audio_backlog(since_ms=time_ms)
 
     def _start_audio_only(self) -> None:
+        first_ms = self._audio_backlog[0][0]
+        self._begin(first_ms)
+        self._wall_origin -= (self._audio_backlog[-1][0] - first_ms) / 1000
+        self._use_init(None, self._audio_config)
+        self._drain_audio_backlog(since_ms=first_ms)
+
+    def _begin(self, first_ms: int) -> None:
+        """Map publisher time ``first_ms`` to the end of the output so far."""
         self._started = True
-        self._origin_ms = self._audio_backlog[0][0]
-        backlog_seconds = (self._audio_backlog[-1][0] - self._origin_ms) / 1000
-        self._wall_origin = time.time() - backlog_seconds
-        self._open_init(None, self._audio_config)
-        self._drain_audio_backlog(since_ms=self._origin_ms)
+        self._origin_ms = first_ms - self._resume_ms
+        self._wall_origin = time.time() - self._resume_ms / 1000
+
+    def _use_init(self, video: AvcConfig | None, audio: AacConfig | None) -> None:
+        """Open a new init segment unless the current one has these configs."""
+        if self._files.init_count and (video, audio) == (
+            self._active_video,
+            self._active_audio,
+        ):
+            logger.info(
+                "%s: media resumed with the same codec config, keeping %s",
+                self._log_name,
+                self._files.current_init,
+            )
+            return
+        self._open_init(video, audio)
+
+    def _timeline_end_ms(self) -> int:
+        """Return the end of the written samples, in ms of the output timeline."""
+        end_ms = self._resume_ms
+        for buffer in self._buffers():
+            if buffer.last_dts is None:
+                continue
+            end = buffer.last_dts + buffer.last_duration
+            if buffer.next_audio_dts is not None:
+                end = max(end, buffer.next_audio_dts)
+            end_ms = max(end_ms, math.ceil(end * 1000 / buffer.track.timescale))
+        return end_ms
 
     def _restart_at_keyframe(self, time_ms: int, tag: VideoTag) -> None:
         """Close the open segment and start a new init with ``tag`` first."""
@@ -373,13 +441,10 @@ class Segmenter:
             tracks.append(fmp4.Track(VIDEO_TRACK_ID, VIDEO_TIMESCALE, video))
         if audio is not None:
             tracks.append(fmp4.Track(AUDIO_TRACK_ID, audio.sample_rate, audio))
-        self._init_number += 1
-        name = f"init-{self._init_number}.mp4"
-        self._write_file(name, fmp4.init_segment(tracks))
-        self._init_names.append(name)
+        name = self._files.write_init(tracks)
 
         description = _describe(video, audio)
-        if self._init_number == 0:
+        if self._files.init_count == 1:
             logger.info("%s: rendition started: %s", self._log_name, description)
         else:
             self._discontinuity_pending = True
@@ -536,88 +601,23 @@ class Segmenter:
         if not fragments:
             return False
         primary = fragments[0]  # video when the segment has video
-        timescale = primary.track.timescale
-        duration = sum(sample.duration for sample in primary.samples) / timescale
-        start_seconds = primary.base_decode_time / timescale
-
-        sequence = self._next_sequence
-        data = fmp4.media_segment(sequence + 1, fragments)
-        name = f"seg-{sequence}.m4s"
-        self._write_file(name, data)
-        self._entries.append(
-            playlist.SegmentEntry(
-                uri=name,
-                duration=duration,
-                map_uri=self._init_names[-1],
-                discontinuity=self._discontinuity_pending,
-                program_date_time=datetime.fromtimestamp(
-                    self._wall_origin + start_seconds, UTC
-                ),
-            )
-        )
-        self._discontinuity_pending = False
-        self._next_sequence += 1
-        if duration > 0:
-            self._peak_bitrate = max(self._peak_bitrate, len(data) * 8 / duration)
-        logger.debug(
-            "%s: wrote %s, %.3f s, %d bytes", self._log_name, name, duration, len(data)
-        )
-
-        self._remove_old_files()
-        self._write_media_playlist(ended=ended)
-        self._write_multivariant_playlist()
-        self._ready = True
-        return True
-
-    def _remove_old_files(self) -> None:
-        while len(self._entries) > self._window + EXTRA_SEGMENTS_KEPT:
-            old = self._entries.pop(0)
-            self._removed_discontinuities += old.discontinuity
-            (self._rendition_directory / old.uri).unlink(missing_ok=True)
-        needed = {entry.map_uri for entry in self._entries}
-        needed.add(self._init_names[-1])
-        for name in [name for name in self._init_names if name not in needed]:
-            (self._rendition_directory / name).unlink(missing_ok=True)
-            self._init_names.remove(name)
-
-    def _write_media_playlist(self, *, ended: bool) -> None:
-        listed = self._entries[-self._window :]
-        hidden = self._entries[: len(self._entries) - len(listed)]
-        self._target_duration = playlist.target_duration(
-            (entry.duration for entry in listed), minimum=self._target_duration
-        )
-        text = playlist.media_playlist(
-            listed,
-            target_duration=self._target_duration,
-            media_sequence=self._next_sequence - len(listed),
-            discontinuity_sequence=self._removed_discontinuities
-            + sum(entry.discontinuity for entry in hidden),
+        start_seconds = primary.base_decode_time / primary.track.timescale
+        self._files.write_segment(
+            fragments,
+            discontinuity=self._discontinuity_pending,
+            program_date_time=datetime.fromtimestamp(
+                self._wall_origin + start_seconds, UTC
+            ),
+            variant=VariantSource(
+                self._active_video,
+                self._active_audio,
+                self._hints.bitrate,
+                self._hints.frame_rate,
+            ),
             ended=ended,
         )
-        self._write_file("index.m3u8", text.encode())
-
-    def _write_multivariant_playlist(self) -> None:
-        needed = max(self._peak_bitrate, self._hints.bitrate or 0)
-        published = self._variant.bandwidth if self._variant is not None else 0
-        bandwidth = published
-        if needed > published:
-            bandwidth = math.ceil(needed * BANDWIDTH_HEADROOM)
-        video, audio = self._active_video, self._active_audio
-        variant = playlist.VariantEntry(
-            uri=f"{self._rendition}/index.m3u8",
-            bandwidth=bandwidth,
-            codecs=tuple(c.codec_string for c in (video, audio) if c is not None),
-            resolution=(video.width, video.height) if video is not None else None,
-            frame_rate=self._hints.frame_rate if video is not None else None,
-        )
-        if variant == self._variant:
-            return
-        text = playlist.multivariant_playlist([variant])
-        _write_atomically(self._directory / "index.m3u8", text.encode())
-        self._variant = variant
-
-    def _write_file(self, name: str, data: bytes) -> None:
-        _write_atomically(self._rendition_directory / name, data)
+        self._discontinuity_pending = False
+        return True
 
     def _check_open(self) -> None:
         if self._finished:
@@ -625,15 +625,15 @@ class Segmenter:
 
 
 _DATA_RATE_KEYS = ("videodatarate", "audiodatarate")
-# BANDWIDTH is written this much above the peak segment bit rate so that it
-# need not be rewritten for every small new peak.
-BANDWIDTH_HEADROOM = 1.1
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+def _track_clocks(log_name: str) -> tuple[TrackClock, TrackClock]:
+    """Return new (video, audio) clocks that know each other."""
+    video = TrackClock(f"{log_name} video")
+    audio = TrackClock(f"{log_name} audio")
+    video.partner = audio
+    audio.partner = video
+    return video, audio
 
 
 def _positive_number(value: object) -> float | None:

@@ -1,9 +1,12 @@
-"""The publication hub: one Publication per live stream.
+"""The publication hub: one Publication per live or reconnecting stream.
 
-The RTMP server asks the hub to start a publication once a stream key checks
-out, feeds it media, and ends it when the connection goes away. The hub keeps
-the stream's row in SQLite in step (live, offline, timestamps) and owns the
-HLS packager of each live stream.
+The RTMP server calls the hub to start publishing once a stream key checks
+out, feeds media through the returned Publisher, and stops it when the
+connection goes away. A publisher that drops (rather than unpublishing) leaves
+its session waiting for the reconnect window: the playlists stay live, and a
+publisher that comes back with the same key continues the same session. The
+hub keeps the stream's row in SQLite in step (live, reconnecting, offline,
+timestamps) and owns the HLS packager of each session.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from realcast_box.errors import RealcastError
-from realcast_box.live.publication import Publication
+from realcast_box.hls.playlist import clock_media_sequence
+from realcast_box.live.publication import Disconnect, Publication, Publisher, State
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
 
 logger = logging.getLogger(__name__)
 
-# Called to drop the publisher's connection, with the reason to log.
-Disconnect = Callable[[str], Awaitable[None]]
+# A status update of one stream's row: (database, stream_id).
+StatusUpdate = Callable[[Database, str], Awaitable[None]]
 
 
 class PublishRejected(RealcastError):
@@ -37,7 +41,11 @@ class PublishRejected(RealcastError):
 
 
 class Hub:
-    """Registry of live publications, keyed by stream id."""
+    """Registry of publishing sessions, keyed by stream id.
+
+    ``reconnect_window`` is how many seconds a session waits for its
+    publisher to come back after the connection dropped; 0 ends it at once.
+    """
 
     def __init__(
         self,
@@ -47,14 +55,20 @@ class Hub:
         segment_duration: float,
         window: int,
         takeover_after: float,
+        reconnect_window: float = 0.0,
     ) -> None:
+        if reconnect_window < 0:
+            raise ValueError(
+                f"invalid reconnect_window {reconnect_window!r}: expected seconds >= 0"
+            )
         self._database = database
         self._hls_root = hls_root
         self._segment_duration = segment_duration
         self._window = window
         self._takeover_after = takeover_after
+        self._reconnect_window = reconnect_window
         self._publications: dict[str, Publication] = {}
-        self._disconnects: dict[Publication, Disconnect] = {}
+        self._expiry_tasks: dict[str, asyncio.Task] = {}
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -62,10 +76,29 @@ class Hub:
     def hls_root(self) -> Path:
         return self._hls_root
 
+    @property
+    def segment_duration(self) -> float:
+        return self._segment_duration
+
     def is_live(self, stream_id: str) -> bool:
-        return stream_id in self._publications
+        """Return whether a publisher is connected to ``stream_id`` now."""
+        return self.state(stream_id) == "live"
+
+    def state(self, stream_id: str) -> State | None:
+        """Return "live" or "reconnecting" for a stream in a session, else None.
+
+        Ended sessions leave the hub, so "ended" is never returned.
+        """
+        publication = self._publications.get(stream_id)
+        return publication.state if publication is not None else None
+
+    def session_id(self, stream_id: str) -> str | None:
+        """Return the id of the stream's session, the same across reconnects."""
+        publication = self._publications.get(stream_id)
+        return publication.session_id if publication is not None else None
 
     def publication(self, stream_id: str) -> Publication | None:
+        """Return the stream's session while it is live or reconnecting."""
         return self._publications.get(stream_id)
 
     def publications(self) -> list[Publication]:
@@ -73,13 +106,14 @@ class Hub:
 
     async def start(
         self, stream: dict, client_address: str, disconnect: Disconnect
-    ) -> Publication:
+    ) -> Publisher:
         """Start publishing ``stream`` (its database row) from a new connection.
 
-        Raises PublishRejected when another publisher is live on the stream and
-        has sent media within the takeover window. A live publisher that has
-        been silent longer (a dead connection OBS is reconnecting around) is
-        disconnected and replaced.
+        A stream in its reconnect window continues its session. Raises
+        PublishRejected when another publisher is live on the stream and has
+        sent media within the takeover window. A live publisher that has been
+        silent longer (a dead connection OBS is reconnecting around) is
+        disconnected, and the new one continues its session.
         """
         stream_id = stream["id"]
         async with self._lock:
@@ -88,92 +122,181 @@ class Hub:
                     "NetStream.Publish.Rejected", "server is shutting down"
                 )
             current = self._publications.get(stream_id)
-            if current is not None:
-                idle = time.monotonic() - current.last_media_monotonic
-                if idle < self._takeover_after:
-                    raise PublishRejected(
-                        "NetStream.Publish.BadName",
-                        f"stream {stream_id} is already being published",
-                    )
-                logger.info(
-                    "stream %s: publisher %s silent for %.1f s, taken over by %s",
-                    stream_id,
-                    current.client_address,
-                    idle,
-                    client_address,
-                )
-                await self._end(current, "taken over by a new publisher")
+            if current is None:
+                return await self._start_session(stream, client_address, disconnect)
 
-            directory = self._hls_root / stream_id
-            await asyncio.to_thread(shutil.rmtree, directory, True)
-            started_at = datetime.now(UTC).replace(microsecond=0)
-            publication = Publication(
-                stream_id=stream_id,
-                app_id=stream["app_id"],
-                client_address=client_address,
-                started_at=started_at,
-                hls_directory=directory,
-                segment_duration=self._segment_duration,
-                window=self._window,
+            replaced = self._take_over(current, client_address)
+            self._cancel_expiry(stream_id)
+            publisher = current.attach(client_address, disconnect)
+            await self._mark(stream_store.mark_stream_resumed, stream_id, "live")
+            logger.info(
+                "stream %s: publisher %s resumed the session (connection %d)",
+                stream_id,
+                client_address,
+                current.publisher_count,
             )
-            self._publications[stream_id] = publication
-            self._disconnects[publication] = disconnect
-            await stream_store.mark_stream_live(self._database, stream_id, started_at)
-        logger.info(
-            "stream %s: publishing from %s", stream_id, publication.client_address
-        )
-        return publication
+            if replaced is not None:
+                await replaced.disconnect("taken over by a new publisher")
+        return publisher
 
-    async def stop(self, publication: Publication, reason: str) -> None:
-        """End ``publication`` after its connection closed; safe to call twice."""
+    async def stop(
+        self, publisher: Publisher, reason: str, *, reconnect: bool = True
+    ) -> None:
+        """Handle the end of ``publisher``'s connection; safe to call twice.
+
+        With ``reconnect`` and a reconnect window, the session waits for the
+        publisher to come back; otherwise it ends now.
+        """
         async with self._lock:
-            await self._end(publication, reason, disconnect=False)
+            publication = publisher.publication
+            if publication.publisher is not publisher or publication.finished:
+                return
+            if not reconnect or self._reconnect_window <= 0 or self._closed:
+                await self._end(publication, reason, disconnect=False)
+                return
+            publication.detach()
+            stream_id = publication.stream_id
+            await self._mark(
+                stream_store.mark_stream_reconnecting, stream_id, "reconnecting"
+            )
+            self._expiry_tasks[stream_id] = asyncio.create_task(
+                self._expire(publication), name=f"reconnect window {stream_id}"
+            )
+        logger.info(
+            "stream %s: reconnecting: publisher %s left (%s); the session waits "
+            "%g s for it to come back",
+            stream_id,
+            publisher.client_address,
+            reason,
+            self._reconnect_window,
+        )
 
     async def kick(self, stream_id: str, reason: str) -> None:
-        """Disconnect the live publisher of ``stream_id``, if any."""
+        """End the session of ``stream_id``, disconnecting its publisher if any."""
         async with self._lock:
             publication = self._publications.get(stream_id)
             if publication is not None:
                 await self._end(publication, reason)
 
     async def remove_output(self, stream_id: str) -> None:
-        """Delete the HLS files of a stream that is not live, after its deletion."""
+        """Delete the HLS files of a stream after its deletion.
+
+        A session in its reconnect window ends first. A live session keeps
+        its files (the caller kicks it first).
+        """
         async with self._lock:
-            if stream_id in self._publications:
-                return
+            publication = self._publications.get(stream_id)
+            if publication is not None:
+                if publication.state == "live":
+                    return
+                await self._end(publication, "stream deleted while reconnecting")
             directory = self._hls_root / stream_id
             if directory.exists():
                 await asyncio.to_thread(shutil.rmtree, directory)
 
     async def close(self) -> None:
-        """End every publication; later publish attempts are rejected."""
+        """End every session; later publish attempts are rejected."""
         async with self._lock:
             self._closed = True
             for publication in list(self._publications.values()):
                 await self._end(publication, "server shutting down")
 
+    async def _start_session(
+        self, stream: dict, client_address: str, disconnect: Disconnect
+    ) -> Publisher:
+        stream_id = stream["id"]
+        directory = self._hls_root / stream_id
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        started_at = datetime.now(UTC).replace(microsecond=0)
+        publication = Publication(
+            stream_id=stream_id,
+            app_id=stream["app_id"],
+            started_at=started_at,
+            hls_directory=directory,
+            segment_duration=self._segment_duration,
+            window=self._window,
+            first_sequence=clock_media_sequence(time.time()),
+        )
+        publisher = publication.attach(client_address, disconnect)
+        self._publications[stream_id] = publication
+        await stream_store.mark_stream_live(self._database, stream_id, started_at)
+        logger.info(
+            "stream %s: publishing from %s, session %s",
+            stream_id,
+            client_address,
+            publication.session_id,
+        )
+        return publisher
+
+    def _take_over(self, current: Publication, client_address: str) -> Publisher | None:
+        """Detach a silent live publisher, or raise PublishRejected if it is not."""
+        if current.publisher is None:
+            return None
+        idle = time.monotonic() - current.last_media_monotonic
+        if idle < self._takeover_after:
+            raise PublishRejected(
+                "NetStream.Publish.BadName",
+                f"stream {current.stream_id} is already being published",
+            )
+        logger.info(
+            "stream %s: publisher %s silent for %.1f s, taken over by %s",
+            current.stream_id,
+            current.client_address,
+            idle,
+            client_address,
+        )
+        return current.detach()
+
+    async def _expire(self, publication: Publication) -> None:
+        await asyncio.sleep(self._reconnect_window)
+        async with self._lock:
+            stream_id = publication.stream_id
+            if self._expiry_tasks.get(stream_id) is asyncio.current_task():
+                del self._expiry_tasks[stream_id]
+            if publication.state != "reconnecting":
+                return
+            reason = (
+                f"reconnect window expired: no publisher came back within "
+                f"{self._reconnect_window:g} s"
+            )
+            await self._end(publication, reason)
+
+    def _cancel_expiry(self, stream_id: str) -> None:
+        task = self._expiry_tasks.pop(stream_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _mark(self, update: StatusUpdate, stream_id: str, status: str) -> None:
+        """Run a status update of the stream's row; failures are logged."""
+        try:
+            await update(self._database, stream_id)
+        except Exception:
+            logger.exception(
+                "stream %s: failed to mark the stream %s", stream_id, status
+            )
+
     async def _end(
         self, publication: Publication, reason: str, *, disconnect: bool = True
     ) -> None:
-        if self._publications.get(publication.stream_id) is not publication:
+        stream_id = publication.stream_id
+        if self._publications.get(stream_id) is not publication:
             return
-        del self._publications[publication.stream_id]
-        disconnect_callback = self._disconnects.pop(publication, None)
+        del self._publications[stream_id]
+        self._cancel_expiry(stream_id)
+        publisher = publication.publisher
+        # A session that ends in its reconnect window ended when the
+        # publisher left.
+        ended_at = publication.detached_at or datetime.now(UTC).replace(microsecond=0)
         publication.finish()
-        ended_at = datetime.now(UTC).replace(microsecond=0)
         try:
-            await stream_store.mark_stream_offline(
-                self._database, publication.stream_id, ended_at
-            )
+            await stream_store.mark_stream_offline(self._database, stream_id, ended_at)
         except Exception:
-            logger.exception(
-                "stream %s: failed to mark the stream offline", publication.stream_id
-            )
+            logger.exception("stream %s: failed to mark the stream offline", stream_id)
         logger.info(
             "stream %s: unpublished after %.1f s (%s)",
-            publication.stream_id,
+            stream_id,
             publication.duration_seconds,
             reason,
         )
-        if disconnect and disconnect_callback is not None:
-            await disconnect_callback(reason)
+        if disconnect and publisher is not None:
+            await publisher.disconnect(reason)

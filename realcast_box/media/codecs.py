@@ -36,6 +36,13 @@ class AvcConfig:
         """RFC 6381 codecs value, for example ``avc1.64001f``."""
         return f"avc1.{self.profile:02x}{self.compatibility:02x}{self.level:02x}"
 
+    @property
+    def profile_name(self) -> str:
+        """The H.264 profile (Annex A), for example ``High``."""
+        if self.profile == 66 and self.compatibility & 0x40:
+            return "Constrained Baseline"  # constraint_set1_flag
+        return _AVC_PROFILE_NAMES.get(self.profile, f"profile {self.profile}")
+
 
 @dataclass(frozen=True)
 class AacConfig:
@@ -55,6 +62,37 @@ class AacConfig:
     def codec_string(self) -> str:
         """RFC 6381 codecs value, for example ``mp4a.40.2``."""
         return f"mp4a.40.{self.object_type}"
+
+    @property
+    def profile_name(self) -> str:
+        """The audio object type (ISO/IEC 14496-3 1.5.1.1), for example ``LC``."""
+        return _AAC_OBJECT_TYPE_NAMES.get(
+            self.object_type, f"object type {self.object_type}"
+        )
+
+
+# profile_idc values (ITU-T H.264 Annex A) and their names.
+_AVC_PROFILE_NAMES = {
+    66: "Baseline",
+    77: "Main",
+    88: "Extended",
+    100: "High",
+    110: "High 10",
+    122: "High 4:2:2",
+    244: "High 4:4:4 Predictive",
+    44: "CAVLC 4:4:4 Intra",
+}
+# Audio object types (ISO/IEC 14496-3 1.5.1.1) that AAC encoders send.
+_AAC_OBJECT_TYPE_NAMES = {
+    1: "Main",
+    2: "LC",
+    3: "SSR",
+    4: "LTP",
+    5: "HE-AAC",
+    23: "LD",
+    29: "HE-AAC v2",
+    39: "ELD",
+}
 
 
 class BitReader:

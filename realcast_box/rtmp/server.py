@@ -4,6 +4,11 @@ Each TCP connection gets an ``RtmpConnection`` that reads bytes, hands them to
 ``ServerProtocol``, acts on the events (stream-key check, hub calls, media
 fan-out) and writes the protocol's replies. Stream keys are secrets: logs name
 the stream id, never the key.
+
+A connection that ends without an unpublish (a network drop, a killed
+encoder, a read timeout) leaves its session in the hub's reconnect window.
+An unpublish (FCUnpublish or deleteStream), rejected media, and closes from
+the box's side (kick, takeover, shutdown) end the session at once.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from realcast_box.live.hub import Hub, PublishRejected
-from realcast_box.live.publication import Publication
+from realcast_box.live.publication import Publisher
 from realcast_box.media.flv import UnsupportedCodec
 from realcast_box.rtmp import events as ev
 from realcast_box.rtmp.errors import RtmpProtocolError
@@ -137,7 +142,10 @@ class RtmpConnection:
         self._database = database
         self._read_timeout = read_timeout
         self._protocol = ServerProtocol(max_message_size=max_message_size)
-        self._publication: Publication | None = None
+        self._publisher: Publisher | None = None
+        # False once the session should end with this connection rather than
+        # wait for the publisher to reconnect.
+        self._may_reconnect = True
         self._publish_stream_id: int | None = None
         self._connected = False
         self._created_streams: set[int] = set()
@@ -165,6 +173,8 @@ class RtmpConnection:
             logger.exception("%s unexpected error", self._log_prefix)
             reason = "internal error"
         finally:
+            if self._close_reason is not None:
+                self._may_reconnect = False
             await self._end_publication(self._close_reason or reason)
             self._writer.close()
             with contextlib.suppress(Exception):
@@ -187,7 +197,7 @@ class RtmpConnection:
         loop = asyncio.get_running_loop()
         while self._close_reason is None:
             timeout = self._read_timeout
-            if self._publication is None:
+            if self._publisher is None:
                 setup_left = self._setup_deadline - loop.time()
                 if setup_left <= 0:
                     return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
@@ -224,11 +234,11 @@ class RtmpConnection:
                 return self._feed_media(event)
             case ev.DataMessage(name="onMetaData", values=values):
                 if (
-                    self._publication is not None
+                    self._publisher is not None
                     and values
                     and isinstance(values[0], dict)
                 ):
-                    self._publication.feed_metadata(values[0])
+                    self._publisher.feed_metadata(values[0])
             case ev.ConnectRequest(transaction_id=tid, app=app):
                 if app.strip("/").split("/")[0] != APPLICATION:
                     protocol.reject_connect(
@@ -250,8 +260,10 @@ class RtmpConnection:
                 return await self._publish(event)
             case ev.FCUnpublish(name=name):
                 protocol.answer_fcunpublish(name)
+                self._may_reconnect = False
             case ev.DeleteStream() | ev.CloseStream():
-                if self._publication is not None:
+                if self._publisher is not None:
+                    self._may_reconnect = False
                     protocol.send_status(
                         event.message_stream_id,
                         "status",
@@ -276,7 +288,7 @@ class RtmpConnection:
     async def _publish(self, event: ev.PublishRequest) -> str | None:
         protocol = self._protocol
         msid = event.message_stream_id
-        if self._publication is not None:
+        if self._publisher is not None:
             protocol.reject_publish(
                 msid, "NetStream.Publish.BadName", "connection already publishing"
             )
@@ -298,7 +310,7 @@ class RtmpConnection:
             return "publish with an unknown stream key"
 
         try:
-            self._publication = await self._hub.start(
+            self._publisher = await self._hub.start(
                 stream, self.client_address, self.close
             )
         except PublishRejected as exc:
@@ -306,6 +318,7 @@ class RtmpConnection:
             return f"publish to stream {stream['id']} rejected: {exc.description}"
 
         self._publish_stream_id = msid
+        self._may_reconnect = True
         self._log_prefix = f"[rtmp {self.client_address} {stream['id']}]"
         protocol.accept_publish(msid, event.name)
         logger.info(
@@ -327,15 +340,17 @@ class RtmpConnection:
             logger.exception("%s failed to report an invalid key", self._log_prefix)
 
     def _feed_media(self, event: ev.VideoData | ev.AudioData) -> str | None:
-        publication = self._publication
-        if publication is None or publication.finished:
+        publisher = self._publisher
+        if publisher is None or not publisher.active:
             return None
         try:
             if isinstance(event, ev.VideoData):
-                publication.feed_video(event.timestamp, event.payload)
+                publisher.feed_video(event.timestamp, event.payload)
             else:
-                publication.feed_audio(event.timestamp, event.payload)
+                publisher.feed_audio(event.timestamp, event.payload)
         except UnsupportedCodec as exc:
+            # Sending the same media again would fail again: no reconnect.
+            self._may_reconnect = False
             self._protocol.send_status(
                 self._publish_stream_id or event.message_stream_id,
                 "error",
@@ -344,10 +359,11 @@ class RtmpConnection:
             )
             return f"unsupported codec: {exc}"
         except ValueError as exc:
+            self._may_reconnect = False
             return f"invalid media: {exc}"
         return None
 
     async def _end_publication(self, reason: str) -> None:
-        publication, self._publication = self._publication, None
-        if publication is not None:
-            await self._hub.stop(publication, reason)
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await self._hub.stop(publisher, reason, reconnect=self._may_reconnect)

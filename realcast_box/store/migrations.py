@@ -97,4 +97,34 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX audit_logs_by_time ON audit_logs (timestamp);
         """,
     ),
+    (
+        4,
+        """
+        -- Revocation of a stream's playback tokens: each revoke raises the
+        -- generation, and tokens and playback sessions carry the generation
+        -- they were issued under. A stream without a row is at generation 0.
+        CREATE TABLE playback_revocations (
+            stream_id TEXT PRIMARY KEY
+                REFERENCES streams (id) ON DELETE CASCADE,
+            generation INTEGER NOT NULL,
+            revoked_at TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        5,
+        """
+        -- Adds the 'reconnecting' status. SQLite cannot change a CHECK
+        -- constraint in place, and rebuilding the table would drop it, which
+        -- deletes the rows that reference streams (foreign keys are on during
+        -- migrations). A new column replaces the old one instead.
+        DROP INDEX streams_by_status;
+        ALTER TABLE streams ADD COLUMN new_status TEXT NOT NULL DEFAULT 'created'
+            CHECK (new_status IN ('created', 'live', 'reconnecting', 'offline'));
+        UPDATE streams SET new_status = status;
+        ALTER TABLE streams DROP COLUMN status;
+        ALTER TABLE streams RENAME COLUMN new_status TO status;
+        CREATE INDEX streams_by_status ON streams (status);
+        """,
+    ),
 ]

@@ -3,6 +3,10 @@
 Functions named ``*_owned_*`` or taking ``user_id`` are scoped to streams of
 that user's apps (the API uses these). ``get_stream``, ``get_stream_by_key``
 and the ``mark_*`` functions are unscoped, for the RTMP server and the hub.
+
+A stream's status is ``created`` until its first publish, ``live`` while a
+publisher is connected, ``reconnecting`` while its session waits for a
+dropped publisher to come back, and ``offline`` after the session ended.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ STREAM_KEY_PATTERN = re.compile(
     r"app_[A-Za-z0-9]+_(stream_[A-Za-z0-9]+)_sk_[A-Za-z0-9_-]+", re.ASCII
 )
 MAX_STREAM_KEY_LENGTH = 256
+# Statuses of a stream whose publishing session has not ended.
+SESSION_STATUSES = ("live", "reconnecting")
 
 
 def new_stream_key(app_id: str, stream_id: str) -> str:
@@ -223,6 +229,22 @@ async def mark_stream_live(db: Database, stream_id: str, started_at: datetime) -
     )
 
 
+async def mark_stream_reconnecting(db: Database, stream_id: str) -> None:
+    """Record that the stream's publisher dropped and the session waits for it."""
+    await db.execute(
+        "UPDATE streams SET status = 'reconnecting' WHERE id = ? AND status = 'live'",
+        (stream_id,),
+    )
+
+
+async def mark_stream_resumed(db: Database, stream_id: str) -> None:
+    """Record that a publisher continues the session; started_at stays."""
+    await db.execute(
+        "UPDATE streams SET status = 'live' WHERE id = ? AND status = 'reconnecting'",
+        (stream_id,),
+    )
+
+
 # Session length in whole seconds from started_at to the end time parameter.
 _DURATION_SQL = (
     "MAX(0, CAST(strftime('%s', :ended_at) AS INTEGER)"
@@ -231,37 +253,41 @@ _DURATION_SQL = (
 
 
 async def mark_stream_offline(db: Database, stream_id: str, ended_at: datetime) -> None:
-    """Record the end of the live session and its duration_seconds.
+    """Record the end of the session and its duration_seconds.
 
-    Only a stream marked live changes, so a second call keeps the first end.
+    Only a stream marked live or reconnecting changes, so a second call keeps
+    the first end.
     """
     await db.execute(
         "UPDATE streams SET status = 'offline', ended_at = :ended_at,"
         f" duration_seconds = {_DURATION_SQL}"
-        " WHERE id = :stream_id AND status = 'live'",
+        " WHERE id = :stream_id AND status IN ('live', 'reconnecting')",
         {"ended_at": format_timestamp(ended_at), "stream_id": stream_id},
     )
 
 
 async def reset_live_streams(db: Database, ended_at: datetime) -> int:
-    """Mark every stream still live (left so by a crash) offline at ``ended_at``.
+    """Mark every stream still in a session offline at ``ended_at``.
 
-    Call once at start-up, before the RTMP server accepts publishers. Returns
-    the number of streams changed.
+    Sessions do not survive a stop of the box, so streams left live or
+    reconnecting (by a crash) end here. Call once at start-up, before the
+    RTMP server accepts publishers. Returns the number of streams changed.
     """
     return await db.execute(
         "UPDATE streams SET status = 'offline', ended_at = :ended_at,"
-        f" duration_seconds = {_DURATION_SQL} WHERE status = 'live'",
+        f" duration_seconds = {_DURATION_SQL}"
+        " WHERE status IN ('live', 'reconnecting')",
         {"ended_at": format_timestamp(ended_at)},
     )
 
 
 def current_duration(stream: Mapping[str, Any], now: datetime | None = None) -> int:
-    """Return the seconds of the live session so far, or of the last one.
+    """Return the seconds of the current session so far, or of the last one.
 
-    A stream never published has a duration of 0.
+    A stream never published has a duration of 0. The reconnect window
+    counts as part of the session.
     """
-    if stream["status"] == "live" and stream["started_at"]:
+    if stream["status"] in SESSION_STATUSES and stream["started_at"]:
         elapsed = (now or utc_now()) - parse_timestamp(stream["started_at"])
         return max(0, int(elapsed.total_seconds()))
     return int(stream["duration_seconds"] or 0)
