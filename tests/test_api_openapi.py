@@ -23,6 +23,7 @@ from realcast_box.api.ratelimit import RateLimiter, setup_rate_limits
 from realcast_box.app import create_app
 from realcast_box.store import api_keys as key_store
 from realcast_box.store import apps as app_store
+from realcast_box.store import streams as stream_store
 from tests.conftest import TEST_PASSWORD, basic_auth, key_auth, make_config
 from tests.openapi_check import OpenApiCheckingClient, response_checker
 
@@ -224,6 +225,22 @@ def test_openapi_docs_page_shows_limits():
     page = apidocs.render(build_document())
     assert f"max length {validation.MAX_NAME_LENGTH}" in page
     assert f"maximum {validation.MAX_LIMIT}" in page
+
+
+async def test_openapi_stream_status_reconnecting(
+    make_user, start_publishing, database
+):
+    user = await make_user()
+    app = await user.create_app()
+    stream = await user.create_stream(app["id"])
+    await start_publishing(stream["id"])
+    await stream_store.mark_stream_reconnecting(database, stream["id"])
+    # The checking client fails the request if "reconnecting" is undocumented.
+    response = await user.client.get(
+        f"/api/streams/{stream['id']}/status", headers=user.headers
+    )
+    body = await response.json()
+    assert body["status"] == "reconnecting"
 
 
 # --- the response checker ----------------------------------------------------

@@ -59,7 +59,7 @@ AUDIT_ACTIONS = (
     RTMP_INVALID_STREAM_KEY,
     "rate_limit_exceeded",
 )
-STREAM_STATUSES = ("created", "live", "offline")
+STREAM_STATUSES = ("created", "live", "reconnecting", "offline")
 
 # Status code -> (name in components.responses, description).
 ERROR_RESPONSES = {
@@ -282,7 +282,8 @@ def _stream_schemas() -> dict[str, Any]:
         "type": "string",
         "enum": list(STREAM_STATUSES),
         "description": "created until the first publish, live while a publisher"
-        " is connected, offline after it leaves.",
+        " is connected, reconnecting while the session waits for a dropped"
+        " publisher, offline after the session ends.",
     }
     return {
         "Stream": _object(
