@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
+from realcast_box.api.audit import AUDIT_WRITER
 from realcast_box.api.ratelimit import OVERFLOW_KEY, Limit, RateLimiter
+from realcast_box.appkeys import DATABASE
 from tests.box import start_box
 
 
@@ -192,3 +194,30 @@ async def test_ratelimit_login_email_across_addresses(aiohttp_client, tmp_path):
         other = {"email": "someone@example.com", "password": "wrong password"}
         async with other_address.post(url, json=other) as response:
             assert response.status == 401, await response.text()
+
+
+def test_ratelimit_first_rejection_once_per_window():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock)
+    for _ in range(3):
+        limiter.hit("user:a", [PER_MINUTE])
+    rejected = limiter.hit("user:a", [PER_MINUTE])
+    assert limiter.first_rejection("user:a", rejected)
+    assert not limiter.first_rejection("user:a", rejected)
+    assert limiter.first_rejection("user:b", rejected)
+    clock.now += 60
+    assert limiter.first_rejection("user:a", rejected)
+
+
+async def test_ratelimit_repeated_429_records_one_event(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, rate_limit_per_minute=3)
+    for _ in range(8):
+        response = await box.client.get("/api/apps", headers=box.auth)
+    assert response.status == 429
+    audit = box.app[AUDIT_WRITER]
+    await audit.flush()
+    database = box.app[DATABASE]
+    rows = await database.fetchall(
+        "SELECT action FROM audit_logs WHERE action = 'rate_limit_exceeded'"
+    )
+    assert len(rows) == 1

@@ -766,3 +766,26 @@ async def wait_for_playlist(box, path: str, timeout: float = 20.0) -> None:
             return
         assert loop.time() < deadline, f"no playlist: {response.status}"
         await asyncio.sleep(0.1)
+
+
+async def test_signed_session_signature_cannot_open_multivariant(
+    aiohttp_client, tmp_path
+):
+    # A signature copied out of a playlist keeps an existing session going,
+    # but starting playback again needs a valid token.
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await signed_stream(box)
+    token = (await issue_token(box, stream["id"]))["playback_token"]
+    _, media_playlist = await fetch_playlists(box, stream["id"], f"token={token}")
+    signature = query_value(playlist_uris(media_playlist)[-1], "session")
+    assert signature
+
+    response = await box.client.get(
+        f"/hls/{stream['id']}/index.m3u8?session={signature}"
+    )
+    assert response.status == 403
+    assert "multivariant" in (await response.json())["detail"]
+    response = await box.client.get(
+        f"/hls/{stream['id']}/source/index.m3u8?session={signature}"
+    )
+    assert response.status == 200

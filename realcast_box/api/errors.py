@@ -95,6 +95,8 @@ def _http_exception_detail(request: web.Request, exc: web.HTTPException) -> str:
 
 
 def _log_client_error(request: web.Request, status: int, detail: str) -> None:
+    if status == 429:
+        return  # the rate limiter logs the first rejection of each window
     # repr() escapes control characters, so a crafted path or field name
     # cannot forge log lines.
     logger.info("%s %r -> %d %r", request.method, request.path, status, detail)

@@ -136,6 +136,20 @@ class RateLimiter:
             self._tables[table_key] = current
         return current[1]
 
+    def first_rejection(self, key: str, decision: Decision) -> bool:
+        """Return True only for the first rejection of ``key`` in its window.
+
+        Rejections past the first are neither logged nor recorded, so a
+        client that keeps hammering cannot fill the log or the audit table.
+        """
+        marker = Limit(f"rejected:{decision.limit.name}", 1, decision.limit.period)
+        table = self._counts(marker, self._clock())
+        slot = self._slot(table, key)
+        if table.get(slot):
+            return False
+        table[slot] = 1
+        return True
+
     def _slot(self, table: dict[str, int], key: str) -> str:
         if key in table or len(table) < self._max_keys:
             return key
@@ -201,8 +215,10 @@ class RateLimited(ApiError):
         self.decision = decision
 
 
-async def reject(request: web.Request, decision: Decision) -> RateLimited:
-    """Record the security event of a rejected request and return its 429."""
+async def reject(request: web.Request, key: str, decision: Decision) -> RateLimited:
+    """Return the 429 of a rejected request, recording the first per window."""
+    if not request.app[RATE_LIMITER].first_rejection(key, decision):
+        return RateLimited(decision)
     logger.info(
         "%s %r -> 429 (%s, retry after %d s)",
         request.method,
@@ -235,9 +251,10 @@ async def limit_login_email(request: web.Request, email: str) -> None:
     limiter = request.app.get(RATE_LIMITER)
     if limiter is None:
         return
-    decision = limiter.hit(f"email:{email.strip().lower()}", [_login_limit(request)])
+    key = f"email:{email.strip().lower()}"
+    decision = limiter.hit(key, [_login_limit(request)])
     if not decision.allowed:
-        raise await reject(request, decision)
+        raise await reject(request, key, decision)
 
 
 @web.middleware
@@ -249,14 +266,13 @@ async def rate_limit_middleware(
         return await handler(request)
     limiter = request.app[RATE_LIMITER]
 
-    decision = limiter.hit(await identity_key(request), request_limits(request))
+    key = await identity_key(request)
+    decision = limiter.hit(key, request_limits(request))
     if decision.allowed and _route(request) == LOGIN_ROUTE:
-        address = f"address:{request.remote or 'unknown'}"
-        login = limiter.hit(address, [_login_limit(request)])
-        if not login.allowed:
-            decision = login
+        key = f"address:{request.remote or 'unknown'}"
+        decision = limiter.hit(key, [_login_limit(request)])
     if not decision.allowed:
-        raise await reject(request, decision)
+        raise await reject(request, key, decision)
 
     headers = decision.headers()
     try:

@@ -184,6 +184,14 @@ def _session_grant(check: _Check, generation: int) -> Grant:
             "playback session was not started with a playback token; open the"
             " playback_url again"
         )
+    # Players open the multivariant playlist once, with the token. Refusing
+    # a bare session signature there means a signature copied out of a
+    # playlist cannot start new playback after the token has expired.
+    if check.resource is Resource.MULTIVARIANT:
+        raise InvalidPlayback(
+            "a playback session signature does not open the multivariant"
+            " playlist; open the playback_url with a valid playback token"
+        )
     if session.generation != generation:
         raise InvalidPlayback("playback session was revoked")
     if not check.is_fresh(session) and not _kept_alive(check, session):
