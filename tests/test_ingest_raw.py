@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+from realcast_box.api.audit import AUDIT_WRITER, RTMP_INVALID_STREAM_KEY
+from realcast_box.appkeys import DATABASE
 from tests import rtmp_client as rc
 from tests.box import decode_file, download_hls, start_box
 from tests.flvfile import AUDIO_TAG, VIDEO_TAG, encode_flv, read_tags
@@ -227,3 +229,22 @@ async def test_ingest_slow_handshake_closed(aiohttp_client, tmp_path, monkeypatc
             closed = await reader.read() == b""
     writer.close()
     assert closed
+
+
+async def test_ingest_bad_keys_record_one_event_a_minute(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await box.create_stream()
+    forged = f"{stream['app_id']}_{stream['id']}_sk_forged"
+    for _ in range(5):
+        publisher = await RawPublisher.connect(box.rtmp_port, forged)
+        await publisher.publish()
+        codes = await publisher.status_codes()
+        await publisher.close()
+        assert [code for code, _ in codes] == ["NetStream.Publish.BadName"]
+
+    await box.app[AUDIT_WRITER].flush()
+    rows = await box.app[DATABASE].fetchall(
+        "SELECT ip_address FROM audit_logs WHERE action = ?",
+        (RTMP_INVALID_STREAM_KEY,),
+    )
+    assert [row["ip_address"] for row in rows] == ["127.0.0.1"]

@@ -263,6 +263,19 @@ async def record_rejected_publish(
     shape of a stream key. When that stream exists the key is an old one
     (reset since) or a wrong one, and the event goes to the stream's owner.
     """
+    # Imported here because ratelimit.py imports this module.
+    from realcast_box.api.ratelimit import RATE_LIMITER, Limit
+
+    # One event per client address a minute: a client retrying bad keys,
+    # or forging keys that name someone's stream, cannot flood the log.
+    host = client_address.rsplit(":", 1)[0] if ":" in client_address else None
+    limiter = app.get(RATE_LIMITER)
+    if limiter is not None:
+        once_a_minute = Limit("rtmp_rejected_publish", 1, 60)
+        decision = limiter.hit(f"address:{host or client_address}", [once_a_minute])
+        if not decision.allowed:
+            return
+
     stream = None
     if stream_id is not None:
         stream = await stream_store.get_stream_owner(app[DATABASE], stream_id)
@@ -275,7 +288,6 @@ async def record_rejected_publish(
             " key that is not its current one (reset or mistyped)"
         )
         user_id, app_id = stream["user_id"], stream["app_id"]
-    host = client_address.rsplit(":", 1)[0] if ":" in client_address else None
     entry = AuditEntry(
         action=RTMP_INVALID_STREAM_KEY,
         status="failure",
