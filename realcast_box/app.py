@@ -1,8 +1,9 @@
 """Composition root: builds the aiohttp application and runs the box.
 
-Start order: data directory and secrets, database (migrations), audit writer
-and pruner, hub, RTMP server. Stop order is the reverse, so publishers are
-closed and their playlists ended before the database goes away.
+Start order: data directory and secrets, database (migrations), H.264
+encoder probe, audit writer and pruner, hub, RTMP server. Stop order is the
+reverse, so publishers are closed and their playlists ended before the
+database goes away.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from realcast_box.api import audit, setup_api
 from realcast_box.api.identity import API_KEY_HASH_SECRET
 from realcast_box.api.ratelimit import setup_rate_limits
 from realcast_box.api.security import load_or_create_secret
+from realcast_box.api.system import ENCODERS
 from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
 from realcast_box.config import Config
 from realcast_box.errors import StartupError
 from realcast_box.hls.playback import PLAYBACK_SECRET, PLAYBACK_SECRET_FILE
 from realcast_box.hls.routes import setup_hls_routes
 from realcast_box.live.hub import Hub
+from realcast_box.media.encoders import probe_encoders_async
 from realcast_box.rtmp.server import RtmpServer
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
@@ -78,6 +81,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             logger.warning(
                 "marked %d streams offline that were live at last stop", recovered
             )
+        await _probe_encoders(app)
         # Entered before the hub and the RTMP server, so it stops after them
         # and writes the entries they queue while closing.
         await stack.enter_async_context(
@@ -128,6 +132,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
         logger.info("stopping: closing publishers")
     logger.info("stopped")
+
+
+async def _probe_encoders(app: web.Application) -> None:
+    """Probe the H.264 encoders in a worker thread and cache the result on ``app``."""
+    statuses = await probe_encoders_async()
+    app[ENCODERS].statuses = statuses
+    working = [status.name for status in statuses if status.available]
+    logger.info("H.264 encoders that work here: %s", ", ".join(working) or "none")
 
 
 def _format_address(address: tuple) -> str:

@@ -1,4 +1,4 @@
-"""Command-line interface: ``realcast-box serve`` and ``--version``."""
+"""Command-line interface: ``realcast-box serve``, ``doctor`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import sys
 import click
 from aiohttp import web
 
-from realcast_box import __version__
+from realcast_box import __version__, doctor
 from realcast_box.config import Config, load_config
 from realcast_box.errors import ConfigError, StartupError
+from realcast_box.media.encoders import format_table, probe_encoders
 
 logger = logging.getLogger("realcast_box")
 
@@ -75,6 +76,60 @@ def serve(
         asyncio.run(_serve(config))
     except StartupError as exc:
         raise click.ClickException(f"failed to start: {exc}") from None
+
+
+@main.command("doctor")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="REALCAST_CONFIG",
+    help="TOML settings file (see realcast.toml for every key).",
+)
+@click.option("--data-dir", help="Directory for the database, secrets and media.")
+@click.option("--host", help="Address the servers would listen on.")
+@click.option("--http-port", type=int, help="TCP port of the HTTP server.")
+@click.option("--rtmp-port", type=int, help="TCP port of the RTMP ingest server.")
+@click.option(
+    "--min-free-mb",
+    type=click.IntRange(min=0),
+    default=doctor.DEFAULT_MIN_FREE_MB,
+    show_default=True,
+    help="Free space the data directory needs, in MiB.",
+)
+def doctor_command(
+    config_path: str | None,
+    data_dir: str | None,
+    host: str | None,
+    http_port: int | None,
+    rtmp_port: int | None,
+    min_free_mb: int,
+) -> None:
+    """Check that the box can run here: encoders, free ports, data directory.
+
+    Prints the H.264 encoder table and one line per check. Exits 0 when the
+    box can run, else 1 with the problems found.
+    """
+    overrides = {
+        "data_dir": data_dir,
+        "host": host,
+        "http_port": http_port,
+        "rtmp_port": rtmp_port,
+    }
+    try:
+        config = load_config(config_path, overrides=overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    statuses = probe_encoders()
+    click.echo(format_table(statuses))
+    click.echo()
+    problems = []
+    for checked, found in doctor.run_checks(config, statuses, min_free_mb):
+        click.echo(f"{'ok' if not found else 'FAIL':<4}  {checked}")
+        problems.extend(found)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    click.echo("\nThe box can run here.")
 
 
 async def _serve(config: Config) -> None:

@@ -447,6 +447,50 @@ async def replay_keys(replay: Replay, user: dict, key: dict, app_id: str) -> Non
     await send("DELETE", item, 404, headers=user)
 
 
+async def replay_profiles(
+    replay: Replay, user: dict, key: dict, keyless: dict, app_id: str, publish
+) -> None:
+    send = replay.send
+    path = "/api/transcoding-profiles"
+    quality = {"name": "720p", "width": 1280, "height": 720, "bitrate": 3000}
+    body = {"app_id": app_id, "name": "P", "qualities": [{**quality, "fps": 30}]}
+    profile = await send("POST", path, 201, json=body, headers=key)
+    item = f"{path}/{profile['id']}"
+    await send("POST", path, 400, json={**body, "qualities": []}, headers=user)
+    await send("POST", path, 401, json=body)
+    await send("POST", path, 403, json=body, headers=keyless)
+    await send("POST", path, 404, json={**body, "app_id": "app_0"}, headers=user)
+    await send("POST", path, 413, data=large_body(), headers=user)
+    await send("GET", path, 200, headers=key)
+    await send("GET", f"{path}?limit=0", 400, headers=user)
+    await send("GET", path, 401)
+    await send("GET", path, 403, headers=keyless)
+    await send("GET", f"{path}?app_id=app_0", 404, headers=user)
+    await send("GET", item, 200, headers=key)
+    await send("GET", item, 401)
+    await send("GET", item, 403, headers=keyless)
+    await send("GET", f"{path}/profile_0", 404, headers=user)
+    await send("PUT", item, 200, json={"audio_bitrate": 96}, headers=key)
+    await send("PUT", item, 400, json={"audio_bitrate": 1}, headers=user)
+    await send("PUT", item, 401, json={})
+    await send("PUT", item, 403, json={}, headers=keyless)
+    await send("PUT", f"{path}/profile_0", 404, json={}, headers=user)
+    await send("PUT", item, 413, data=large_body(), headers=user)
+    settings = {"transcoding_profile_id": profile["id"]}
+    stream_body = {"app_id": app_id, "title": "S", "settings": settings}
+    stream = await send("POST", "/api/streams", 201, json=stream_body, headers=user)
+    await publish(stream["id"])
+    await send("DELETE", item, 409, headers=user)
+    await send("DELETE", f"/api/streams/{stream['id']}", 204, headers=user)
+    await send("DELETE", item, 401)
+    await send("DELETE", item, 403, headers=keyless)
+    await send("DELETE", item, 204, headers=key)
+    await send("DELETE", item, 404, headers=user)
+    await send("GET", "/api/system/encoders", 200, headers=key)
+    await send("GET", "/api/system/encoders", 401)
+    await send("GET", "/api/system/encoders", 403, headers=keyless)
+
+
 async def replay_audit(replay: Replay, user: dict, key: dict, keyless: dict) -> None:
     for path in ("/api/audit-logs", "/api/audit-logs/security-events"):
         await replay.send("GET", f"{path}?days=7", 200, headers=user)
@@ -474,7 +518,7 @@ async def make_keys(replay: Replay, user: dict, app_id: str) -> tuple[dict, dict
     return keys[0], keys[1]
 
 
-async def test_openapi_replay_every_status(api_client, make_user):
+async def test_openapi_replay_every_status(api_client, make_user, start_publishing):
     replay = Replay(api_client)
     owner = await make_user()
     owner_app = await owner.create_app("Owner app")
@@ -485,6 +529,7 @@ async def test_openapi_replay_every_status(api_client, make_user):
     key, keyless = await make_keys(replay, user, app_id)
     await replay_streams(replay, user, key, keyless, app_id)
     await replay_keys(replay, user, key, app_id)
+    await replay_profiles(replay, user, key, keyless, app_id, start_publishing)
     await replay_audit(replay, user, key, keyless)
     await replay_final_deletes(replay, user, app_id)
 

@@ -1,4 +1,4 @@
-"""The REST API under /api: auth, apps, streams, API keys and audit logs.
+"""The REST API under /api: auth, apps, streams, profiles, keys, audit, system.
 
 ``setup_api`` adds the JSON error middleware, the security event middleware
 and the routes. Handlers read the config, database, hub, secrets and audit
@@ -13,7 +13,17 @@ from __future__ import annotations
 from aiohttp import web
 from argon2 import PasswordHasher
 
-from realcast_box.api import apps, audit, auth, keys, openapi, playback, streams
+from realcast_box.api import (
+    apps,
+    audit,
+    auth,
+    keys,
+    openapi,
+    playback,
+    profiles,
+    streams,
+    system,
+)
 from realcast_box.api.errors import error_middleware
 from realcast_box.api.security import PASSWORDS, PasswordService
 
@@ -36,6 +46,9 @@ def setup_api(
     app.add_routes(apps.routes)
     app.add_routes(streams.routes)
     app.add_routes(playback.routes)
+    app.add_routes(profiles.routes)
+    app.add_routes(system.routes)
+    app[system.ENCODERS] = system.EncoderCache()
     app.add_routes(keys.routes)
     app.add_routes(audit.routes)
     app.add_routes(openapi.routes)

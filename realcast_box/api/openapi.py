@@ -69,6 +69,11 @@ def _document() -> dict[str, Any]:
             {"name": "auth", "description": "Users and access tokens."},
             {"name": "apps", "description": "Apps, which group streams."},
             {"name": "streams", "description": "Live streams and their keys."},
+            {
+                "name": "transcoding-profiles",
+                "description": "Ladders of qualities that streams select.",
+            },
+            {"name": "system", "description": "The box's H.264 encoders."},
             {"name": "api-keys", "description": "API keys with scopes."},
             {"name": "audit-logs", "description": "Audit log and security events."},
             {"name": "meta", "description": "This document and the health check."},

@@ -512,6 +512,96 @@ def _audit_paths() -> dict[str, Any]:
     }
 
 
+def _profile_paths() -> dict[str, Any]:
+    profile = _response("The profile.", schema_ref("TranscodingProfile"))
+    profile_id = _path_parameter("profile_id", "Transcoding profile id.")
+    return {
+        "/api/transcoding-profiles": {
+            "post": _operation(
+                "createTranscodingProfile",
+                "transcoding-profiles",
+                "Create a transcoding profile",
+                {
+                    "201": _created(
+                        "The new profile.",
+                        "TranscodingProfile",
+                        _links(
+                            "profile_id",
+                            "getTranscodingProfile",
+                            "updateTranscodingProfile",
+                            "deleteTranscodingProfile",
+                        ),
+                    )
+                },
+                WRITE_BODY,
+                security=scoped("profiles:write"),
+                body="TranscodingProfileCreate",
+            ),
+            "get": _operation(
+                "listTranscodingProfiles",
+                "transcoding-profiles",
+                "List transcoding profiles, newest first",
+                {"200": _list_response("TranscodingProfile", "One page of profiles.")},
+                READ_LIST,
+                security=scoped("profiles:read"),
+                parameters=_list_parameters(),
+                description="Without app_id, the profiles of all the caller's"
+                " apps. An API key that names another app gets 404.",
+            ),
+        },
+        "/api/transcoding-profiles/{profile_id}": {
+            "parameters": [profile_id],
+            "get": _operation(
+                "getTranscodingProfile",
+                "transcoding-profiles",
+                "Get a transcoding profile",
+                {"200": profile},
+                READ_ITEM,
+                security=scoped("profiles:read"),
+            ),
+            "put": _operation(
+                "updateTranscodingProfile",
+                "transcoding-profiles",
+                "Update a transcoding profile",
+                {"200": profile},
+                WRITE_BODY,
+                security=scoped("profiles:write"),
+                body="TranscodingProfileUpdate",
+                description="A qualities array replaces the whole ladder.",
+            ),
+            "delete": _operation(
+                "deleteTranscodingProfile",
+                "transcoding-profiles",
+                "Delete a transcoding profile",
+                {"204": _response("Deleted.")},
+                (*CHANGE_ITEM, 409),
+                security=scoped("profiles:write"),
+                description="409 while a live or reconnecting stream has the"
+                " profile in settings.transcoding_profile_id. Streams that are"
+                " not live keep the id, which then selects no profile.",
+            ),
+        },
+    }
+
+
+def _system_paths() -> dict[str, Any]:
+    statuses = {"type": "array", "items": schema_ref("EncoderStatus")}
+    return {
+        "/api/system/encoders": {
+            "get": _operation(
+                "listEncoders",
+                "system",
+                "List the H.264 encoders and whether they work here",
+                {"200": _response("One entry per encoder probed.", statuses)},
+                (401, 403, 429),
+                security=scoped("profiles:read"),
+                description="The box probes each encoder at start by encoding"
+                " one frame, and returns that cached result.",
+            )
+        },
+    }
+
+
 def _meta_paths() -> dict[str, Any]:
     html = {"text/html": {"schema": {"type": "string"}}}
     return {
@@ -557,6 +647,8 @@ def paths() -> dict[str, Any]:
         **_auth_paths(),
         **_app_paths(),
         **_stream_paths(),
+        **_profile_paths(),
+        **_system_paths(),
         **_key_paths(),
         **_audit_paths(),
         **_meta_paths(),

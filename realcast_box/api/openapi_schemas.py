@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any
 
-from realcast_box.api import validation
+from realcast_box.api import profiles, validation
 from realcast_box.api.audit import MAX_USER_AGENT_LENGTH, RTMP_INVALID_STREAM_KEY
 from realcast_box.api.identity import (
     EXPIRED_API_KEY,
@@ -28,6 +28,7 @@ from realcast_box.api.identity import (
 from realcast_box.hls import playback
 from realcast_box.hls.viewers import ViewerStats
 from realcast_box.live.health import IngestReport, IngestWarning
+from realcast_box.media.encoders import EncoderStatus
 from realcast_box.store.api_keys import SCOPES
 
 JSON = "application/json"
@@ -45,6 +46,9 @@ AUDIT_ACTIONS = (
     "update_stream",
     "delete_stream",
     "reset_stream_key",
+    "create_transcoding_profile",
+    "update_transcoding_profile",
+    "delete_transcoding_profile",
     "create_api_key",
     "regenerate_api_key",
     "delete_api_key",
@@ -68,7 +72,7 @@ ERROR_RESPONSES = {
     403: ("Forbidden", "The API key lacks the scope, or the call needs a user."),
     404: ("NotFound", "No such route, or no such resource that the caller can see."),
     405: ("MethodNotAllowed", "Method not allowed on this path."),
-    409: ("Conflict", "The resource already exists."),
+    409: ("Conflict", "The resource already exists, or is in use."),
     413: ("PayloadTooLarge", "Request body over 1 MiB."),
     429: ("TooManyRequests", "Rate limit exceeded."),
     500: ("InternalError", "Unexpected failure. The box logs the cause."),
@@ -160,6 +164,20 @@ SETTINGS = {
     },
     "description": "A JSON object, stored and returned as given. The box reads"
     " the members listed here.",
+}
+STREAM_SETTINGS = {
+    **SETTINGS,
+    "properties": {
+        **SETTINGS["properties"],
+        "transcoding_profile_id": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "maxLength": validation.MAX_ID_LENGTH,
+            "description": "A transcoding profile of the stream's app, whose"
+            " ladder the stream gets; null or absent for passthrough. The box"
+            " does not build the ladder yet.",
+        },
+    },
 }
 JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -292,7 +310,7 @@ def _stream_schemas() -> dict[str, Any]:
                 "app_id": _id("app", "App of the stream."),
                 "title": {"type": "string"},
                 "description": {"type": "string"},
-                "settings": SETTINGS,
+                "settings": STREAM_SETTINGS,
                 "stream_key": {
                     "type": "string",
                     "description": "Secret key that a publisher appends to rtmp_url.",
@@ -314,12 +332,12 @@ def _stream_schemas() -> dict[str, Any]:
                 "app_id": text_field(validation.MAX_ID_LENGTH, "App of the stream."),
                 "title": title,
                 "description": description,
-                "settings": SETTINGS,
+                "settings": STREAM_SETTINGS,
             },
             required=("app_id", "title"),
         ),
         "StreamUpdate": _object(
-            {"title": title, "description": description, "settings": SETTINGS},
+            {"title": title, "description": description, "settings": STREAM_SETTINGS},
             required=(),
             description="Fields to change; absent ones keep their value.",
         ),
@@ -465,6 +483,102 @@ def _key_schemas() -> dict[str, Any]:
     }
 
 
+def _profile_schemas() -> dict[str, Any]:
+    quality = _object(
+        {
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": profiles.MAX_QUALITY_NAME_LENGTH,
+                "pattern": "^" + profiles.QUALITY_NAME_PATTERN.pattern + "$",
+                "description": "Unique within the profile.",
+            },
+            "width": _dimension("Width in pixels."),
+            "height": _dimension("Height in pixels."),
+            "bitrate": {
+                "type": "integer",
+                "minimum": profiles.MIN_VIDEO_BITRATE,
+                "maximum": profiles.MAX_VIDEO_BITRATE,
+                "description": "Video bitrate in kbps.",
+            },
+            "fps": {
+                "type": "number",
+                "minimum": profiles.MIN_FPS,
+                "maximum": profiles.MAX_FPS,
+                "description": "Frames per second.",
+            },
+        },
+        description="One rendition of the ladder.",
+    )
+    fields = {
+        "name": text_field(validation.MAX_NAME_LENGTH, "Profile name."),
+        "description": optional_text_field(
+            validation.MAX_DESCRIPTION_LENGTH, "Description."
+        ),
+        "qualities": {
+            "type": "array",
+            "items": schema_ref("Quality"),
+            "minItems": profiles.MIN_QUALITIES,
+            "maxItems": profiles.MAX_QUALITIES,
+        },
+        "audio_bitrate": {
+            "type": "integer",
+            "minimum": profiles.MIN_AUDIO_BITRATE,
+            "maximum": profiles.MAX_AUDIO_BITRATE,
+            "default": profiles.DEFAULT_AUDIO_BITRATE,
+            "description": "AAC bitrate in kbps.",
+        },
+        "enable_gpu_acceleration": {
+            "type": "boolean",
+            "default": False,
+            "description": "Use the first working hardware H.264 encoder"
+            " (h264_nvenc, h264_qsv, h264_vaapi), else libx264.",
+        },
+    }
+    return {
+        "Quality": quality,
+        "TranscodingProfile": _object(
+            {
+                "id": _id("profile", "Transcoding profile id."),
+                "app_id": _id("app", "App of the profile."),
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "qualities": {"type": "array", "items": schema_ref("Quality")},
+                "audio_bitrate": {"type": "integer"},
+                "enable_gpu_acceleration": {"type": "boolean"},
+                "created_at": _timestamp("Time of creation."),
+            }
+        ),
+        "TranscodingProfileCreate": _object(
+            {
+                "app_id": text_field(validation.MAX_ID_LENGTH, "App of the profile."),
+                **fields,
+            },
+            required=("app_id", "name", "qualities"),
+        ),
+        "TranscodingProfileUpdate": _object(
+            fields,
+            required=(),
+            description="Fields to change; absent ones keep their value.",
+        ),
+        "EncoderStatus": dataclass_object(
+            EncoderStatus,
+            "Whether an H.264 encoder opened and encoded a test frame here;"
+            " detail says why not when it failed.",
+        ),
+    }
+
+
+def _dimension(description: str) -> dict[str, Any]:
+    return {
+        "type": "integer",
+        "minimum": profiles.MIN_DIMENSION,
+        "maximum": profiles.MAX_DIMENSION,
+        "multipleOf": 2,
+        "description": description,
+    }
+
+
 def _audit_schemas() -> dict[str, Any]:
     nullable_text = {"type": ["string", "null"]}
     return {
@@ -549,6 +663,7 @@ def schemas() -> dict[str, Any]:
         **_app_schemas(),
         **_stream_schemas(),
         **_key_schemas(),
+        **_profile_schemas(),
         **_audit_schemas(),
         **_other_schemas(),
     }

@@ -27,6 +27,7 @@ from realcast_box.api.identity import (
     can_access_app,
     effective_app_id,
 )
+from realcast_box.api.profiles import check_stream_profile
 from realcast_box.appkeys import CONFIG, DATABASE, HUB
 from realcast_box.config import Config
 from realcast_box.hls.viewers import viewer_stats
@@ -50,7 +51,7 @@ STREAM_FIELDS = (
             validation.optional_text, max_length=validation.MAX_DESCRIPTION_LENGTH
         ),
     ),
-    validation.Field("settings", validation.settings_object),
+    validation.Field("settings", validation.stream_settings_object),
 )
 CREATE_FIELDS = (
     validation.Field(
@@ -205,6 +206,7 @@ async def create_stream(request: web.Request) -> web.Response:
     app = await app_store.get_app(database, app_id, identity.user_id)
     if app is None or not can_access_app(identity, app_id):
         raise ApiError(404, f"app not found: {app_id}")
+    await check_stream_profile(request, fields.get("settings", {}), app_id)
     stream = await stream_store.create_stream(
         database,
         app_id,
@@ -252,7 +254,9 @@ async def update_stream(request: web.Request) -> web.Response:
     identity = await authorize(request, "streams:write")
     stream_id = request.match_info["stream_id"]
     fields = await validation.read_fields(request, STREAM_FIELDS, partial=True)
-    await find_stream(request, identity, stream_id)
+    current = await find_stream(request, identity, stream_id)
+    if "settings" in fields:
+        await check_stream_profile(request, fields["settings"], current["app_id"])
     stream = await stream_store.update_owned_stream(
         request.app[DATABASE], stream_id, identity.user_id, fields
     )

@@ -12,8 +12,8 @@ defaults to {}.
 Handlers declare their body as a tuple of ``Field`` (name, check, required)
 and call ``read_fields``. A check takes (value, field name) and returns the
 value to use or raises the 400; ``text``, ``optional_text``, ``settings_object``,
-``email_value``, ``password_value``, ``choice_list`` and ``future_timestamp``
-are the checks, and ``functools.partial`` sets their options.
+``stream_settings_object``, ``email_value``, ``password_value``, ``choice_list``
+and ``future_timestamp`` are the checks, and ``functools.partial`` sets their options.
 """
 
 from __future__ import annotations
@@ -263,6 +263,27 @@ def settings_object(value: Any, field: str = "settings") -> dict[str, Any]:
                 " (leave it out to use the app's policy, or public)",
             )
     return value
+
+
+def stream_settings_object(value: Any, field: str = "settings") -> dict[str, Any]:
+    """Check a stream's settings: those of ``settings_object``, plus the profile.
+
+    ``transcoding_profile_id``, when present, must be a string or null (no
+    profile). Whether the profile exists in the stream's app needs the
+    database, so api.profiles.check_stream_profile checks that afterwards.
+    """
+    settings = settings_object(value, field)
+    profile_id = settings.get("transcoding_profile_id")
+    if profile_id is not None:
+        name = f"{field}.transcoding_profile_id"
+        if not isinstance(profile_id, str):
+            kind = _json_type_name(profile_id)
+            raise bad_request(name, f"must be a profile id string or null, got {kind}")
+        if not profile_id or len(profile_id) > MAX_ID_LENGTH:
+            raise bad_request(
+                name, f"must be from 1 to {MAX_ID_LENGTH} characters long"
+            )
+    return settings
 
 
 def email_address(body: Mapping[str, Any], field: str = "email") -> str:

@@ -127,4 +127,24 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX streams_by_status ON streams (status);
         """,
     ),
+    (
+        6,
+        """
+        -- Transcoding ladders. qualities is a JSON array of
+        -- {name, width, height, bitrate, fps} objects, bitrates in kbps.
+        CREATE TABLE transcoding_profiles (
+            id TEXT PRIMARY KEY,
+            app_id TEXT NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            qualities TEXT NOT NULL,
+            audio_bitrate INTEGER NOT NULL,
+            enable_gpu_acceleration INTEGER NOT NULL
+                CHECK (enable_gpu_acceleration IN (0, 1)),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX transcoding_profiles_by_app
+            ON transcoding_profiles (app_id, created_at);
+        """,
+    ),
 ]

@@ -1,0 +1,170 @@
+"""Tests for ``realcast-box doctor``: the encoder table, ports, data directory."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from realcast_box import cli
+from realcast_box.media.encoders import CANDIDATES, EncoderStatus
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    """A loopback port that a listening socket of this test holds."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def run_doctor(data_dir: Path, *extra: str, **ports: int) -> Result:
+    http_port = ports.get("http_port", free_port())
+    rtmp_port = ports.get("rtmp_port", free_port())
+    arguments = [
+        "doctor",
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--rtmp-port",
+        str(rtmp_port),
+        *extra,
+    ]
+    # Settings come from the options alone, not from REALCAST_* variables.
+    environment = {name: None for name in os.environ if name.startswith("REALCAST_")}
+    return CliRunner().invoke(cli.main, arguments, env=environment)
+
+
+def test_doctor_usable_exits_zero(tmp_path):
+    result = run_doctor(tmp_path / "data")
+    assert result.exit_code == 0, result.output
+    assert "The box can run here." in result.output
+
+
+def test_doctor_prints_encoder_table(tmp_path):
+    result = run_doctor(tmp_path / "data")
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["ENCODER", "TYPE", "STATUS", "DETAIL"]
+    for name in CANDIDATES:
+        assert any(line.startswith(name) for line in lines), name
+
+
+def test_doctor_libx264_available(tmp_path):
+    result = run_doctor(tmp_path / "data")
+    row = next(line for line in result.output.splitlines() if "libx264" in line)
+    assert row.split()[:3] == ["libx264", "software", "available"]
+
+
+def test_doctor_creates_data_dir(tmp_path):
+    run_doctor(tmp_path / "data")
+    assert (tmp_path / "data").is_dir()
+
+
+def test_doctor_leaves_no_probe_file(tmp_path):
+    run_doctor(tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_doctor_http_port_in_use(tmp_path, listening_port):
+    result = run_doctor(tmp_path / "data", http_port=listening_port)
+    assert result.exit_code == 1
+    assert f"http_port: cannot listen on 127.0.0.1:{listening_port}" in result.output
+
+
+def test_doctor_rtmp_port_in_use(tmp_path, listening_port):
+    result = run_doctor(tmp_path / "data", rtmp_port=listening_port)
+    assert result.exit_code == 1
+    assert f"rtmp_port: cannot listen on 127.0.0.1:{listening_port}" in result.output
+
+
+def test_doctor_port_in_use_marks_fail(tmp_path, listening_port):
+    result = run_doctor(tmp_path / "data", rtmp_port=listening_port)
+    assert f"FAIL  RTMP port 127.0.0.1:{listening_port}" in result.output
+
+
+def test_doctor_same_port_twice(tmp_path):
+    port = free_port()
+    result = run_doctor(tmp_path / "data", http_port=port, rtmp_port=port)
+    assert result.exit_code == 1
+    assert f"rtmp_port: {port} is also the http_port" in result.output
+
+
+def test_doctor_port_zero_passes(tmp_path):
+    result = run_doctor(tmp_path / "data", http_port=0, rtmp_port=0)
+    assert result.exit_code == 0, result.output
+
+
+def test_doctor_data_dir_not_writable(tmp_path):
+    # A path below a regular file cannot be created, even by root.
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_doctor(blocker / "data")
+    assert result.exit_code == 1
+    assert f"data directory {blocker / 'data'} is not writable" in result.output
+
+
+def test_doctor_not_enough_free_space(tmp_path):
+    result = run_doctor(tmp_path / "data", "--min-free-mb", str(10**12))
+    assert result.exit_code == 1
+    assert f"less than the {10**12} MiB required" in result.output
+
+
+def test_doctor_no_encoder_fails(tmp_path, monkeypatch):
+    broken = [EncoderStatus(name, False, True, "mock") for name in CANDIDATES]
+    monkeypatch.setattr(cli, "probe_encoders", lambda: broken)
+    result = run_doctor(tmp_path / "data")
+    assert result.exit_code == 1
+    assert "no H.264 encoder works here" in result.output
+
+
+def test_doctor_bad_config_fails(tmp_path):
+    result = run_doctor(tmp_path / "data", http_port=70000)
+    assert result.exit_code == 1
+    assert "http_port" in result.output
+
+
+def test_doctor_subprocess_port_in_use(tmp_path, listening_port):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "realcast_box",
+            "doctor",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(listening_port),
+            "--rtmp-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("REALCAST_")
+        },
+    )
+    assert completed.returncode == 1
+    assert f"http_port: cannot listen on 127.0.0.1:{listening_port}" in (
+        completed.stderr
+    )
