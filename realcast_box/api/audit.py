@@ -54,21 +54,8 @@ MAX_DAYS = 3650
 PRUNE_INTERVAL = timedelta(days=1)
 RTMP_INVALID_STREAM_KEY = "rtmp_invalid_stream_key"
 
-ENTRY_FIELDS = (
-    "id",
-    "user_id",
-    "app_id",
-    "api_key_id",
-    "action",
-    "resource_type",
-    "resource_id",
-    "ip_address",
-    "user_agent",
-    "status",
-    "security_event",
-    "detail",
-    "timestamp",
-)
+# The JSON of an entry carries every stored column.
+ENTRY_FIELDS = audit_store.ENTRY_COLUMNS
 
 
 def submit(app: web.Application, entry: AuditEntry) -> None:
