@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 from aiohttp import web
@@ -20,6 +22,11 @@ logger = logging.getLogger("realcast_box")
 # Seconds that open HTTP connections get to finish once shutdown starts.
 HTTP_SHUTDOWN_TIMEOUT = 2.0
 
+SETTING_FLAGS = ("data_dir", "host", "http_port", "rtmp_port")
+DATA_DIR_HELP = "Directory for the database, secrets and media."
+HTTP_PORT_HELP = "TCP port of the HTTP server."
+RTMP_PORT_HELP = "TCP port of the RTMP ingest server."
+
 
 @click.group()
 @click.version_option(__version__, prog_name="realcast-box")
@@ -27,42 +34,53 @@ def main() -> None:
     """RealCast Box: a self-hosted live-streaming appliance."""
 
 
+def settings_options(command: Callable) -> Callable:
+    """Add the flags that ``serve`` and ``doctor`` share to ``command``.
+
+    The flags arrive as ``config_path`` and a ``settings`` dict of overrides
+    for load_config (None for a flag that was not given).
+    """
+    flags = [
+        click.option("--rtmp-port", "rtmp_port", type=int, help=RTMP_PORT_HELP),
+        click.option("--http-port", "http_port", type=int, help=HTTP_PORT_HELP),
+        click.option("--host", "host", help="Address to listen on (HTTP and RTMP)."),
+        click.option("--data-dir", "data_dir", help=DATA_DIR_HELP),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False),
+            envvar="REALCAST_CONFIG",
+            help="TOML settings file (see realcast.toml for every key).",
+        ),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(config_path: str | None, **options: object) -> object:
+        settings = {name: options.pop(name) for name in SETTING_FLAGS}
+        return command(config_path, settings, **options)
+
+    for flag in flags:
+        wrapper = flag(wrapper)
+    return wrapper
+
+
+def load_settings(config_path: str | None, settings: dict) -> Config:
+    """Load the config for a command; a ConfigError becomes a CLI error."""
+    try:
+        return load_config(config_path, overrides=settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="REALCAST_CONFIG",
-    help="TOML settings file (see realcast.toml for every key).",
-)
-@click.option("--data-dir", help="Directory for the database, secrets and media.")
-@click.option("--host", help="Address to listen on (HTTP and RTMP).")
-@click.option("--http-port", type=int, help="TCP port of the HTTP server.")
-@click.option("--rtmp-port", type=int, help="TCP port of the RTMP ingest server.")
+@settings_options
 @click.option(
     "--log-level",
     help="Log level: debug, info, warning, error or critical.",
 )
-def serve(
-    config_path: str | None,
-    data_dir: str | None,
-    host: str | None,
-    http_port: int | None,
-    rtmp_port: int | None,
-    log_level: str | None,
-) -> None:
+def serve(config_path: str | None, settings: dict, log_level: str | None) -> None:
     """Run the box: HTTP API and HLS, and RTMP ingest, until SIGINT or SIGTERM."""
-    overrides = {
-        "data_dir": data_dir,
-        "host": host,
-        "http_port": http_port,
-        "rtmp_port": rtmp_port,
-        "log_level": log_level,
-    }
-    try:
-        config = load_config(config_path, overrides=overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = load_settings(config_path, {**settings, "log_level": log_level})
 
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -79,17 +97,7 @@ def serve(
 
 
 @main.command("doctor")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="REALCAST_CONFIG",
-    help="TOML settings file (see realcast.toml for every key).",
-)
-@click.option("--data-dir", help="Directory for the database, secrets and media.")
-@click.option("--host", help="Address the servers would listen on.")
-@click.option("--http-port", type=int, help="TCP port of the HTTP server.")
-@click.option("--rtmp-port", type=int, help="TCP port of the RTMP ingest server.")
+@settings_options
 @click.option(
     "--min-free-mb",
     type=click.IntRange(min=0),
@@ -97,29 +105,13 @@ def serve(
     show_default=True,
     help="Free space the data directory needs, in MiB.",
 )
-def doctor_command(
-    config_path: str | None,
-    data_dir: str | None,
-    host: str | None,
-    http_port: int | None,
-    rtmp_port: int | None,
-    min_free_mb: int,
-) -> None:
+def doctor_command(config_path: str | None, settings: dict, min_free_mb: int) -> None:
     """Check that the box can run here: encoders, free ports, data directory.
 
     Prints the H.264 encoder table and one line per check. Exits 0 when the
     box can run, else 1 with the problems found.
     """
-    overrides = {
-        "data_dir": data_dir,
-        "host": host,
-        "http_port": http_port,
-        "rtmp_port": rtmp_port,
-    }
-    try:
-        config = load_config(config_path, overrides=overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = load_settings(config_path, settings)
     statuses = probe_encoders()
     click.echo(format_table(statuses))
     click.echo()
