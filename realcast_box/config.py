@@ -338,7 +338,7 @@ def load_config(
 ) -> Config:
     """Build the Config from defaults, a TOML file, the environment and overrides.
 
-    ``overrides`` holds command-line values; None entries are ignored.
+    ``overrides`` contains command-line values; None entries are ignored.
     Raises ConfigError naming the key for unknown keys and invalid values.
     """
     values = {setting.name: setting.default for setting in SETTINGS}

@@ -1,10 +1,11 @@
 """Audit logs: recording API actions and security events, listing and pruning them.
 
 Mutating handlers are wrapped in ``audited``, which records one entry per call
-with its outcome. Security events come from three places: AccessDenied errors
-(bad credentials, scope and permission denials), which ``security_middleware``
-records; explicit ``record_security_event`` calls (failed logins, the rate
-limiter); and the RTMP server's ``record_rejected_publish`` hook. Entries go
+with its outcome. Security events come from three places. The first is
+AccessDenied errors (bad credentials, scope and permission denials), which
+``security_middleware`` records. The second is explicit
+``record_security_event`` calls (failed logins, the rate limiter). The third
+is the RTMP server's ``record_rejected_publish`` hook. Entries go
 through the AuditWriter queue, so recording never waits for the database.
 
 A user sees the entries whose ``user_id`` is theirs: their own actions, those
@@ -96,8 +97,9 @@ async def record_security_event(
     """Record a failed or suspicious request as a security event.
 
     ``event_type`` becomes the entry's action (such as "login_failed" or
-    "rate_limited"). ``user_id`` and ``app_id`` choose who sees the entry;
-    without them only the box's operator can read it in the database.
+    "rate_limit_exceeded"). ``user_id`` and ``app_id`` decide which users can
+    list the entry. Without them, only the box's operator can read it in the
+    database.
     ``detail`` is stored and logged, so it must never hold a secret.
     """
     entry = AuditEntry(

@@ -7,7 +7,7 @@ count per email address and per client address against password guessing.
 
 Counters use fixed windows aligned to the clock (each minute, each hour), so
 ``X-RateLimit-Reset`` is the same for every client and a counter table can
-be dropped whole when its window ends. Each table holds at most
+be dropped whole when its window ends. Each table contains at most
 ``max_keys`` identities; identities beyond that share one overflow counter,
 so a flood of new client addresses cannot grow memory without bound.
 
@@ -182,7 +182,7 @@ async def identity_key(request: web.Request) -> str:
     """Return the counter key of the request's identity.
 
     Credentials that do not verify count against the client address, so
-    nobody can use up another identity's limit by naming it.
+    a client cannot use up another identity's limit by naming it.
     """
     address = f"address:{request.remote or 'unknown'}"
     if "Authorization" not in request.headers:

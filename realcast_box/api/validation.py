@@ -133,7 +133,7 @@ async def read_json_object(
 
 
 def _encodable(value: Any) -> bool:
-    """Whether every string in ``value`` encodes as UTF-8.
+    """Return whether every string in ``value`` encodes as UTF-8.
 
     json.loads accepts escapes such as "\\ud800" that decode to lone
     surrogates, which SQLite cannot store.

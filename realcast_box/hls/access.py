@@ -1,4 +1,4 @@
-"""Who may fetch a stream's HLS resources, and as which playback session.
+"""Access checks for a stream's HLS resources, and the viewer's playback session.
 
 ``authorize_hls`` checks one request against the stream's playback policy:
 

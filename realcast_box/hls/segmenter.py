@@ -66,7 +66,7 @@ CUT_FRACTION = 0.9
 # encoder that never sends keyframes cannot grow one segment without limit.
 # The segment after such a cut does not start with a keyframe.
 MAX_SEGMENT_SECONDS = 60
-# A segment is also cut once it holds this much media, because timestamps
+# A segment is also cut once it contains this much media, because timestamps
 # come from the publisher and cannot bound the memory of the open segment.
 # 64 MiB is about 17 s at 30 Mbit/s.
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024

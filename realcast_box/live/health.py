@@ -37,7 +37,7 @@ BITRATE_LIMIT_FACTOR = 1.2
 
 @dataclass(frozen=True)
 class IngestReport:
-    """What the box measured in the feed of the connected publisher.
+    """Measurements of the connected publisher's feed.
 
     Values are None until the box has seen enough media to measure them.
     """
@@ -211,7 +211,7 @@ class IngestHealth:
         return sum(1 for moment in self._jumps if moment >= since)
 
     def _missing(self, track: _TrackMeter, seen_at_other_ms: int) -> bool:
-        """Whether the other track ran TRACK_MISSING_MS since ``track`` was seen."""
+        """Return whether the other track ran TRACK_MISSING_MS since ``track``."""
         other = self._audio if track is self._video else self._video
         if other.frames == 0:
             return False  # no media at all is not a missing track

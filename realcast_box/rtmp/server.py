@@ -327,7 +327,7 @@ class RtmpConnection:
         return None
 
     async def _report_invalid_key(self, stream_key: str) -> None:
-        """Pass a rejected publish to the hook (the audit log). Never raises."""
+        """Pass a rejected publish to the hook (the audit log); errors are logged."""
         if self._on_invalid_stream_key is None:
             return
         match = None

@@ -17,7 +17,7 @@ from realcast_box.store.ids import format_timestamp
 
 @dataclass(frozen=True)
 class PlaybackAccess:
-    """What the HLS routes need to check a request for one stream."""
+    """Playback settings of one stream that the HLS routes check requests against."""
 
     stream_id: str
     app_settings: dict[str, Any]
