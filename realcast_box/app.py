@@ -95,6 +95,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             window=config.hls_window,
             takeover_after=config.rtmp_takeover_after,
             reconnect_window=config.reconnect_window_seconds,
+            choose_encoder=app[ENCODERS].choose,
         )
         stack.push_async_callback(hub.close)
         app[HUB] = hub

@@ -231,6 +231,10 @@ INVALID_BODIES = [
     ),
     ({"qualities": with_quality(0, name="")}, "qualities[0].name: must not be empty"),
     ({"qualities": with_quality(0, name="a/b")}, "qualities[0].name: invalid name"),
+    (
+        {"qualities": with_quality(0, name="Source")},
+        "qualities[0].name: invalid name 'Source': 'source' names the passthrough",
+    ),
     ({"qualities": with_quality(0, codec="h264")}, "qualities[0].codec: unknown"),
     ({"qualities": without_key(1, "fps")}, "qualities[1].fps: field required"),
     ({"audio_bitrate": 31}, "audio_bitrate: must be from 32 to 512"),

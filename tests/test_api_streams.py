@@ -450,6 +450,7 @@ async def test_streams_status_created(owner):
         "duration_seconds": 0,
         "ingest": None,
         "ingest_warnings": [],
+        "renditions": [],
     }
 
 

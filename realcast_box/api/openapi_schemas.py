@@ -28,6 +28,7 @@ from realcast_box.api.identity import (
 from realcast_box.hls import playback
 from realcast_box.hls.viewers import ViewerStats
 from realcast_box.live.health import IngestReport, IngestWarning
+from realcast_box.live.ladder import RenditionStatus
 from realcast_box.media.encoders import EncoderStatus
 from realcast_box.store.api_keys import SCOPES
 
@@ -367,7 +368,22 @@ def _stream_schemas() -> dict[str, Any]:
                     "type": "array",
                     "items": schema_ref("IngestWarning"),
                 },
+                "renditions": {
+                    "type": "array",
+                    "items": schema_ref("RenditionStatus"),
+                    "description": "Each quality of the stream's transcoding"
+                    " profile in the current session; empty without a profile"
+                    " or while offline.",
+                },
             }
+        ),
+        "RenditionStatus": dataclass_object(
+            RenditionStatus,
+            "One quality of the ladder: state is starting, active, restarting"
+            " (its hardware encoder failed and it resumes on libx264), shed (the"
+            " box could not keep up), failed or dropped (it would need"
+            " upscaling); reason says why. speed is media seconds encoded per"
+            " second.",
         ),
         "IngestReport": dataclass_object(
             IngestReport,

@@ -52,6 +52,8 @@ MAX_FPS = 120
 # characters.
 MAX_QUALITY_NAME_LENGTH = 32
 QUALITY_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+# The passthrough rendition's name in playlists and stream status.
+RESERVED_QUALITY_NAME = "source"
 QUALITY_FIELDS = ("name", "width", "height", "bitrate", "fps")
 # Stream states in which a stream's profile may not be deleted.
 ACTIVE_STATES = ("live", "reconnecting")
@@ -94,6 +96,12 @@ def quality_name(value: Any, field: str) -> str:
         raise bad_request(
             field,
             f"invalid name {name!r}: use letters, digits, '-' and '_' only",
+        )
+    if name.lower() == RESERVED_QUALITY_NAME:
+        raise bad_request(
+            field,
+            f"invalid name {name!r}: {RESERVED_QUALITY_NAME!r} names the "
+            "passthrough rendition; choose another",
         )
     return name
 

@@ -294,8 +294,17 @@ async def stream_status(request: web.Request) -> web.Response:
             "started_at": stream["started_at"],
             "duration_seconds": stream_store.current_duration(stream),
             **await ingest_status(request, identity, stream),
+            "renditions": rendition_status(request, stream_id),
         }
     )
+
+
+def rendition_status(request: web.Request, stream_id: str) -> list[dict[str, Any]]:
+    """Return the ladder's renditions of the current session; empty without one."""
+    publication = request.app[HUB].publication(stream_id)
+    if publication is None or publication.ladder is None:
+        return []
+    return publication.ladder.status()
 
 
 async def ingest_status(

@@ -13,7 +13,12 @@ import dataclasses
 from aiohttp import web
 
 from realcast_box.api.identity import authorize
-from realcast_box.media.encoders import EncoderStatus, probe_encoders_async
+from realcast_box.media.encoders import (
+    SOFTWARE_ENCODER,
+    EncoderStatus,
+    choose_encoder,
+    probe_encoders_async,
+)
 
 routes = web.RouteTableDef()
 
@@ -35,6 +40,11 @@ class EncoderCache:
             if self.statuses is None:
                 self.statuses = await probe_encoders_async()
         return self.statuses
+
+    async def choose(self, enable_gpu_acceleration: bool) -> str | None:
+        """Return the hardware encoder a profile gets, or None for libx264."""
+        name = choose_encoder(await self.get(), enable_gpu_acceleration)
+        return None if name == SOFTWARE_ENCODER else name
 
 
 ENCODERS = web.AppKey("encoders", EncoderCache)

@@ -21,6 +21,9 @@ class SegmentEntry:
     map_uri: str  # the init segment (EXT-X-MAP) that this segment needs
     discontinuity: bool = False  # EXT-X-DISCONTINUITY before this segment
     program_date_time: datetime | None = None  # timezone-aware
+    # EXT-X-GAP: the segment is missing from this rendition (its encoder was
+    # restarting), and players skip it or take it from another rendition.
+    gap: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ def media_playlist(
                 )
             stamp = segment.program_date_time.isoformat(timespec="milliseconds")
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{stamp}")
+        if segment.gap:
+            lines.append("#EXT-X-GAP")
         lines.append(f"#EXTINF:{segment.duration:.3f},")
         lines.append(segment.uri)
 

@@ -34,9 +34,10 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from realcast_box.hls import fmp4
-from realcast_box.hls.output import RenditionFiles, VariantSource
+from realcast_box.hls.output import Multivariant, RenditionFiles, VariantSource
 from realcast_box.hls.timeline import (
     DEFAULT_FRAME_MS,
     PendingSample,
@@ -50,6 +51,7 @@ from realcast_box.media.codecs import (
     parse_avc_config,
 )
 from realcast_box.media.flv import AudioTag, InvalidTag, VideoTag
+from realcast_box.media.ladder import Cut
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,29 @@ class _StreamHints:
     frame_rate: float | None = None
 
 
+class SegmenterTap(Protocol):
+    """Sees every sample the segmenter packages, on the output timeline.
+
+    The transcoding ladder reads its input here, so that renditions share
+    the source's timeline, segment boundaries and sequence numbers.
+    """
+
+    def video_sample(
+        self, config: AvcConfig, sample: PendingSample, cut: Cut | None
+    ) -> None:
+        """A video sample at 90 kHz; ``cut`` when it starts a segment."""
+
+    def audio_sample(self, config: AacConfig, sample: PendingSample) -> None:
+        """An AAC frame; its DTS counts samples at the config's sample rate."""
+
+    def segment_written(
+        self, sequence: int, duration: float, discontinuity: bool
+    ) -> None: ...
+
+    def media_ended(self) -> None:
+        """The publisher's media ended (``discontinuity``); more may follow."""
+
+
 class Segmenter:
     """Passthrough HLS packager for one publisher's H.264 and AAC.
 
@@ -112,6 +137,7 @@ class Segmenter:
         window: int = 6,
         rendition: str = "source",
         first_sequence: int = 0,
+        multivariant: Multivariant | None = None,
     ) -> None:
         if not target_duration > 0:
             raise ValueError(
@@ -138,7 +164,13 @@ class Segmenter:
             window=window,
             first_sequence=first_sequence,
             log_name=self._log_name,
+            multivariant=multivariant,
         )
+        self.tap: SegmenterTap | None = None
+        # Whether the next video sample starts a segment, for the tap.
+        self._segment_opened = False
+        # Sequence numbers that get EXT-X-DISCONTINUITY when they are written.
+        self._forced_discontinuities: set[int] = set()
 
         self._video_config: AvcConfig | None = None
         self._audio_config: AacConfig | None = None
@@ -190,6 +222,23 @@ class Segmenter:
     def audio_config(self) -> AacConfig | None:
         """The latest AAC sequence header received."""
         return self._audio_config
+
+    @property
+    def frame_rate_hint(self) -> float | None:
+        """The frame rate that onMetaData announced, if any."""
+        return self._hints.frame_rate
+
+    @property
+    def files(self) -> RenditionFiles:
+        return self._files
+
+    def wall_time(self, seconds: float) -> datetime:
+        """Return the EXT-X-PROGRAM-DATE-TIME of ``seconds`` on the output timeline."""
+        return datetime.fromtimestamp(self._wall_origin + seconds, UTC)
+
+    def request_discontinuity(self, sequence: int) -> None:
+        """Mark segment ``sequence``, not yet started, with EXT-X-DISCONTINUITY."""
+        self._forced_discontinuities.add(sequence)
 
     # Input.
 
@@ -288,6 +337,8 @@ class Segmenter:
                 )
         if self._files.init_count:
             self._discontinuity_pending = True
+        if self.tap is not None:
+            self.tap.media_ended()
         self._started = False
         self._video_config = None
         self._audio_config = None
@@ -377,6 +428,7 @@ class Segmenter:
     def _begin(self, first_ms: int) -> None:
         """Map publisher time ``first_ms`` to the end of the output so far."""
         self._started = True
+        self._segment_opened = True
         self._origin_ms = first_ms - self._resume_ms
         self._wall_origin = time.time() - self._resume_ms / 1000
 
@@ -420,7 +472,10 @@ class Segmenter:
         self._open_init(self._video_config, self._audio_config)
         assert self._video is not None
         if keyframe is None:
-            self._video.push(self._video_sample(self._video, time_ms, tag))
+            keyframe = self._video_sample(self._video, time_ms, tag)
+            self._video.push(keyframe)
+        self._segment_opened = True
+        self._tap_video(keyframe)
         self._drain_audio_backlog(since_ms=time_ms)
 
     def _restart_audio_only(self) -> None:
@@ -434,6 +489,7 @@ class Segmenter:
         if self._video is not None and self._audio is not None:
             self._audio.flush_pending()
         self._close_segment()
+        self._segment_opened = True
 
     def _open_init(self, video: AvcConfig | None, audio: AacConfig | None) -> None:
         tracks = []
@@ -506,6 +562,19 @@ class Segmenter:
         buffer.push(sample)
         if due or self._segment_full():
             self._cut()
+        self._tap_video(sample)
+
+    def _tap_video(self, sample: PendingSample) -> None:
+        cut = None
+        if self._segment_opened:
+            sequence = self._files.next_sequence
+            discontinuity = self._discontinuity_pending or (
+                sequence in self._forced_discontinuities
+            )
+            cut = Cut(sequence, discontinuity)
+            self._segment_opened = False
+        if self.tap is not None and self._active_video is not None:
+            self.tap.video_sample(self._active_video, sample, cut)
 
     def _segment_full(self) -> bool:
         size = sum(buffer.byte_count for buffer in self._buffers())
@@ -541,7 +610,10 @@ class Segmenter:
         )
         # NOTE: with a video track only video keyframes cut segments, so if
         # the video stops while audio goes on, the playlist stops growing.
-        buffer.push(PendingSample(dts, data, True, 0))
+        sample = PendingSample(dts, data, True, 0)
+        buffer.push(sample)
+        if self.tap is not None and self._active_audio is not None:
+            self.tap.audio_sample(self._active_audio, sample)
         if due or self._segment_full():
             self._cut()
 
@@ -602,9 +674,13 @@ class Segmenter:
             return False
         primary = fragments[0]  # video when the segment has video
         start_seconds = primary.base_decode_time / primary.track.timescale
-        self._files.write_segment(
+        sequence = self._files.next_sequence
+        forced = sequence in self._forced_discontinuities
+        self._forced_discontinuities.discard(sequence)
+        discontinuity = self._discontinuity_pending or forced
+        duration = self._files.write_segment(
             fragments,
-            discontinuity=self._discontinuity_pending,
+            discontinuity=discontinuity,
             program_date_time=datetime.fromtimestamp(
                 self._wall_origin + start_seconds, UTC
             ),
@@ -617,6 +693,8 @@ class Segmenter:
             ended=ended,
         )
         self._discontinuity_pending = False
+        if self.tap is not None:
+            self.tap.segment_written(sequence, duration, discontinuity)
         return True
 
     def _check_open(self) -> None:

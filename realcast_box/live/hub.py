@@ -21,7 +21,9 @@ from pathlib import Path
 
 from realcast_box.errors import RealcastError
 from realcast_box.hls.playlist import clock_media_sequence
+from realcast_box.live.ladder import LiveLadder
 from realcast_box.live.publication import Disconnect, Publication, Publisher, State
+from realcast_box.store import profiles as profile_store
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
 
@@ -29,6 +31,13 @@ logger = logging.getLogger(__name__)
 
 # A status update of one stream's row: (database, stream_id).
 StatusUpdate = Callable[[Database, str], Awaitable[None]]
+# Picks the H.264 encoder for a profile from its enable_gpu_acceleration:
+# the hardware encoder's name, or None for libx264.
+EncoderChoice = Callable[[bool], Awaitable[str | None]]
+
+
+async def _software_only(enable_gpu_acceleration: bool) -> str | None:
+    return None
 
 
 class PublishRejected(RealcastError):
@@ -56,6 +65,7 @@ class Hub:
         window: int,
         takeover_after: float,
         reconnect_window: float = 0.0,
+        choose_encoder: EncoderChoice = _software_only,
     ) -> None:
         if reconnect_window < 0:
             raise ValueError(
@@ -67,7 +77,10 @@ class Hub:
         self._window = window
         self._takeover_after = takeover_after
         self._reconnect_window = reconnect_window
+        self._choose_encoder = choose_encoder
         self._publications: dict[str, Publication] = {}
+        # Ladders of ended sessions that are still writing their last segments.
+        self._finishing: dict[str, asyncio.Task] = {}
         self._expiry_tasks: dict[str, asyncio.Task] = {}
         self._lock = asyncio.Lock()
         self._closed = False
@@ -190,6 +203,7 @@ class Hub:
                 if publication.state == "live":
                     return
                 await self._end(publication, "stream deleted while reconnecting")
+            await self._wait_for_ladder(stream_id)
             directory = self._hls_root / stream_id
             if directory.exists():
                 await asyncio.to_thread(shutil.rmtree, directory)
@@ -200,12 +214,15 @@ class Hub:
             self._closed = True
             for publication in list(self._publications.values()):
                 await self._end(publication, "server shutting down")
+            for stream_id in list(self._finishing):
+                await self._wait_for_ladder(stream_id)
 
     async def _start_session(
         self, stream: dict, client_address: str, disconnect: Disconnect
     ) -> Publisher:
         stream_id = stream["id"]
         directory = self._hls_root / stream_id
+        await self._wait_for_ladder(stream_id)
         await asyncio.to_thread(shutil.rmtree, directory, True)
         started_at = datetime.now(UTC).replace(microsecond=0)
         publication = Publication(
@@ -217,6 +234,7 @@ class Hub:
             window=self._window,
             first_sequence=clock_media_sequence(time.time()),
         )
+        await self._start_ladder(publication, stream)
         publisher = publication.attach(client_address, disconnect)
         self._publications[stream_id] = publication
         await stream_store.mark_stream_live(self._database, stream_id, started_at)
@@ -227,6 +245,71 @@ class Hub:
             publication.session_id,
         )
         return publisher
+
+    async def _start_ladder(self, publication: Publication, stream: dict) -> None:
+        """Give the session a transcoding ladder when the stream has a profile.
+
+        A profile that cannot be loaded leaves the stream passthrough only,
+        with the reason logged: a publish never fails for want of a ladder.
+        """
+        settings = stream.get("settings")
+        profile_id = (
+            settings.get("transcoding_profile_id")
+            if isinstance(settings, dict)
+            else None
+        )
+        if not profile_id:
+            return
+        stream_id = stream["id"]
+        try:
+            profile = await profile_store.get_app_profile(
+                self._database, profile_id, stream["app_id"]
+            )
+            if profile is None:
+                logger.warning(
+                    "stream %s: transcoding profile %s not found; passthrough only",
+                    stream_id,
+                    profile_id,
+                )
+                return
+            encoder = await self._choose_encoder(profile["enable_gpu_acceleration"])
+            publication.ladder = LiveLadder(
+                stream_id=stream_id,
+                session_id=publication.session_id,
+                source=publication.segmenter,
+                profile=profile,
+                hardware_encoder=encoder,
+                segment_duration=self._segment_duration,
+                window=self._window,
+            )
+        except Exception:
+            logger.exception(
+                "stream %s: failed to start the transcoding ladder; passthrough only",
+                stream_id,
+            )
+
+    async def _wait_for_ladder(self, stream_id: str) -> None:
+        task = self._finishing.pop(stream_id, None)
+        if task is not None:
+            await asyncio.wait({task})
+
+    def _finish_ladder(self, publication: Publication) -> None:
+        """Let the ladder write its last segments in the background."""
+        ladder = publication.ladder
+        if ladder is None:
+            return
+        stream_id = publication.stream_id
+        task = asyncio.create_task(
+            self._run_finish(ladder), name=f"ladder finish {stream_id}"
+        )
+        self._finishing[stream_id] = task
+
+    @staticmethod
+    async def _run_finish(ladder: LiveLadder) -> None:
+        try:
+            await ladder.finish()
+        except Exception:
+            logger.exception("transcoding ladder failed to finish")
 
     def _take_over(self, current: Publication, client_address: str) -> Publisher | None:
         """Detach a silent live publisher, or raise PublishRejected if it is not."""
@@ -288,6 +371,7 @@ class Hub:
         # publisher left.
         ended_at = publication.detached_at or datetime.now(UTC).replace(microsecond=0)
         publication.finish()
+        self._finish_ladder(publication)
         try:
             await stream_store.mark_stream_offline(self._database, stream_id, ended_at)
         except Exception:

@@ -14,11 +14,14 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from realcast_box.hls.segmenter import Segmenter
 from realcast_box.live.health import IngestHealth, IngestReport
 from realcast_box.media.flv import parse_audio_tag, parse_video_tag
+
+if TYPE_CHECKING:
+    from realcast_box.live.ladder import LiveLadder
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class Publication:
             rendition=f"source-{self.session_id}",
             first_sequence=first_sequence,
         )
+        # The transcoded renditions, when the stream has a profile.
+        self.ladder: LiveLadder | None = None
 
     @property
     def duration_seconds(self) -> float:

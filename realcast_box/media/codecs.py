@@ -378,3 +378,75 @@ def _read_sample_rate(reader: BitReader) -> int:
     if rate == 0:
         raise InvalidCodecConfig("invalid AudioSpecificConfig: sample rate 0")
     return rate
+
+
+# NAL unit types of ITU-T H.264 table 7-1 that the Annex B helpers handle.
+NAL_SPS = 7
+NAL_PPS = 8
+NAL_ACCESS_UNIT_DELIMITER = 9
+
+
+def split_annexb(data: bytes) -> list[bytes]:
+    """Split an Annex B byte stream into NAL units, without their start codes."""
+    units = []
+    start = _next_start_code(data, 0)
+    while start is not None:
+        begin = start[1]
+        following = _next_start_code(data, begin)
+        end = following[0] if following is not None else len(data)
+        unit = data[begin:end]
+        if unit:
+            units.append(unit)
+        start = following
+    return units
+
+
+def _next_start_code(data: bytes, position: int) -> tuple[int, int] | None:
+    """Return (where the start code begins, where its NAL unit begins) or None."""
+    found = data.find(b"\x00\x00\x01", position)
+    if found < 0:
+        return None
+    begin = found
+    # A four-byte start code's leading zero belongs to the start code. Zero
+    # bytes that end a NAL unit (trailing_zero_8bits) go with it too.
+    while begin > position and data[begin - 1] == 0:
+        begin -= 1
+    return begin, found + 3
+
+
+def annexb_to_length_prefixed(data: bytes) -> bytes:
+    """Convert an Annex B access unit to 4-byte length-prefixed NAL units.
+
+    Parameter sets and access unit delimiters are left out: the init
+    segment's avcC record carries the parameter sets.
+    """
+    parts = []
+    for unit in split_annexb(data):
+        if unit[0] & 0x1F in (NAL_SPS, NAL_PPS, NAL_ACCESS_UNIT_DELIMITER):
+            continue
+        parts.append(len(unit).to_bytes(4, "big"))
+        parts.append(unit)
+    return b"".join(parts)
+
+
+def avc_config_from_annexb(data: bytes) -> AvcConfig:
+    """Build an AvcConfig from the SPS and PPS in an Annex B byte stream.
+
+    Encoders opened with a global header put their parameter sets in
+    extradata this way. Raises ``InvalidCodecConfig`` without both.
+    """
+    units = split_annexb(data)
+    sps = [unit for unit in units if unit[0] & 0x1F == NAL_SPS]
+    pps = [unit for unit in units if unit[0] & 0x1F == NAL_PPS]
+    if not sps or not pps or len(sps[0]) < 4:
+        raise InvalidCodecConfig(
+            f"invalid parameter sets: {len(sps)} SPS and {len(pps)} PPS, "
+            "expected at least one of each"
+        )
+    record = bytearray([1, sps[0][1], sps[0][2], sps[0][3], 0xFF, 0xE0 | len(sps)])
+    for unit in sps:
+        record += len(unit).to_bytes(2, "big") + unit
+    record.append(len(pps))
+    for unit in pps:
+        record += len(unit).to_bytes(2, "big") + unit
+    return parse_avc_config(bytes(record))
