@@ -256,3 +256,14 @@ def test_transcoder_rejects_input_when_realtime_queue_is_full(monkeypatch):
     assert transcoder.join(30)
     assert not all(accepted)
     assert transcoder.rejected_inputs == accepted.count(False)
+
+
+def test_transcoder_finish_keeps_queued_input(monkeypatch):
+    monkeypatch.setattr(transcode, "INPUT_QUEUE_ITEMS", 4)
+    config, packets = encode_source(320, 240, 75)
+    sink = Sink()
+    transcoder = make_transcoder(sink, [Quality("sd", 160, 120, 100, 25)])
+    feed(transcoder, config, packets, 0)
+    transcoder.finish()
+    assert transcoder.join(60)
+    assert len(sink.videos["sd"]) == 75

@@ -217,7 +217,10 @@ class Transcoder:
         self._realtime = realtime
         self._log_name = log_name
         self._open_encoder = encoder_opener
-        self._input: queue.Queue = queue.Queue(maxsize=INPUT_QUEUE_ITEMS)
+        # Media items take a slot, so at most INPUT_QUEUE_ITEMS wait. Markers
+        # (flush, stop) take none: they are never rejected and never wait.
+        self._input: queue.Queue = queue.Queue()
+        self._slots = threading.Semaphore(INPUT_QUEUE_ITEMS)
         self._workers: dict[str, _RenditionWorker] = {}
         self._workers_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -262,13 +265,9 @@ class Transcoder:
             worker.resume_at = sequence
 
     def flush(self) -> None:
-        """Encode all media queued so far, as at the end of a publisher's feed.
-
-        Waits for room in the input queue: unlike media, the marker is never
-        rejected, or a rendition would keep its last segment open.
-        """
+        """Encode all media queued so far, as at the end of a publisher's feed."""
         if not self._stopping.is_set():
-            _put_until(self._input, _Flush(), self._thread.is_alive)
+            self._input.put_nowait(_Flush())
 
     def finish(self) -> None:
         """Encode what is queued, then stop; ``join`` waits for the end."""
@@ -295,24 +294,19 @@ class Transcoder:
     def _put(self, item: VideoInput | AudioInput) -> bool:
         if self._stopping.is_set():
             return False
-        if not self._realtime:
-            _put_until(self._input, item, self._thread.is_alive)
-            return True
-        try:
-            self._input.put_nowait(item)
-        except queue.Full:
-            self.rejected_inputs += 1
-            return False
+        if self._realtime:
+            if not self._slots.acquire(blocking=False):
+                self.rejected_inputs += 1
+                return False
+        else:
+            while not self._slots.acquire(timeout=PUT_POLL_SECONDS):
+                if not self._thread.is_alive():
+                    return False
+        self._input.put_nowait(item)
         return True
 
     def _put_stop(self, stop: _Stop) -> None:
-        try:
-            self._input.put_nowait(stop)
-        except queue.Full:
-            # The decoder is far behind: drop what waits, keep the stop.
-            self._stopping.set()
-            _clear(self._input)
-            self._input.put_nowait(stop)
+        self._input.put_nowait(stop)
 
     # Decode thread.
 
@@ -324,6 +318,8 @@ class Transcoder:
         try:
             while True:
                 item = self._input.get()
+                if isinstance(item, VideoInput | AudioInput):
+                    self._slots.release()
                 if isinstance(item, _Stop):
                     flush = item.flush and not self._stopping.is_set()
                     break
