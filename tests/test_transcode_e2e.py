@@ -375,3 +375,35 @@ async def test_transcode_sheds_the_most_expensive_rendition_when_behind(
     finally:
         publisher.kill()
         await publisher.wait()
+
+
+async def test_transcode_audio_only_source_gets_no_renditions(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await create_ladder_stream(box, TWO_RENDITIONS[:2])
+    stream_id = stream["id"]
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]),
+        "--seconds",
+        "20",
+        "--realtime",
+        "--no-video",
+    )
+    try:
+        for _ in range(150):
+            status = await box.status(stream_id)
+            states = {r["name"]: r["state"] for r in status["renditions"]}
+            if states and set(states.values()) == {"dropped"}:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"qualities not dropped: {status}")
+        reasons = {r["reason"] for r in status["renditions"]}
+        assert reasons == {"the source has no video"}
+        multivariant = await get_text(box, f"/hls/{stream_id}/index.m3u8")
+        assert list(variants(multivariant)) == [
+            uri for uri in variants(multivariant) if uri.startswith("source-")
+        ]
+        assert len(variants(multivariant)) == 1
+    finally:
+        publisher.kill()
+        await publisher.wait()

@@ -214,6 +214,17 @@ class LiveLadder:
             self._written.popitem(last=False)
         if self._source_ready_at is None:
             self._source_ready_at = time.monotonic()
+            if self._source.video_config is None:
+                self._no_video()
+
+    def _no_video(self) -> None:
+        """Drop every quality of an audio-only source: there is nothing to scale."""
+        for status in self._status.values():
+            if status.state == "starting":
+                status.state = "dropped"
+                status.reason = "the source has no video"
+        logger.info("%s: the source has no video; no renditions", self._log_name)
+        self._multivariant.release()
 
     def media_ended(self) -> None:
         """The publisher left: renditions close their open segments."""
