@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from realcast_box.errors import RealcastError
+from realcast_box.events import EventBus
 from realcast_box.hls.playlist import clock_media_sequence
 from realcast_box.live.publication import Disconnect, Publication, Publisher, State
+from realcast_box.live.session_events import live_event, offline_event
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
 
@@ -45,6 +47,8 @@ class Hub:
 
     ``reconnect_window`` is how many seconds a session waits for its
     publisher to come back after the connection dropped; 0 ends it at once.
+    Each session's start and end go to ``events`` as stream.live and
+    stream.offline, published before the hub reports the change.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class Hub:
         window: int,
         takeover_after: float,
         reconnect_window: float = 0.0,
+        events: EventBus | None = None,
     ) -> None:
         if reconnect_window < 0:
             raise ValueError(
@@ -67,6 +72,7 @@ class Hub:
         self._window = window
         self._takeover_after = takeover_after
         self._reconnect_window = reconnect_window
+        self._events = events or EventBus()
         self._publications: dict[str, Publication] = {}
         self._expiry_tasks: dict[str, asyncio.Task] = {}
         self._lock = asyncio.Lock()
@@ -226,6 +232,7 @@ class Hub:
             client_address,
             publication.session_id,
         )
+        await self._events.publish(live_event(stream, publication, client_address))
         return publisher
 
     def _take_over(self, current: Publication, client_address: str) -> Publisher | None:
@@ -292,6 +299,7 @@ class Hub:
             await stream_store.mark_stream_offline(self._database, stream_id, ended_at)
         except Exception:
             logger.exception("stream %s: failed to mark the stream offline", stream_id)
+        await self._events.publish(offline_event(publication, ended_at, reason))
         logger.info(
             "stream %s: unpublished after %.1f s (%s)",
             stream_id,
