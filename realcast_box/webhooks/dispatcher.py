@@ -230,12 +230,23 @@ class Dispatcher:
         )
         attempt = delivery["attempt_count"] + 1
         attempted_at = utc_now()
-        result = await send_attempt(
-            self._session,
-            message,
-            timeout=self._settings.timeout,
-            deny_list=self._settings.deny_list,
-        )
+        try:
+            result = await send_attempt(
+                self._session,
+                message,
+                timeout=self._settings.timeout,
+                deny_list=self._settings.deny_list,
+            )
+        except Exception as exc:
+            # Recorded as a failed attempt, so that a delivery which breaks
+            # the client backs off and runs out of attempts like any other.
+            logger.exception(
+                "webhook %s: attempt %d of delivery %s failed unexpectedly",
+                webhook_id,
+                attempt,
+                message.delivery_id,
+            )
+            result = AttemptResult(None, f"internal error: {exc!r}", None, 0)
         next_attempt_at = None
         if not result.succeeded and not result.gone:
             next_attempt_at = self._next_attempt_at(attempt, result)
