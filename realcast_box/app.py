@@ -1,9 +1,10 @@
 """Composition root: builds the aiohttp application and runs the box.
 
 Start order: data directory and secrets, database (migrations), H.264
-encoder probe, audit writer and pruner, hub, RTMP server. Stop order is the
-reverse, so publishers are closed and their playlists ended before the
-database goes away.
+encoder probe, audit writer and pruner, webhook dispatcher and the outbox's
+event subscription, hub, stream watcher, RTMP server. Stop order is the
+reverse, so publishers are closed, their playlists ended and their
+stream.offline events stored before the database goes away.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from realcast_box import __version__
 from realcast_box.api import audit, setup_api
+from realcast_box.api import webhooks as webhooks_api
 from realcast_box.api.identity import API_KEY_HASH_SECRET
 from realcast_box.api.ratelimit import setup_rate_limits
 from realcast_box.api.security import load_or_create_secret
@@ -25,17 +27,24 @@ from realcast_box.api.system import ENCODERS
 from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
 from realcast_box.config import Config
 from realcast_box.errors import StartupError
+from realcast_box.events import EventBus
 from realcast_box.hls.playback import PLAYBACK_SECRET, PLAYBACK_SECRET_FILE
 from realcast_box.hls.routes import setup_hls_routes
+from realcast_box.hls.viewers import VIEWERS
 from realcast_box.live.hub import Hub
+from realcast_box.live.watch import StreamWatcher
 from realcast_box.media.encoders import probe_encoders_async
 from realcast_box.rtmp.server import RtmpServer
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
+from realcast_box.webhooks.dispatcher import Dispatcher, DispatchSettings, RetryPolicy
+from realcast_box.webhooks.outbox import Outbox
+from realcast_box.webhooks.urls import DenyList
 
 logger = logging.getLogger(__name__)
 
 RTMP_SERVER = web.AppKey("rtmp_server", RtmpServer)
+EVENTS = web.AppKey("events", EventBus)
 JWT_SECRET_FILE = "jwt-secret.key"
 API_KEY_HASH_SECRET_FILE = "api-key-hash.key"
 
@@ -88,6 +97,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             audit.running_audit(app, database, config.audit_retention_days)
         )
 
+        events = EventBus()
+        app[EVENTS] = events
+        # Entered before the hub, so the stream.offline events of the
+        # sessions that the hub ends while closing are still stored.
+        await _start_webhooks(app, stack, database, events)
+
         hub = Hub(
             database,
             hls_root,
@@ -96,9 +111,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             takeover_after=config.rtmp_takeover_after,
             reconnect_window=config.reconnect_window_seconds,
             choose_encoder=app[ENCODERS].choose,
+            events=events,
         )
         stack.push_async_callback(hub.close)
         app[HUB] = hub
+        watcher = StreamWatcher(
+            hub,
+            database,
+            events,
+            segment_duration=config.hls_segment_duration,
+            viewers=app.get(VIEWERS),
+        )
+        watcher.start()
+        stack.push_async_callback(watcher.close)
         rtmp_server = RtmpServer(
             hub,
             database,
@@ -133,6 +158,43 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
         logger.info("stopping: closing publishers")
     logger.info("stopped")
+
+
+def dispatch_settings(config: Config) -> DispatchSettings:
+    """Return the webhook dispatcher's settings; StartupError for a bad deny list."""
+    try:
+        deny_list = DenyList.parse(config.webhook_deny_list)
+    except ValueError as exc:
+        raise StartupError(f"invalid webhook_deny_list setting: {exc}") from None
+    return DispatchSettings(
+        timeout=config.webhook_timeout_seconds,
+        retry=RetryPolicy(
+            max_attempts=config.webhook_max_attempts,
+            base_delay=config.webhook_retry_base_seconds,
+        ),
+        disable_after=config.webhook_disable_after_failures,
+        deny_list=deny_list,
+        retention_days=config.webhook_delivery_retention_days,
+    )
+
+
+async def _start_webhooks(
+    app: web.Application,
+    stack: contextlib.AsyncExitStack,
+    database: Database,
+    events: EventBus,
+) -> None:
+    """Start the dispatcher and subscribe the outbox to ``events``."""
+    dispatcher = Dispatcher(
+        database,
+        dispatch_settings(app[CONFIG]),
+        on_disabled=webhooks_api.disabled_hook(app),
+    )
+    await dispatcher.start()
+    stack.push_async_callback(dispatcher.close)
+    app[webhooks_api.DISPATCHER] = dispatcher
+    outbox = Outbox(database, dispatcher.wake)
+    stack.callback(events.subscribe(outbox.handle))
 
 
 async def _probe_encoders(app: web.Application) -> None:

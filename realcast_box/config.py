@@ -20,6 +20,13 @@ from realcast_box.errors import ConfigError
 
 ENV_PREFIX = "REALCAST_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Link-local networks and cloud metadata services: AWS's IPv6 endpoint,
+# Alibaba's address and Google's host name. The other clouds serve metadata
+# at 169.254.169.254, inside 169.254.0.0/16.
+DEFAULT_WEBHOOK_DENY_LIST = (
+    "169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200,"
+    " metadata.google.internal"
+)
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,59 @@ SETTINGS: tuple[Setting, ...] = (
         0.0,
         1800.0,
     ),
+    Setting(
+        "webhook_timeout_seconds",
+        float,
+        10.0,
+        "Seconds a webhook receiver has to answer an attempt before it counts as"
+        " failed.",
+        0.1,
+        300.0,
+    ),
+    Setting(
+        "webhook_max_attempts",
+        int,
+        8,
+        "Attempts per webhook delivery, the first included, before it is marked"
+        " failed.",
+        1,
+        100,
+    ),
+    Setting(
+        "webhook_retry_base_seconds",
+        float,
+        80.0,
+        "Seconds before the first retry of a failed webhook delivery; each later"
+        " retry waits 3 times longer, +-20% at random (8 attempts span about a"
+        " day).",
+        0.01,
+        86400.0,
+    ),
+    Setting(
+        "webhook_disable_after_failures",
+        int,
+        5,
+        "Deliveries in a row that fail after their last attempt before a webhook"
+        " is disabled; 0 never disables.",
+        0,
+        100000,
+    ),
+    Setting(
+        "webhook_deny_list",
+        str,
+        DEFAULT_WEBHOOK_DENY_LIST,
+        "Comma-separated IP networks, addresses and host names that webhook URLs"
+        " may not reach (link-local and cloud metadata by default; loopback and"
+        " LAN addresses are allowed).",
+    ),
+    Setting(
+        "webhook_delivery_retention_days",
+        int,
+        30,
+        "Days that finished webhook deliveries stay in the delivery log.",
+        1,
+        36500,
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -242,6 +302,12 @@ class Config:
     rtmp_max_connections: int
     rtmp_max_message_size: int
     reconnect_window_seconds: float
+    webhook_timeout_seconds: float
+    webhook_max_attempts: int
+    webhook_retry_base_seconds: float
+    webhook_disable_after_failures: int
+    webhook_deny_list: str
+    webhook_delivery_retention_days: int
 
     @property
     def data_path(self) -> Path:

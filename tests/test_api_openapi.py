@@ -491,6 +491,62 @@ async def replay_profiles(
     await send("GET", "/api/system/encoders", 403, headers=keyless)
 
 
+async def replay_webhooks(
+    replay: Replay, user: dict, key: dict, keyless: dict, app_id: str
+) -> None:
+    send = replay.send
+    path = "/api/webhooks"
+    body = {
+        "app_id": app_id,
+        "url": "http://127.0.0.1:9/hook",
+        "events": ["webhook.test"],
+    }
+    webhook = await send("POST", path, 201, json=body, headers=key)
+    item = f"{path}/{webhook['id']}"
+    await send("POST", path, 400, json={**body, "events": ["x"]}, headers=user)
+    await send("POST", path, 401, json=body)
+    await send("POST", path, 403, json=body, headers=keyless)
+    await send("POST", path, 404, json={**body, "app_id": "app_0"}, headers=user)
+    await send("POST", path, 413, data=large_body(), headers=user)
+    await send("GET", path, 200, headers=key)
+    await send("GET", f"{path}?limit=0", 400, headers=user)
+    await send("GET", path, 401)
+    await send("GET", path, 403, headers=keyless)
+    await send("GET", f"{path}?app_id=app_0", 404, headers=user)
+    await send("GET", item, 200, headers=key)
+    await send("GET", item, 401)
+    await send("GET", item, 403, headers=keyless)
+    await send("GET", f"{path}/webhook_0", 404, headers=user)
+    test = f"{item}/test"
+    delivery = await send("POST", test, 202, headers=key)
+    await send("POST", test, 401)
+    await send("POST", test, 403, headers=keyless)
+    await send("POST", f"{path}/webhook_0/test", 404, headers=user)
+    deliveries = f"{item}/deliveries"
+    await send("GET", deliveries, 200, headers=key)
+    await send("GET", f"{deliveries}?status=x", 400, headers=user)
+    await send("GET", deliveries, 401)
+    await send("GET", deliveries, 403, headers=keyless)
+    await send("GET", f"{path}/webhook_0/deliveries", 404, headers=user)
+    redeliver = f"{deliveries}/{delivery['id']}/redeliver"
+    await send("POST", redeliver, 202, headers=key)
+    await send("POST", redeliver, 401)
+    await send("POST", redeliver, 403, headers=keyless)
+    await send("POST", f"{deliveries}/dlv_0/redeliver", 404, headers=user)
+    await send("PUT", item, 200, json={"status": "disabled"}, headers=key)
+    await send("POST", test, 409, headers=user)
+    await send("POST", redeliver, 409, headers=user)
+    await send("PUT", item, 400, json={"status": "x"}, headers=user)
+    await send("PUT", item, 401, json={})
+    await send("PUT", item, 403, json={}, headers=keyless)
+    await send("PUT", f"{path}/webhook_0", 404, json={}, headers=user)
+    await send("PUT", item, 413, data=large_body(), headers=user)
+    await send("DELETE", item, 401)
+    await send("DELETE", item, 403, headers=keyless)
+    await send("DELETE", item, 204, headers=key)
+    await send("DELETE", item, 404, headers=user)
+
+
 async def replay_audit(replay: Replay, user: dict, key: dict, keyless: dict) -> None:
     for path in ("/api/audit-logs", "/api/audit-logs/security-events"):
         await replay.send("GET", f"{path}?days=7", 200, headers=user)
@@ -530,6 +586,7 @@ async def test_openapi_replay_every_status(api_client, make_user, start_publishi
     await replay_streams(replay, user, key, keyless, app_id)
     await replay_keys(replay, user, key, app_id)
     await replay_profiles(replay, user, key, keyless, app_id, start_publishing)
+    await replay_webhooks(replay, user, key, keyless, app_id)
     await replay_audit(replay, user, key, keyless)
     await replay_final_deletes(replay, user, app_id)
 

@@ -1,4 +1,4 @@
-"""The REST API under /api: auth, apps, streams, profiles, keys, audit, system.
+"""The REST API under /api: one module per resource, plus the error middleware.
 
 ``setup_api`` adds the JSON error middleware, the security event middleware
 and the routes. Handlers read the config, database, hub, secrets and audit
@@ -23,6 +23,7 @@ from realcast_box.api import (
     profiles,
     streams,
     system,
+    webhooks,
 )
 from realcast_box.api.errors import error_middleware
 from realcast_box.api.security import PASSWORDS, PasswordService
@@ -51,4 +52,5 @@ def setup_api(
     app[system.ENCODERS] = system.EncoderCache()
     app.add_routes(keys.routes)
     app.add_routes(audit.routes)
+    app.add_routes(webhooks.routes)
     app.add_routes(openapi.routes)

@@ -27,6 +27,12 @@ from realcast_box.api.openapi_schemas import (
     schemas,
     security_schemes,
 )
+from realcast_box.api.openapi_webhooks import (
+    WEBHOOKS_TAG,
+    outgoing_webhooks,
+    webhook_paths,
+    webhook_schemas,
+)
 
 routes = web.RouteTableDef()
 
@@ -76,11 +82,13 @@ def _document() -> dict[str, Any]:
             {"name": "system", "description": "The box's H.264 encoders."},
             {"name": "api-keys", "description": "API keys with scopes."},
             {"name": "audit-logs", "description": "Audit log and security events."},
+            WEBHOOKS_TAG,
             {"name": "meta", "description": "This document and the health check."},
         ],
-        "paths": paths(),
+        "paths": {**paths(), **webhook_paths()},
+        "webhooks": outgoing_webhooks(),
         "components": {
-            "schemas": schemas(),
+            "schemas": {**schemas(), **webhook_schemas()},
             "responses": error_responses(),
             "headers": headers(),
             "securitySchemes": security_schemes(),

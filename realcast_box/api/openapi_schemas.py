@@ -54,6 +54,11 @@ AUDIT_ACTIONS = (
     "regenerate_api_key",
     "delete_api_key",
     "revoke_playback_tokens",
+    "create_webhook",
+    "update_webhook",
+    "delete_webhook",
+    "redeliver_webhook_delivery",
+    "test_webhook",
     "login_failed",
     INVALID_TOKEN,
     EXPIRED_TOKEN,
@@ -63,6 +68,7 @@ AUDIT_ACTIONS = (
     PERMISSION_DENIED,
     RTMP_INVALID_STREAM_KEY,
     "rate_limit_exceeded",
+    "webhook_disabled",
 )
 STREAM_STATUSES = ("created", "live", "reconnecting", "offline")
 

@@ -31,7 +31,7 @@ from realcast_box.api.profiles import check_stream_profile
 from realcast_box.appkeys import CONFIG, DATABASE, HUB
 from realcast_box.config import Config
 from realcast_box.hls.viewers import viewer_stats
-from realcast_box.live.health import ingest_warnings
+from realcast_box.live.health import bitrate_limit, ingest_warnings
 from realcast_box.store import apps as app_store
 from realcast_box.store import streams as stream_store
 
@@ -334,19 +334,13 @@ async def ingest_status(
 async def max_bitrate_kbps(
     request: web.Request, identity: Identity, stream: dict[str, Any]
 ) -> float | None:
-    """Return settings.max_bitrate_kbps of the stream, else of its app, else None.
-
-    Settings are free-form objects, so a value that is not a positive number
-    counts as unset.
-    """
-    value = stream["settings"].get("max_bitrate_kbps")
-    if value is None:
+    """Return settings.max_bitrate_kbps of the stream, else of its app, else None."""
+    app_settings = None
+    if stream["settings"].get("max_bitrate_kbps") is None:
         database = request.app[DATABASE]
         app = await app_store.get_app(database, stream["app_id"], identity.user_id)
-        value = app["settings"].get("max_bitrate_kbps") if app else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        return None
-    return float(value)
+        app_settings = app["settings"] if app else None
+    return bitrate_limit(stream["settings"], app_settings)
 
 
 @routes.post("/api/streams/{stream_id}/reset-key")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from realcast_box.hls.timeline import BACKWARD_TOLERANCE_MS, FORWARD_JUMP_MS
 from realcast_box.media.codecs import AacConfig, AvcConfig
@@ -290,3 +292,19 @@ def ingest_warnings(
             )
         )
     return warnings
+
+
+def bitrate_limit(
+    stream_settings: Mapping[str, Any], app_settings: Mapping[str, Any] | None
+) -> float | None:
+    """Return max_bitrate_kbps of the stream's settings, else the app's, else None.
+
+    Settings are free-form objects, so a value that is not a positive number
+    counts as unset.
+    """
+    value = stream_settings.get("max_bitrate_kbps")
+    if value is None and app_settings is not None:
+        value = app_settings.get("max_bitrate_kbps")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)

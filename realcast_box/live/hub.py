@@ -20,9 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from realcast_box.errors import RealcastError
+from realcast_box.events import EventBus
 from realcast_box.hls.playlist import clock_media_sequence
 from realcast_box.live.ladder import LiveLadder
 from realcast_box.live.publication import Disconnect, Publication, Publisher, State
+from realcast_box.live.session_events import live_event, offline_event
 from realcast_box.store import profiles as profile_store
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
@@ -54,6 +56,8 @@ class Hub:
 
     ``reconnect_window`` is how many seconds a session waits for its
     publisher to come back after the connection dropped; 0 ends it at once.
+    Each session's start and end go to ``events`` as stream.live and
+    stream.offline, published before the hub reports the change.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class Hub:
         takeover_after: float,
         reconnect_window: float = 0.0,
         choose_encoder: EncoderChoice = _software_only,
+        events: EventBus | None = None,
     ) -> None:
         if reconnect_window < 0:
             raise ValueError(
@@ -78,6 +83,7 @@ class Hub:
         self._takeover_after = takeover_after
         self._reconnect_window = reconnect_window
         self._choose_encoder = choose_encoder
+        self._events = events or EventBus()
         self._publications: dict[str, Publication] = {}
         # Ladders of ended sessions that are still writing their last segments.
         self._finishing: dict[str, asyncio.Task] = {}
@@ -244,6 +250,7 @@ class Hub:
             client_address,
             publication.session_id,
         )
+        await self._events.publish(live_event(stream, publication, client_address))
         return publisher
 
     async def _start_ladder(self, publication: Publication, stream: dict) -> None:
@@ -376,6 +383,7 @@ class Hub:
             await stream_store.mark_stream_offline(self._database, stream_id, ended_at)
         except Exception:
             logger.exception("stream %s: failed to mark the stream offline", stream_id)
+        await self._events.publish(offline_event(publication, ended_at, reason))
         logger.info(
             "stream %s: unpublished after %.1f s (%s)",
             stream_id,

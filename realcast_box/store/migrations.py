@@ -147,4 +147,65 @@ MIGRATIONS: list[tuple[int, str]] = [
             ON transcoding_profiles (app_id, created_at);
         """,
     ),
+    (
+        7,
+        """
+        -- Webhooks and their outbox. events is a JSON array of event types.
+        -- The secret is stored as given, because signing needs it.
+        CREATE TABLE webhooks (
+            id TEXT PRIMARY KEY,
+            app_id TEXT NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
+            url TEXT NOT NULL,
+            events TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'active'
+                CHECK (status IN ('active', 'disabled')),
+            -- Deliveries in a row that failed after their last attempt.
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            disabled_reason TEXT,
+            disabled_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX webhooks_by_app ON webhooks (app_id, created_at);
+
+        -- One row per event and webhook. body is the exact JSON sent, so
+        -- every attempt and redelivery sends the same bytes.
+        -- next_attempt_at is in Unix seconds, NULL once delivered or failed.
+        CREATE TABLE webhook_deliveries (
+            id TEXT PRIMARY KEY,
+            webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+            event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'delivered', 'failed')),
+            attempt_count INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            created_at TEXT NOT NULL,
+            last_attempt_at TEXT,
+            last_status_code INTEGER,
+            last_error TEXT
+        );
+        CREATE INDEX webhook_deliveries_due
+            ON webhook_deliveries (status, next_attempt_at);
+        CREATE INDEX webhook_deliveries_by_webhook
+            ON webhook_deliveries (webhook_id, created_at);
+
+        CREATE TABLE webhook_attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id TEXT NOT NULL
+                REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+            attempt INTEGER NOT NULL,
+            attempted_at TEXT NOT NULL,
+            status_code INTEGER,
+            latency_ms INTEGER NOT NULL,
+            error TEXT,
+            -- The first 1 KB of the response body, as text.
+            response_body TEXT
+        );
+        CREATE INDEX webhook_attempts_by_delivery
+            ON webhook_attempts (delivery_id, attempt);
+        """,
+    ),
 ]

@@ -300,3 +300,17 @@ async def get_stream_owner(db: Database, stream_id: str) -> dict[str, Any] | Non
         " JOIN apps ON apps.id = streams.app_id WHERE streams.id = ?",
         (stream_id,),
     )
+
+
+async def get_stream_settings(
+    db: Database, stream_id: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Return the settings of the stream and of its app, or None. Unscoped."""
+    row = await db.fetchone(
+        "SELECT streams.settings, apps.settings AS app_settings FROM streams"
+        " JOIN apps ON apps.id = streams.app_id WHERE streams.id = ?",
+        (stream_id,),
+    )
+    if row is None:
+        return None
+    return json.loads(row["settings"]), json.loads(row["app_settings"])
