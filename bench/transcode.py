@@ -77,7 +77,7 @@ def read_flv(path: Path):
         yield kind, stamp, payload
 
 
-async def run_box(source: Path, output: Path) -> float:
+async def run_box(source: Path, output: Path, encoder: str) -> float:
     """Run the box's pipeline on ``source``; return the wall time in seconds."""
     segmenter = Segmenter(
         output, target_duration=SEGMENT_SECONDS, window=1000, rendition="source-bench"
@@ -97,7 +97,7 @@ async def run_box(source: Path, output: Path) -> float:
         session_id="bench",
         source=segmenter,
         profile=profile,
-        hardware_encoder=None,
+        hardware_encoder=None if encoder == "libx264" else encoder,
         segment_duration=SEGMENT_SECONDS,
         window=1000,
         realtime=False,
@@ -116,17 +116,19 @@ async def run_box(source: Path, output: Path) -> float:
     return elapsed
 
 
-def run_ffmpeg(source: Path, output: Path) -> float:
+def run_ffmpeg(source: Path, output: Path, encoder: str) -> float:
     """Run the same ladder with the ffmpeg CLI; return the wall time."""
     output.mkdir(parents=True, exist_ok=True)
     video = []
     for index, quality in enumerate(LADDER):
         rate = quality["bitrate"]
         video += [
-            "-map", f"[v{index}]", f"-c:v:{index}", "libx264",
-            f"-preset:v:{index}", "veryfast", f"-b:v:{index}", f"{rate}k",
-            f"-maxrate:v:{index}", f"{rate}k", f"-bufsize:v:{index}", f"{2 * rate}k",
+            "-map", f"[v{index}]", f"-c:v:{index}", encoder,
+            f"-b:v:{index}", f"{rate}k", f"-maxrate:v:{index}", f"{rate}k",
+            f"-bufsize:v:{index}", f"{2 * rate}k",
         ]  # fmt: skip
+        if encoder == "libx264":
+            video += [f"-preset:v:{index}", "veryfast"]
     graph = (
         "[0:v]split=2[a][b];"
         "[a]scale=1280:720:flags=bicubic[v0];"
@@ -154,6 +156,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--keep", type=Path, help="keep the outputs in this folder")
+    parser.add_argument(
+        "--encoder",
+        default="libx264",
+        help="H.264 encoder for both sides, such as h264_nvenc on a GPU box",
+    )
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
         print("the ffmpeg CLI is needed: apt-get install ffmpeg", file=sys.stderr)
@@ -163,9 +170,9 @@ def main() -> int:
     source = work / "input-1080p60.flv"
     make_input(source, args.seconds)
 
-    ffmpeg_seconds = run_ffmpeg(source, work / "ffmpeg")
+    ffmpeg_seconds = run_ffmpeg(source, work / "ffmpeg", args.encoder)
     ffmpeg_memory = peak_memory_mib(resource.RUSAGE_CHILDREN)
-    box_seconds = asyncio.run(run_box(source, work / "box"))
+    box_seconds = asyncio.run(run_box(source, work / "box", args.encoder))
     box_memory = peak_memory_mib(resource.RUSAGE_SELF)
 
     version = subprocess.run(
@@ -173,6 +180,7 @@ def main() -> int:
     ).stdout.splitlines()[0]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}")
     print(f"input: {args.seconds:g} s of 1080p60 H.264 (B-frames) + AAC in FLV")
+    print(f"encoder: {args.encoder}")
     print(f"ffmpeg CLI: {version}")
     print(f"box: PyAV {av.__version__}, FFmpeg {av.ffmpeg_version_info}")
     for name, seconds, memory in (

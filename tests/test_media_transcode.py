@@ -267,3 +267,41 @@ def test_transcoder_finish_keeps_queued_input(monkeypatch):
     transcoder.finish()
     assert transcoder.join(60)
     assert len(sink.videos["sd"]) == 75
+
+
+def test_transcoder_flush_and_finish_never_wait_for_room(monkeypatch):
+    """With the input full and the decoder stuck on a slow rendition, the
+    markers still go in at once (a wait here would stall the event loop)."""
+    monkeypatch.setattr(transcode, "INPUT_QUEUE_ITEMS", 3)
+    release = threading.Event()
+    real_open = transcode.open_encoder
+
+    class Stuck:
+        def __init__(self, context):
+            self._context = context
+            self.extradata = context.extradata
+
+        def encode(self, frame):
+            release.wait(30)
+            return self._context.encode(frame)
+
+    config, packets = encode_source(320, 240, 40)
+    sink = Sink()
+    transcoder = transcode.Transcoder(
+        [Quality("sd", 160, 120, 100, 25)],
+        audio_bitrate_kbps=64,
+        segment_duration=1.0,
+        sink=sink,
+        source_fps=25,
+        encoder_opener=lambda settings: Stuck(real_open(settings)),
+    )
+    accepted = [
+        transcoder.video(transcode.VideoInput(config, pts, pts, data, key, None))
+        for pts, data, key in packets
+    ]
+    assert not all(accepted)
+    transcoder.flush()
+    transcoder.finish()
+    release.set()
+    assert transcoder.join(60)
+    assert sink.ends == ["sd"]

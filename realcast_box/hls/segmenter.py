@@ -673,7 +673,10 @@ class Segmenter:
         if not fragments:
             return False
         primary = fragments[0]  # video when the segment has video
-        start_seconds = primary.base_decode_time / primary.track.timescale
+        # The date of a segment is that of its first picture, so a source
+        # with B-frames dates segments as the renditions without them do.
+        first_pts = primary.base_decode_time + primary.samples[0].composition_offset
+        start_seconds = first_pts / primary.track.timescale
         sequence = self._files.next_sequence
         forced = sequence in self._forced_discontinuities
         self._forced_discontinuities.discard(sequence)

@@ -85,8 +85,9 @@ class Hub:
         self._choose_encoder = choose_encoder
         self._events = events or EventBus()
         self._publications: dict[str, Publication] = {}
-        # Ladders of ended sessions that are still writing their last segments.
-        self._finishing: dict[str, asyncio.Task] = {}
+        # Ladders of ended sessions that are still writing their last
+        # segments, and the task that finishes each.
+        self._finishing: dict[str, tuple[LiveLadder, asyncio.Task]] = {}
         self._expiry_tasks: dict[str, asyncio.Task] = {}
         self._lock = asyncio.Lock()
         self._closed = False
@@ -209,7 +210,7 @@ class Hub:
                 if publication.state == "live":
                     return
                 await self._end(publication, "stream deleted while reconnecting")
-            await self._wait_for_ladder(stream_id)
+            await self._wait_for_ladder(stream_id, abort=True)
             directory = self._hls_root / stream_id
             if directory.exists():
                 await asyncio.to_thread(shutil.rmtree, directory)
@@ -228,7 +229,9 @@ class Hub:
     ) -> Publisher:
         stream_id = stream["id"]
         directory = self._hls_root / stream_id
-        await self._wait_for_ladder(stream_id)
+        # The new session replaces the files, so the old ladder need not
+        # encode its backlog, and other streams do not wait under the lock.
+        await self._wait_for_ladder(stream_id, abort=True)
         await asyncio.to_thread(shutil.rmtree, directory, True)
         started_at = datetime.now(UTC).replace(microsecond=0)
         publication = Publication(
@@ -295,10 +298,15 @@ class Hub:
                 stream_id,
             )
 
-    async def _wait_for_ladder(self, stream_id: str) -> None:
-        task = self._finishing.pop(stream_id, None)
-        if task is not None:
-            await asyncio.wait({task})
+    async def _wait_for_ladder(self, stream_id: str, *, abort: bool = False) -> None:
+        """Wait for the ended session's ladder; ``abort`` drops its backlog."""
+        finishing = self._finishing.pop(stream_id, None)
+        if finishing is None:
+            return
+        ladder, task = finishing
+        if abort:
+            ladder.abort()
+        await asyncio.wait({task})
 
     def _finish_ladder(self, publication: Publication) -> None:
         """Let the ladder write its last segments in the background."""
@@ -309,7 +317,7 @@ class Hub:
         task = asyncio.create_task(
             self._run_finish(ladder), name=f"ladder finish {stream_id}"
         )
-        self._finishing[stream_id] = task
+        self._finishing[stream_id] = (ladder, task)
 
     @staticmethod
     async def _run_finish(ladder: LiveLadder) -> None:

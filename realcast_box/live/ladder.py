@@ -59,6 +59,8 @@ MULTIVARIANT_WAIT_SECONDS = 6.0
 MONITOR_INTERVAL = 1.0
 # Seconds to wait for the threads to encode what is queued at the end.
 FINISH_TIMEOUT = 20.0
+# AAC frames kept until the renditions are planned (about 10 s at 48 kHz).
+EARLY_AUDIO_FRAMES = 500
 # Source segments remembered for the gap entries of renditions.
 WRITTEN_KEPT = 64
 
@@ -123,6 +125,12 @@ class LiveLadder:
         self._behind_since: float | None = None
         self._last_shed = 0.0
         self._source_ready_at: float | None = None
+        # Audio that came before the renditions were planned, for their first
+        # segments.
+        self._early_audio: deque[EncodedAudio] = deque(maxlen=EARLY_AUDIO_FRAMES)
+        self._planned = False
+        # Set when no rendition is left to feed: the transcoder is stopped.
+        self._idle = False
         self._finished = False
         self._transcoder = Transcoder(
             self._qualities,
@@ -130,7 +138,8 @@ class LiveLadder:
             segment_duration=segment_duration,
             sink=_ThreadSafeSink(self),
             hardware_encoder=hardware_encoder,
-            source_fps=source.frame_rate_hint,
+            # Read when the first frames are decoded, after onMetaData came.
+            source_fps=lambda: source.frame_rate_hint,
             realtime=realtime,
             log_name=self._log_name,
         )
@@ -177,7 +186,7 @@ class LiveLadder:
     def video_sample(
         self, config: AvcConfig, sample: PendingSample, cut: Cut | None
     ) -> None:
-        if self._finished or (self._dropping and cut is None):
+        if self._finished or self._idle or (self._dropping and cut is None):
             return
         item = VideoInput(
             config,
@@ -203,7 +212,7 @@ class LiveLadder:
             )
 
     def audio_sample(self, config: AacConfig, sample: PendingSample) -> None:
-        if not self._finished:
+        if not self._finished and not self._idle:
             self._transcoder.audio(AudioInput(config, sample.dts, sample.data))
 
     def segment_written(
@@ -225,6 +234,13 @@ class LiveLadder:
                 status.reason = "the source has no video"
         logger.info("%s: the source has no video; no renditions", self._log_name)
         self._multivariant.release()
+        self._stop_transcoding()
+
+    def _stop_transcoding(self) -> None:
+        """Stop decoding and encoding once no rendition is left to feed."""
+        if not self._idle:
+            self._idle = True
+            self._transcoder.abort()
 
     def media_ended(self) -> None:
         """The publisher left: renditions close their open segments."""
@@ -260,7 +276,13 @@ class LiveLadder:
                 log_name=f"{self._directory.name}/{directory_name}",
             )
             names.append(directory_name)
+        self._planned = True
         self._multivariant.expect(names)
+        for packet in self._early_audio:
+            self.on_audio(packet)
+        self._early_audio.clear()
+        if not renditions:
+            self._stop_transcoding()
         logger.info(
             "%s: source at %.3g fps; renditions %s",
             self._log_name,
@@ -281,6 +303,9 @@ class LiveLadder:
             status.state = "active"
 
     def on_audio(self, packet: EncodedAudio) -> None:
+        if not self._planned:
+            self._early_audio.append(packet)
+            return
         for packager in self._packagers.values():
             packager.add_audio(packet)
 
@@ -330,6 +355,15 @@ class LiveLadder:
 
     def _check(self) -> None:
         now = time.monotonic()
+        failure = self._transcoder.failure
+        if failure is not None and not self._idle:
+            logger.error("%s: transcoding stopped: %s", self._log_name, failure)
+            for name, status in self._status.items():
+                if status.state in ("starting", "active", "restarting"):
+                    status.state = "failed"
+                    status.reason = f"the decoder failed: {failure}"
+                    self._retire(name)
+            self._idle = True
         if (
             not self._multivariant.written
             and self._source_ready_at is not None
@@ -360,20 +394,21 @@ class LiveLadder:
             self._behind_since = None
 
     def lag_seconds(self, rendition: str) -> float | None:
-        """Seconds since the rendition's newest encoded frame arrived at the box.
+        """Seconds the oldest source frame the rendition has not taken has waited.
 
-        Near the encoder's own delay when it keeps up; growing when it does
-        not. None before the rendition has a worker or frames have come.
+        Near zero while it keeps up, growing when it does not. Frames inside
+        the encoder (its lookahead) count as taken, so a low frame rate is
+        not lag. None before the rendition has a worker or frames have come.
         """
         worker = self._transcoder.worker(rendition)
         arrivals = self._arrivals
         if worker is None or not arrivals:
             return None
         now = time.monotonic()
-        last_pts = worker.last_pts
+        last_pts = worker.consumed_pts
         if last_pts is None:
             return now - arrivals[0][1]
-        # The first frame that arrived after the encoded one is waiting.
+        # The first frame that arrived after the taken one is waiting.
         # NOTE: arrivals are in decode order, so with source B-frames the
         # search is off by the few frames of the reordering.
         index = bisect.bisect_right(arrivals, last_pts, key=lambda item: item[0])
@@ -427,6 +462,13 @@ class LiveLadder:
             return
         packager.finish(flush=False)
         self._multivariant.remove(packager.rendition)
+        if self._planned and not self._running():
+            logger.info("%s: no rendition left; transcoding stops", self._log_name)
+            self._stop_transcoding()
+
+    def abort(self) -> None:
+        """Make a running ``finish`` stop without encoding what is queued."""
+        self._transcoder.abort()
 
     async def finish(self) -> None:
         """Encode what is queued, write the last segments and stop the threads."""

@@ -24,8 +24,10 @@ The sink's methods are called from worker threads.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +69,7 @@ RENDITION_QUEUE_FRAMES = 6
 # Frames the decoder holds to measure the source frame rate when the
 # publisher's metadata gave none.
 FRAME_RATE_SAMPLE = 8
+STEREO = "stereo"
 # Frame rates a measured rate snaps to.
 COMMON_FRAME_RATES = (12.5, 15, 23.976, 24, 25, 29.97, 30, 48, 50, 59.94, 60, 120)
 # Seconds a put waits before it checks again whether its target stopped.
@@ -171,6 +174,9 @@ def open_encoder(settings: EncoderSettings) -> av.CodecContext:
     }
     if settings.name == SOFTWARE_ENCODER:
         options["preset"] = settings.preset
+        # At most a second of lookahead, so a low frame rate does not delay
+        # the rendition by many seconds (veryfast looks 10 frames ahead).
+        options["rc-lookahead"] = str(max(1, min(10, round(settings.fps))))
     context.options = options
     context.open()
     return context
@@ -191,6 +197,8 @@ class Transcoder:
     """One stream's ladder: a decode thread and a worker thread per rendition.
 
     ``hardware_encoder`` is the encoder to try first (None for libx264).
+    ``source_fps`` is the source's frame rate, or a function that returns it
+    (or None) when the first frames are decoded; without one it is measured.
     ``realtime`` False makes ``video`` and ``audio`` wait for room instead of
     rejecting input, for offline runs such as the benchmark.
     """
@@ -203,7 +211,7 @@ class Transcoder:
         segment_duration: float,
         sink: TranscodeSink,
         hardware_encoder: str | None = None,
-        source_fps: float | None = None,
+        source_fps: Callable[[], float | None] | float | None = None,
         realtime: bool = True,
         log_name: str = "transcoder",
         encoder_opener: Callable[[EncoderSettings], av.CodecContext] | None = None,
@@ -229,6 +237,7 @@ class Transcoder:
         self.planned: list[RenditionPlan] | None = None
         self.latest_input_pts: int | None = None
         self.failure: str | None = None
+        self._decoder: _Decoder | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"decode {log_name}", daemon=True
         )
@@ -311,9 +320,9 @@ class Transcoder:
     # Decode thread.
 
     def _run(self) -> None:
-        decoder = _Decoder(self._log_name)
+        decoder = self._decoder = _Decoder(self._log_name)
         audio = _AudioEncoder(self.audio_bitrate_kbps, self._sink, self._log_name)
-        held: list[tuple[av.VideoFrame, Cut | None]] = []
+        held: list[_Picture] = []
         flush = False
         try:
             while True:
@@ -326,7 +335,7 @@ class Transcoder:
                 if self._stopping.is_set():
                     continue
                 if isinstance(item, AudioInput):
-                    audio.add(item)
+                    audio.add_safely(item)
                     continue
                 if isinstance(item, _Flush):
                     for frame, cut in decoder.flush():
@@ -360,28 +369,33 @@ class Transcoder:
             )
 
     def _distribute(
-        self,
-        frame: av.VideoFrame,
-        cut: Cut | None,
-        held: list[tuple[av.VideoFrame, Cut | None]],
+        self, frame: av.VideoFrame, cut: Cut | None, held: list[_Picture]
     ) -> None:
         # Encoders read pict_type: I forces a keyframe, anything the decoder
         # left there (P, B) would force that type.
         frame.pict_type = PictureType.I if cut is not None else PictureType.NONE
+        assert self._decoder is not None
+        ratio = self._decoder.sample_aspect_ratio
+        width = frame.width if not ratio else max(2, round(frame.width * ratio))
+        picture = _Picture(frame, cut, width)
         if self.planned is None:
-            held.append((frame, cut))
-            if self._source_fps is None and len(held) < FRAME_RATE_SAMPLE:
+            held.append(picture)
+            if self._hinted_fps() is None and len(held) < FRAME_RATE_SAMPLE:
                 return
             self._plan(held)
             return
         for worker in self.workers():
-            worker.put(frame, cut)
+            worker.put(picture)
 
-    def _plan(self, held: list[tuple[av.VideoFrame, Cut | None]]) -> None:
-        first = held[0][0]
-        fps = self._source_fps or _measure_frame_rate([f.pts for f, _ in held])
+    def _hinted_fps(self) -> float | None:
+        hint = self._source_fps
+        return hint() if callable(hint) else hint
+
+    def _plan(self, held: list[_Picture]) -> None:
+        first = held[0]
+        fps = self._hinted_fps() or _measure_frame_rate([p.frame.pts for p in held])
         renditions, dropped = plan_ladder(
-            self._qualities, first.width, first.height, fps
+            self._qualities, first.display_width, first.frame.height, fps
         )
         self.planned = renditions
         for reason in dropped:
@@ -395,14 +409,28 @@ class Transcoder:
                     sink=self._sink,
                     hardware_encoder=self._hardware_encoder,
                     segment_duration=self._segment_duration,
+                    source_fps=fps,
                     log_name=f"{self._log_name}/{plan.name}",
                     encoder_opener=self._open_encoder or open_encoder,
                 )
         self._sink.planned(renditions, dropped, fps)
-        frames, held[:] = list(held), []
-        for frame, cut in frames:
+        pictures, held[:] = list(held), []
+        for picture in pictures:
             for worker in self.workers():
-                worker.put(frame, cut)
+                worker.put(picture)
+
+
+@dataclass(frozen=True)
+class _Picture:
+    """A decoded source frame as the renditions get it.
+
+    ``display_width`` is the width in square pixels: the coded width times
+    the sample aspect ratio of an anamorphic source.
+    """
+
+    frame: av.VideoFrame
+    cut: Cut | None
+    display_width: int
 
 
 class _Decoder:
@@ -429,6 +457,16 @@ class _Decoder:
         if item.keyframe:
             packet.is_keyframe = True
         return frames + self._decode(packet)
+
+    @property
+    def sample_aspect_ratio(self) -> Fraction | None:
+        """The pixel aspect ratio the stream signals, None when square or unset."""
+        if self._context is None:
+            return None
+        ratio = self._context.sample_aspect_ratio
+        if not ratio or ratio == 1:
+            return None
+        return Fraction(ratio)
 
     def flush(self) -> list[tuple[av.VideoFrame, Cut | None]]:
         """Return the frames the decoder holds; the next packet reopens it."""
@@ -489,6 +527,21 @@ class _AudioEncoder:
         self._output_config: AacConfig | None = None
         self._errors = 0
 
+    def add_safely(self, item: AudioInput) -> None:
+        """Add a frame; a failure is logged and costs that frame, not the ladder."""
+        try:
+            self.add(item)
+        except Exception as exc:
+            self._errors += 1
+            self._encoder = None
+            if self._errors % 100 == 1:
+                logger.exception(
+                    "%s: failed to re-encode audio (%d failures so far): %s",
+                    self._log_name,
+                    self._errors,
+                    exc,
+                )
+
     def add(self, item: AudioInput) -> None:
         if item.config != self._config:
             self.flush()
@@ -522,25 +575,41 @@ class _AudioEncoder:
         encoder = self._encoder
         if encoder is None or frame.sample_rate != encoder.sample_rate:
             self.flush()
-            encoder = av.CodecContext.create("aac", "w")
-            encoder.sample_rate = frame.sample_rate
-            encoder.layout = frame.layout.name
-            encoder.format = "fltp"
-            encoder.bit_rate = self._bitrate * 1000
-            encoder.time_base = Fraction(1, frame.sample_rate)
-            encoder.flags |= av.codec.context.Flags.global_header
-            encoder.open()
-            self._encoder = encoder
-            self._output_config = parse_aac_config(bytes(encoder.extradata))
-            self._resampler = AudioResampler(
-                format="fltp",
-                layout=frame.layout.name,
-                rate=frame.sample_rate,
-                frame_size=encoder.frame_size,
-            )
+            encoder = self._open(frame, frame.layout.name)
         assert self._resampler is not None
         for chunk in self._resampler.resample(frame):
             self._emit(encoder.encode(chunk))
+
+    def _open(self, frame: av.AudioFrame, layout: str) -> av.CodecContext:
+        """Open the AAC encoder for ``frame``'s rate; a layout it rejects is
+        downmixed to stereo."""
+        encoder = av.CodecContext.create("aac", "w")
+        encoder.sample_rate = frame.sample_rate
+        encoder.layout = layout
+        encoder.format = "fltp"
+        encoder.bit_rate = self._bitrate * 1000
+        encoder.time_base = Fraction(1, frame.sample_rate)
+        encoder.flags |= av.codec.context.Flags.global_header
+        try:
+            encoder.open()
+        except av.FFmpegError as exc:
+            if layout == STEREO:
+                raise
+            logger.warning(
+                "%s: the AAC encoder rejected the %s channel layout (%s); "
+                "downmixing to stereo",
+                self._log_name,
+                layout,
+                exc,
+            )
+            return self._open(frame, STEREO)
+        self._encoder = encoder
+        self._output_config = parse_aac_config(bytes(encoder.extradata))
+        self._resampler = AudioResampler(
+            format="fltp", layout=layout, rate=frame.sample_rate,
+            frame_size=encoder.frame_size,
+        )  # fmt: skip
+        return encoder
 
     def _emit(self, packets: Sequence[av.Packet]) -> None:
         config = self._output_config
@@ -565,6 +634,7 @@ class _RenditionWorker:
         sink: TranscodeSink,
         hardware_encoder: str | None,
         segment_duration: float,
+        source_fps: float,
         log_name: str,
         encoder_opener: Callable[[EncoderSettings], av.CodecContext],
     ) -> None:
@@ -579,8 +649,11 @@ class _RenditionWorker:
         self.resume_at: int | None = None
         self.frames_encoded = 0
         self.last_pts: int | None = None
+        # The newest source frame this worker has taken, kept or not.
+        self.consumed_pts: int | None = None
         self._sink = sink
         self._segment_duration = segment_duration
+        self._source_interval = 90000 / source_fps
         self._log_name = log_name
         self._open = encoder_opener
         self._queue: queue.Queue = queue.Queue(maxsize=RENDITION_QUEUE_FRAMES)
@@ -607,9 +680,9 @@ class _RenditionWorker:
             return None
         return (pts1 - pts0) / 90000 / (wall1 - wall0)
 
-    def put(self, frame: av.VideoFrame, cut: Cut | None) -> None:
+    def put(self, picture: _Picture) -> None:
         if self.state != "stopped":
-            _put_until(self._queue, (frame, cut), lambda: self.state != "stopped")
+            _put_until(self._queue, picture, lambda: self.state != "stopped")
 
     def put_flush(self) -> None:
         if self.state != "stopped":
@@ -643,13 +716,14 @@ class _RenditionWorker:
                 if isinstance(item, _Flush):
                     self._flush()
                     continue
-                frame, cut = item
-                self._frame(frame, cut)
+                self._frame(item)
         except Exception as exc:
             logger.exception("%s: rendition failed", self._log_name)
             self._stopped(f"{type(exc).__name__}: {exc}")
 
-    def _frame(self, frame: av.VideoFrame, cut: Cut | None) -> None:
+    def _frame(self, picture: _Picture) -> None:
+        frame, cut = picture.frame, picture.cut
+        self.consumed_pts = frame.pts
         if self.state == "waiting":
             if cut is None or self.resume_at is None or cut.sequence < self.resume_at:
                 return
@@ -663,7 +737,10 @@ class _RenditionWorker:
         if not self._keep(frame.pts, cut):
             return
         size = fit_size(
-            self.plan.quality.width, self.plan.quality.height, frame.width, frame.height
+            self.plan.quality.width,
+            self.plan.quality.height,
+            picture.display_width,
+            frame.height,
         )
         if size != self._encoder_size:
             if cut is None and self._encoder is not None:
@@ -707,15 +784,21 @@ class _RenditionWorker:
         self._sink.segment_end(self.name)
 
     def _keep(self, pts: int, cut: Cut | None) -> bool:
-        """Frame-rate reduction: keep frames at 1/fps steps, and every cut."""
+        """Frame-rate reduction: keep one frame per 1/fps slot, and every cut.
+
+        A frame fills the next slot when it is within half a source frame of
+        it, which absorbs the millisecond rounding of RTMP times.
+        """
+        # NOTE: a cut that falls between two slots is kept anyway, so the
+        # two frames around a segment start can be closer than 1/fps.
         interval = 90000 / self.fps
         due = self._next_due
-        if cut is not None or due is None or pts >= due - interval / 2:
-            if due is None or cut is not None or pts - due > interval:
-                due = pts
-            self._next_due = due + interval
-            return True
-        return False
+        if cut is None and due is not None and pts < due - self._source_interval / 2:
+            return False
+        if cut is not None or due is None or pts - due > interval:
+            due = pts  # start the slots again: a segment start or a gap
+        self._next_due = due + interval
+        return True
 
     def _reopen(self, size: tuple[int, int]) -> None:
         if self._encoder is not None:
@@ -830,9 +913,13 @@ def _measure_frame_rate(pts_values: Sequence[int]) -> float:
     common rate within 2%.
     """
     ordered = sorted(set(pts_values))
-    if len(ordered) < 2:
+    steps = [b - a for a, b in itertools.pairwise(ordered)]
+    if not steps:
         return 30.0
-    rate = (len(ordered) - 1) * 90000 / (ordered[-1] - ordered[0])
+    # A step well above the median is a missing frame, not the frame rate.
+    typical = statistics.median(steps)
+    regular = [step for step in steps if step <= 1.5 * typical]
+    rate = 90000 * len(regular) / sum(regular)
     nearest = min(COMMON_FRAME_RATES, key=lambda common: abs(common - rate))
     if abs(nearest - rate) <= 0.02 * nearest:
         return nearest
