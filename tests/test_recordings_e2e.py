@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from realcast_box.appkeys import RECORDINGS
 from realcast_box.events import RECORDING_FAILED, RECORDING_READY, RECORDING_STARTED
@@ -228,3 +230,159 @@ async def test_recordings_start_stop_ranges(aiohttp_client, tmp_path):
     assert response.status == 200
     assert response.content_type == "image/jpeg"
     assert (await response.read())[:2] == b"\xff\xd8"
+
+
+async def test_recordings_disk_guard_keeps_stream_live(aiohttp_client, tmp_path):
+    box = await start_box(
+        aiohttp_client,
+        tmp_path,
+        reconnect_window_seconds=0,
+        recordings_min_free_mb=1 << 30,
+    )
+    stream = await create_recorded_stream(box, app_recording=True)
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "30", "--realtime"
+    )
+    try:
+        recording = await wait_for_recording(box, stream["id"], ("failed",))
+        status = await box.status(stream["id"])
+        first = box.hub.publication(stream["id"]).segmenter.segment_count
+        await wait_for_segments(box, stream["id"], first + 1)
+    finally:
+        publisher.kill()
+        await publisher.wait()
+    assert recording["failure_reason"] == "disk_full"
+    assert recording["cdn_url"] is None
+    assert status["status"] == "live"
+    response = await box.client.get(vod_path(recording))
+    assert response.status == 404
+
+
+async def test_recordings_stream_setting_wins(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
+    stream = await create_recorded_stream(box, app_recording=True)
+    response = await box.client.put(
+        f"/api/streams/{stream['id']}",
+        json={"settings": {"recording": False}},
+        headers=box.auth,
+    )
+    assert response.status == 200, await response.text()
+    code, output = await run_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "2"
+    )
+    assert code == 0, output
+    assert await list_recordings(box, stream["id"]) == []
+
+
+def make_hls_vod(folder: Path, seconds: float) -> None:
+    """Write an HLS VOD of test video and a tone with the ffmpeg CLI."""
+    folder.mkdir(parents=True)
+    command = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size=320x240:rate=25:duration={seconds}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:duration={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-hls_playlist_type",
+        "vod",
+        str(folder / "index.m3u8"),
+    ]
+    subprocess.run(command, check=True, timeout=60)
+
+
+async def test_recordings_pull_allowed_host(aiohttp_client, aiohttp_server, tmp_path):
+    make_hls_vod(tmp_path / "origin", 4)
+    origin_app = web.Application()
+    origin_app.router.add_static("/origin", tmp_path / "origin")
+    origin = await aiohttp_server(origin_app, host="127.0.0.1")
+    box = await start_box(
+        aiohttp_client, tmp_path, recordings_pull_allow_list="127.0.0.1"
+    )
+    stream = await create_recorded_stream(box, app_recording=False)
+    url = f"http://127.0.0.1:{origin.port}/origin/index.m3u8"
+    response = await box.client.post(
+        "/api/recordings/start",
+        json={"stream_id": stream["id"], "stream_url": url, "app_id": stream["app_id"]},
+        headers=box.auth,
+    )
+    assert response.status == 201, await response.text()
+    started = await response.json()
+    assert started["source"] == "pull"
+    assert started["stream_url"] == url
+
+    recording = await wait_for_recording(box, stream["id"], ("completed", "failed"))
+    assert recording["status"] == "completed", recording
+    assert abs(recording["duration"] - 4) <= SEGMENT_SECONDS
+    path = await download(box, vod_path(recording), tmp_path / "pulled.mp4")
+    decoded = decode_file(path)
+    assert decoded.video_frames > 0
+    assert decoded.audio_frames > 0
+
+
+@pytest.mark.parametrize(
+    ("stream_url", "message"),
+    [
+        ("rtmp://203.0.113.5/live/show", "not in the recordings_pull_allow_list"),
+        ("http://localhost:1/other.m3u8", "not in the recordings_pull_allow_list"),
+        ("ftp://127.0.0.1/file.mp4", "expected an rtmp, rtmps, http or https URL"),
+        ("http://127.0.0.1:99999/x", "invalid URL"),
+    ],
+)
+async def test_recordings_pull_rejected_url(
+    aiohttp_client, tmp_path, stream_url, message
+):
+    box = await start_box(aiohttp_client, tmp_path, recordings_pull_allow_list="")
+    stream = await create_recorded_stream(box, app_recording=False)
+    response = await box.client.post(
+        "/api/recordings/start",
+        json={"stream_id": stream["id"], "stream_url": stream_url},
+        headers=box.auth,
+    )
+    assert response.status == 400
+    body = await response.json()
+    assert message in body["detail"]
+    assert await list_recordings(box, stream["id"]) == []
+
+
+async def test_recordings_own_url_records_live(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
+    stream = await create_recorded_stream(box, app_recording=False)
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "30", "--realtime"
+    )
+    try:
+        await box.wait_for_status(stream["id"], "live")
+        response = await box.client.post(
+            "/api/recordings/start",
+            json={
+                "stream_id": stream["id"],
+                "stream_url": f"rtmp://localhost/live/{stream['id']}",
+            },
+            headers=box.auth,
+        )
+        assert response.status == 201, await response.text()
+        started = await response.json()
+    finally:
+        publisher.kill()
+        await publisher.wait()
+    assert started["source"] == "live"
+    assert started["stream_url"] is None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+from av.bitstream import BitStreamFilterContext
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,10 @@ THUMBNAIL_MAX_WIDTH = 640
 FIRST_PACKETS_EXAMINED = 2000
 # Options of FFmpeg's mp4 muxer for a pulled recording: a fragment at each
 # keyframe and at most every 2 s (frag_duration is in microseconds).
+# delay_moov writes the init segment with the first fragment, once
+# aac_adtstoasc has given ADTS audio (HLS in MPEG-TS) its decoder config.
 FRAGMENTED_MP4_OPTIONS = {
-    "movflags": "frag_keyframe+empty_moov+default_base_moof",
+    "movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof",
     "frag_duration": "2000000",
 }
 # Seconds that FFmpeg waits on a pulled URL before it gives up (open, read).
@@ -224,12 +227,44 @@ class Puller:
                 str(self.target), "w", format="mp4", options=FRAGMENTED_MP4_OPTIONS
             ) as output:
                 outputs = {s.index: output.add_stream_from_template(s) for s in streams}
+                filters = {s.index: _adts_filter(s) for s in streams}
                 for packet in source.demux(*streams):
                     if self._stop.is_set():
                         break
                     if packet.dts is None:
                         continue
-                    packet.stream = outputs[packet.stream.index]
-                    output.mux(packet)
-                    self.written += 1
+                    index = packet.stream.index
+                    self._mux(output, outputs[index], filters[index], packet)
+                for index, bsf in filters.items():
+                    if bsf is not None:
+                        self._mux(output, outputs[index], bsf, None)
         return self.written
+
+    def _mux(
+        self,
+        output: av.container.OutputContainer,
+        stream: av.stream.Stream,
+        bsf: BitStreamFilterContext | None,
+        packet: av.Packet | None,
+    ) -> None:
+        """Mux ``packet`` (None flushes ``bsf``) through the bitstream filter."""
+        if bsf is None:
+            packets = [packet] if packet is not None else []
+        else:
+            packets = bsf.filter(packet)
+        for item in packets:
+            item.stream = stream
+            output.mux(item)
+            self.written += 1
+
+
+def _adts_filter(stream: av.stream.Stream) -> BitStreamFilterContext | None:
+    """Return the ADTS-to-MP4 filter for AAC without a decoder config, else None.
+
+    AAC in MPEG-TS carries an ADTS header on each frame, which MP4 does not
+    allow; aac_adtstoasc strips it and derives the AudioSpecificConfig.
+    """
+    context = stream.codec_context
+    if stream.type != "audio" or context.name != "aac" or context.extradata:
+        return None
+    return BitStreamFilterContext("aac_adtstoasc", stream)
