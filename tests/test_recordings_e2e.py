@@ -386,3 +386,74 @@ async def test_recordings_own_url_records_live(aiohttp_client, tmp_path):
         await publisher.wait()
     assert started["source"] == "live"
     assert started["stream_url"] is None
+
+
+async def test_recordings_vod_signed_stream_needs_token(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
+    stream = await create_recorded_stream(box, app_recording=True)
+    response = await box.client.put(
+        f"/api/streams/{stream['id']}",
+        json={"settings": {"playback_policy": "signed"}},
+        headers=box.auth,
+    )
+    assert response.status == 200, await response.text()
+    code, output = await run_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "3"
+    )
+    assert code == 0, output
+    recording = await wait_for_recording(box, stream["id"], ("completed",))
+    response = await box.client.post(
+        f"/api/streams/{stream['id']}/playback-token",
+        json={"viewer_id": "viewer-1"},
+        headers=box.auth,
+    )
+    assert response.status == 200, await response.text()
+    token = (await response.json())["playback_token"]
+
+    response = await box.client.get(vod_path(recording))
+    assert response.status == 401
+    response = await box.client.get(f"{vod_path(recording)}?token=not-a-token")
+    assert response.status == 403
+    response = await box.client.get(f"{vod_path(recording)}?token={token}")
+    assert response.status == 200
+    response = await box.client.get(
+        vod_path(recording),
+        headers={"Authorization": f"Bearer {token}", "Range": "bytes=0-7"},
+    )
+    assert response.status == 206
+    assert len(await response.read()) == 8
+    response = await box.client.get(f"/vod/{recording['id']}/thumbnail.jpg")
+    assert response.status == 401
+
+
+async def test_recordings_codec_change_starts_new_recording(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=2)
+    stream = await create_recorded_stream(box, app_recording=True)
+    url = box.rtmp_url(stream["stream_key"])
+    code, output = await run_publisher(url, "--seconds", "3")
+    assert code == 0, output
+    # The same session goes on with another frame size: a new init segment.
+    code, output = await run_publisher(
+        url, "--seconds", "3", "--width", "640", "--height", "360"
+    )
+    assert code == 0, output
+    await box.wait_for_status(stream["id"], "offline")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        recordings = await list_recordings(box, stream["id"])
+        if len(recordings) == 2 and all(r["status"] == "completed" for r in recordings):
+            break
+        assert loop.time() < deadline, recordings
+        await asyncio.sleep(0.1)
+
+    sizes = []
+    for recording in reversed(recordings):  # oldest first
+        assert recording["title"] == "Show"
+        path = await download(
+            box, vod_path(recording), tmp_path / f"{recording['id']}.mp4"
+        )
+        decoded = decode_file(path)
+        assert decoded.audio_frames > 0
+        sizes.append((decoded.width, decoded.height))
+    assert sizes == [(320, 240), (640, 360)]

@@ -138,6 +138,7 @@ class RecordingService:
         self._unsubscribe = self._events.subscribe(
             self._on_session_event, types=(STREAM_LIVE, STREAM_OFFLINE)
         )
+        await self._prune_logged()
         self._prune_task = asyncio.create_task(
             self._prune_periodically(), name="recording pruner"
         )
@@ -490,17 +491,24 @@ class RecordingService:
             recording_id = _recording_id(path.name)
             if recording_id is None or recording_id in known:
                 continue
-            if path.stat().st_mtime < cutoff:
+            try:
+                stale = path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if stale:
                 logger.info("deleting %s, which no recording refers to", path)
                 await asyncio.to_thread(path.unlink, True)
 
     async def _prune_periodically(self) -> None:
         while True:
-            try:
-                await self.prune()
-            except Exception:
-                logger.exception("failed to prune recordings")
             await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+            await self._prune_logged()
+
+    async def _prune_logged(self) -> None:
+        try:
+            await self.prune()
+        except Exception:
+            logger.exception("failed to prune recordings")
 
     # Events.
 
