@@ -102,7 +102,8 @@ class SegmenterTap(Protocol):
     """Sees every sample the segmenter packages, on the output timeline.
 
     The transcoding ladder reads its input here, so that renditions share
-    the source's timeline, segment boundaries and sequence numbers.
+    the source's timeline, segment boundaries and sequence numbers. A
+    recorder uses ``segment_written`` to copy each segment just written.
     """
 
     def video_sample(

@@ -1,18 +1,18 @@
 """HTTP routes that serve completed recordings: /vod/{id}.mp4 and its poster frame.
 
 Access follows the playback policy of the recording's stream, as for its
-live HLS segments (hls/access.py): anyone may fetch the recordings of a
-public stream, and a signed stream's recordings need a playback token of
-that stream (``token`` query parameter or Bearer header) or a fresh session
+live HLS segments (hls/access.py). Anyone may fetch the recordings of a
+public stream. Those of a signed stream need a playback token of that
+stream (``token`` query parameter or Bearer header) or a fresh session
 signature.
 
-aiohttp's FileResponse serves single byte ranges, suffix ranges and HEAD,
-answers 416 with ``Content-Range: bytes */size`` past the end, and honours
-an If-Range date. Three cases are handled here first, per RFC 9110 section
-14: a request with several ranges gets the whole file (aiohttp would answer
-416), an If-Range entity tag that is not the file's current strong ETag
-gets the whole file (aiohttp ignores entity tags in If-Range), and the
-empty suffix range ``bytes=-0`` gets 416.
+aiohttp's FileResponse (3.14) serves single byte ranges, suffix ranges and
+HEAD, returns 416 with ``Content-Range: bytes */size`` past the end, and
+applies an If-Range date. Three cases are handled here first, following
+RFC 9110 section 14. A request with several ranges gets the whole file,
+where aiohttp would return 416. An If-Range entity tag other than the
+file's current strong ETag gets the whole file, because aiohttp ignores
+entity tags in If-Range. The empty suffix range ``bytes=-0`` gets 416.
 """
 
 from __future__ import annotations

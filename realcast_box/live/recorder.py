@@ -13,11 +13,12 @@ append. The file is flushed to the kernel after each segment but not
 fsynced, so a killed process loses nothing written, and a power cut loses
 what the kernel had not yet written back.
 
-The recorder stops itself, through ``on_stop``, when the disk's free space
-falls below ``min_free_bytes`` (reason ``disk_full``), when a write fails,
-and when the session's codec config changes: a new init segment cannot
-continue the same MP4, so ``on_stop`` gets ``CODEC_CHANGED`` and the
-segment's sequence number, and the caller starts the next recording there.
+The recorder stops itself and calls ``on_stop`` in three cases: the disk's
+free space falls below ``min_free_bytes`` (reason ``disk_full``), a write
+fails, or the session's codec config changes. A new init segment cannot
+continue the same MP4, so for the last case ``on_stop`` gets
+``CODEC_CHANGED`` and the segment that was not recorded, and the caller
+starts the next recording with it.
 """
 
 from __future__ import annotations

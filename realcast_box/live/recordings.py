@@ -66,7 +66,7 @@ FILE_SUFFIXES = (".part.mp4", ".mp4", ".jpg")
 
 
 class RecordingConflict(RealcastError):
-    """The stream cannot start a recording now; the message says why (409)."""
+    """The stream cannot start a recording now (409); the message gives the reason."""
 
 
 @dataclass(eq=False)
@@ -315,6 +315,9 @@ class RecordingService:
         self._track(self._split(active, follower))
 
     async def _split(self, ended: _Active, follower: _Active) -> None:
+        # NOTE: a follower stopped before its row is inserted below is
+        # finalized without a row to update, so its file is only removed
+        # later as an orphan.
         await recording_store.mark_processing(self._database, ended.recording_id)
         await self._insert(follower, source="live", stream_url=None)
         await self._started(follower)
@@ -365,7 +368,7 @@ class RecordingService:
                 if part.exists() or not target.exists():
                     result = await asyncio.to_thread(media.finalize, part, target)
                 else:
-                    # The remux finished before a crash, the status update not.
+                    # The remux finished before a crash, but the status update did not.
                     result = await asyncio.to_thread(media.probe, target)
             except media.RecordingFileError as exc:
                 failure = f"unreadable: {exc}"

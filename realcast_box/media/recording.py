@@ -23,7 +23,7 @@ from av.bitstream import BitStreamFilterContext
 
 logger = logging.getLogger(__name__)
 
-# Where the poster frame is taken, as a fraction of the duration.
+# Position of the poster frame, as a fraction of the duration.
 THUMBNAIL_POSITION = 0.1
 THUMBNAIL_MAX_WIDTH = 640
 # Demuxed packets examined to find each track's first timestamp.
@@ -41,7 +41,7 @@ PULL_TIMEOUT = (10.0, 10.0)
 
 
 class RecordingFileError(Exception):
-    """A recording file contains no playable media; the message says why."""
+    """A recording file contains no playable media; the message gives the reason."""
 
 
 @dataclass(frozen=True)
