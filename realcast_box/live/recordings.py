@@ -182,7 +182,12 @@ class RecordingService:
         active.recorder = self._new_recorder(active.recording_id, publication)
         active.recorder.attach()
         self._active[stream_id] = active
-        return await self._started(active)
+        row = await self._started(active)
+        if publication.finished:
+            # The session ended while the row was inserted, so no
+            # stream.offline event will stop this recording.
+            self._begin_finish(active, None)
+        return row
 
     async def start_pull(
         self, stream: dict[str, Any], url: str, *, title: str, description: str
