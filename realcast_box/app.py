@@ -20,6 +20,7 @@ from aiohttp import web
 
 from realcast_box import __version__
 from realcast_box.api import audit, setup_api
+from realcast_box.api import recordings as recordings_api
 from realcast_box.api import webhooks as webhooks_api
 from realcast_box.api.identity import API_KEY_HASH_SECRET
 from realcast_box.api.ratelimit import setup_rate_limits
@@ -213,6 +214,12 @@ async def _start_recordings(
 ) -> None:
     """Start the recording service: recovery, automatic recording, pruning."""
     config = app[CONFIG]
+    try:
+        recordings_api.parse_allow_list(config.recordings_pull_allow_list)
+    except ValueError as exc:
+        raise StartupError(
+            f"invalid recordings_pull_allow_list setting: {exc}"
+        ) from None
     recordings = RecordingService(
         database,
         hub,

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.conftest import key_auth
+import pytest
+from aiohttp.test_utils import TestServer
+
+from realcast_box.api.recordings import parse_allow_list
+from realcast_box.app import create_app
+from realcast_box.errors import StartupError
+from tests.conftest import key_auth, make_config
 
 
 async def test_recordings_other_user_gets_404(make_user, start_publishing):
@@ -132,3 +138,20 @@ async def test_recordings_list_filters_and_update(make_user, start_publishing):
     assert updated["title"] == "Renamed"
     assert updated["description"] == ""
     assert updated["status"] == "recording"
+
+
+def test_recordings_allow_list_parsing():
+    hosts = parse_allow_list(" CDN.example.com, 10.0.0.5 ,[::1],, ")
+    assert hosts == frozenset({"cdn.example.com", "10.0.0.5", "::1"})
+    assert parse_allow_list("") == frozenset()
+    for bad in ("http://cdn.example.com", "cdn.example.com:1935", "a b", "-x"):
+        with pytest.raises(ValueError, match="not a host name or IP address"):
+            parse_allow_list(bad)
+
+
+async def test_recordings_bad_allow_list_fails_start(tmp_path):
+    config = make_config(tmp_path, recordings_pull_allow_list="rtmp://cdn:1935")
+    app = create_app(config)
+    with pytest.raises(StartupError, match="recordings_pull_allow_list"):
+        async with TestServer(app):
+            pass

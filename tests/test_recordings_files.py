@@ -305,3 +305,30 @@ async def test_one_active_recording_per_stream(database, owned_streams):
         await insert_recording(
             database, "recording", app_id=app_id, stream_id=stream_id
         )
+
+
+def test_audio_only_has_no_thumbnail(tmp_path):
+    part = tmp_path / "audio.part.mp4"
+    command = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=3",
+        "-c:a",
+        "aac",
+        "-movflags",
+        "frag_keyframe+empty_moov+default_base_moof",
+        "-frag_duration",
+        "1000000",
+        str(part),
+    ]
+    subprocess.run(command, check=True, timeout=60)
+    result = media.finalize(part, tmp_path / "audio.mp4")
+    assert abs(result.duration - 3) < 0.1
+    assert not media.make_thumbnail(tmp_path / "audio.mp4", tmp_path / "audio.jpg")
+    assert not (tmp_path / "audio.jpg").exists()
+    assert decode_file(tmp_path / "audio.mp4").audio_frames > 0

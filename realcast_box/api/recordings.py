@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +48,7 @@ routes = web.RouteTableDef()
 PULL_SCHEMES = ("rtmp", "rtmps", "http", "https")
 MAX_URL_LENGTH = 2048
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+ALLOWED_HOST_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
 _TITLE = functools.partial(validation.text, max_length=validation.MAX_NAME_LENGTH)
 _DESCRIPTION = functools.partial(
@@ -134,14 +136,27 @@ async def find_stream(
 
 
 def parse_allow_list(value: str) -> frozenset[str]:
-    """Return the lower-case hosts of the recordings_pull_allow_list setting."""
+    """Return the lower-case hosts of the recordings_pull_allow_list setting.
+
+    Raises ValueError for an entry that is neither a host name nor an IP
+    address, such as a URL or a host with a port.
+    """
     hosts = set()
     for item in value.split(","):
         host = item.strip().lower()
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-        if host:
-            hosts.add(host)
+        if not host:
+            continue
+        if ALLOWED_HOST_PATTERN.fullmatch(host) is None:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(
+                    f"{item.strip()!r} is not a host name or IP address; expected"
+                    ' a comma-separated list such as "cdn.example.com,10.0.0.5"'
+                ) from None
+        hosts.add(host)
     return frozenset(hosts)
 
 
