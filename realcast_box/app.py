@@ -3,9 +3,9 @@
 Start order: data directory and secrets, database (migrations), H.264
 encoder probe, audit writer and pruner, webhook dispatcher and the outbox's
 event subscription, recording service (recovery), hub, stream watcher, RTMP
-server. Stop order is the
-reverse, so publishers are closed, their playlists ended and their
-stream.offline events stored before the database goes away.
+server. Stop order is the reverse, so publishers are closed, their
+playlists ended, their recordings finalized and their stream.offline
+events stored before the database goes away.
 """
 
 from __future__ import annotations
