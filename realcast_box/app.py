@@ -2,9 +2,10 @@
 
 Start order: data directory and secrets, database (migrations), H.264
 encoder probe, audit writer and pruner, webhook dispatcher and the outbox's
-event subscription, hub, stream watcher, RTMP server. Stop order is the
-reverse, so publishers are closed, their playlists ended and their
-stream.offline events stored before the database goes away.
+event subscription, recording service (recovery), hub, stream watcher, RTMP
+server. Stop order is the reverse, so publishers are closed, their
+playlists ended, their recordings finalized and their stream.offline
+events stored before the database goes away.
 """
 
 from __future__ import annotations
@@ -19,19 +20,22 @@ from aiohttp import web
 
 from realcast_box import __version__
 from realcast_box.api import audit, setup_api
+from realcast_box.api import recordings as recordings_api
 from realcast_box.api import webhooks as webhooks_api
 from realcast_box.api.identity import API_KEY_HASH_SECRET
 from realcast_box.api.ratelimit import setup_rate_limits
 from realcast_box.api.security import load_or_create_secret
 from realcast_box.api.system import ENCODERS
-from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
+from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET, RECORDINGS
 from realcast_box.config import Config
 from realcast_box.errors import StartupError
 from realcast_box.events import EventBus
 from realcast_box.hls.playback import PLAYBACK_SECRET, PLAYBACK_SECRET_FILE
 from realcast_box.hls.routes import setup_hls_routes
 from realcast_box.hls.viewers import VIEWERS
+from realcast_box.hls.vod import setup_vod_routes
 from realcast_box.live.hub import Hub
+from realcast_box.live.recordings import RecordingService
 from realcast_box.live.watch import StreamWatcher
 from realcast_box.media.encoders import probe_encoders_async
 from realcast_box.rtmp.server import RtmpServer
@@ -60,6 +64,7 @@ def create_app(config: Config) -> web.Application:
     setup_api(app)
     setup_rate_limits(app)
     setup_hls_routes(app)
+    setup_vod_routes(app)
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(_lifecycle)
     return app
@@ -113,8 +118,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             choose_encoder=app[ENCODERS].choose,
             events=events,
         )
-        stack.push_async_callback(hub.close)
         app[HUB] = hub
+        # Registered before the hub's close, so it runs after it: the
+        # sessions that the hub ends while closing are still finalized.
+        await _start_recordings(app, stack, database, hub, events)
+        stack.push_async_callback(hub.close)
         watcher = StreamWatcher(
             hub,
             database,
@@ -195,6 +203,34 @@ async def _start_webhooks(
     app[webhooks_api.DISPATCHER] = dispatcher
     outbox = Outbox(database, dispatcher.wake)
     stack.callback(events.subscribe(outbox.handle))
+
+
+async def _start_recordings(
+    app: web.Application,
+    stack: contextlib.AsyncExitStack,
+    database: Database,
+    hub: Hub,
+    events: EventBus,
+) -> None:
+    """Start the recording service: recovery, automatic recording, pruning."""
+    config = app[CONFIG]
+    try:
+        recordings_api.parse_allow_list(config.recordings_pull_allow_list)
+    except ValueError as exc:
+        raise StartupError(
+            f"invalid recordings_pull_allow_list setting: {exc}"
+        ) from None
+    recordings = RecordingService(
+        database,
+        hub,
+        events,
+        config.data_path / "recordings",
+        min_free_bytes=config.recordings_min_free_mb * 1024 * 1024,
+        retention_days=config.recordings_retention_days,
+    )
+    await recordings.start()
+    stack.push_async_callback(recordings.close)
+    app[RECORDINGS] = recordings
 
 
 async def _probe_encoders(app: web.Application) -> None:

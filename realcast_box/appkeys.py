@@ -6,6 +6,7 @@ from aiohttp import web
 
 from realcast_box.config import Config
 from realcast_box.live.hub import Hub
+from realcast_box.live.recordings import RecordingService
 from realcast_box.store.db import Database
 
 CONFIG = web.AppKey("config", Config)
@@ -13,3 +14,4 @@ DATABASE = web.AppKey("database", Database)
 HUB = web.AppKey("hub", Hub)
 # Secret for user access tokens (HS256), read from the data directory.
 JWT_SECRET = web.AppKey("jwt_secret", bytes)
+RECORDINGS = web.AppKey("recordings", RecordingService)

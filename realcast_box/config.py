@@ -270,6 +270,31 @@ SETTINGS: tuple[Setting, ...] = (
         1,
         36500,
     ),
+    Setting(
+        "recordings_min_free_mb",
+        int,
+        1024,
+        "Free disk space, in MiB, below which active recordings stop as failed"
+        " with reason disk_full.",
+        0,
+        1 << 30,
+    ),
+    Setting(
+        "recordings_retention_days",
+        int,
+        0,
+        "Days that finished recordings are kept before they and their files are"
+        " deleted; 0 keeps them all.",
+        0,
+        36500,
+    ),
+    Setting(
+        "recordings_pull_allow_list",
+        str,
+        "",
+        "Comma-separated host names and IP addresses from which POST"
+        " /api/recordings/start may pull an external stream_url; empty allows none.",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -308,6 +333,9 @@ class Config:
     webhook_disable_after_failures: int
     webhook_deny_list: str
     webhook_delivery_retention_days: int
+    recordings_min_free_mb: int
+    recordings_retention_days: int
+    recordings_pull_allow_list: str
 
     @property
     def data_path(self) -> Path:

@@ -24,8 +24,9 @@ from realcast_box.api import setup_api
 from realcast_box.api.audit import AUDIT_WRITER, running_audit
 from realcast_box.api.identity import API_KEY_HASH_SECRET
 from realcast_box.api.security import load_or_create_secret
-from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET
+from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET, RECORDINGS
 from realcast_box.config import Config, load_config
+from realcast_box.events import EventBus
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
 from tests.openapi_check import OpenApiCheckingClient
@@ -93,7 +94,27 @@ def build_api_app(
             yield
 
     app.cleanup_ctx.append(audit_context)
+    app.cleanup_ctx.append(_recordings_context)
     return app
+
+
+async def _recordings_context(app: web.Application) -> AsyncIterator[None]:
+    """Run a recording service on the app's hub, with an event bus of its own."""
+    from realcast_box.live.recordings import RecordingService
+
+    config = app[CONFIG]
+    service = RecordingService(
+        app[DATABASE],
+        app[HUB],
+        EventBus(),
+        config.data_path / "recordings",
+        min_free_bytes=0,
+        retention_days=0,
+    )
+    await service.start()
+    app[RECORDINGS] = service
+    yield
+    await service.close()
 
 
 async def flush_audit(app: web.Application) -> None:

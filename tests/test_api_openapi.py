@@ -28,8 +28,9 @@ from tests.conftest import TEST_PASSWORD, basic_auth, key_auth, make_config
 from tests.openapi_check import OpenApiCheckingClient, response_checker
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
-# The document leaves out the HLS playback files, which are not JSON.
-UNDOCUMENTED_PREFIX = "/hls/"
+# The document leaves out the HLS playback files and the recordings under
+# /vod, which are not JSON.
+UNDOCUMENTED_PREFIX = ("/hls/", "/vod/")
 
 
 def document_operations() -> set[tuple[str, str]]:
@@ -491,6 +492,53 @@ async def replay_profiles(
     await send("GET", "/api/system/encoders", 403, headers=keyless)
 
 
+async def replay_recordings(
+    replay: Replay, user: dict, key: dict, keyless: dict, app_id: str, publish
+) -> None:
+    send = replay.send
+    stream_body = {"app_id": app_id, "title": "Recorded"}
+    stream = await send("POST", "/api/streams", 201, json=stream_body, headers=user)
+    start = "/api/recordings/start"
+    stop = f"/api/recordings/stop/{stream['id']}"
+    body = {"stream_id": stream["id"]}
+    await send("POST", start, 409, json=body, headers=user)  # not live
+    await publish(stream["id"])
+    recording = await send("POST", start, 201, json=body, headers=key)
+    await send("POST", start, 409, json=body, headers=user)
+    await send("POST", start, 400, json={**body, "title": ""}, headers=user)
+    await send("POST", start, 401, json=body)
+    await send("POST", start, 403, json=body, headers=keyless)
+    await send("POST", start, 404, json={"stream_id": "stream_0"}, headers=user)
+    await send("POST", start, 413, data=large_body(), headers=user)
+    item = f"/api/recordings/{recording['id']}"
+    await send("DELETE", item, 409, headers=user)
+    await send("POST", stop, 401)
+    await send("POST", stop, 403, headers=keyless)
+    await send("POST", "/api/recordings/stop/stream_0", 404, headers=user)
+    await send("POST", stop, 200, headers=key)
+    await send("POST", stop, 404, headers=user)
+    for path in ("/api/recordings/", "/api/recordings"):
+        await send("GET", path, 200, headers=key)
+        await send("GET", f"{path}?limit=0", 400, headers=user)
+        await send("GET", path, 401)
+        await send("GET", path, 403, headers=keyless)
+        await send("GET", f"{path}?app_id=app_0", 404, headers=user)
+    await send("GET", item, 200, headers=key)
+    await send("GET", item, 401)
+    await send("GET", item, 403, headers=keyless)
+    await send("GET", "/api/recordings/rec_0", 404, headers=user)
+    await send("PUT", item, 200, json={"title": "Renamed"}, headers=key)
+    await send("PUT", item, 400, json={"title": 1}, headers=user)
+    await send("PUT", item, 401, json={})
+    await send("PUT", item, 403, json={}, headers=keyless)
+    await send("PUT", "/api/recordings/rec_0", 404, json={}, headers=user)
+    await send("PUT", item, 413, data=large_body(), headers=user)
+    await send("DELETE", item, 401)
+    await send("DELETE", item, 403, headers=keyless)
+    await send("DELETE", item, 204, headers=key)
+    await send("DELETE", item, 404, headers=user)
+
+
 async def replay_webhooks(
     replay: Replay, user: dict, key: dict, keyless: dict, app_id: str
 ) -> None:
@@ -587,6 +635,7 @@ async def test_openapi_replay_every_status(api_client, make_user, start_publishi
     await replay_keys(replay, user, key, app_id)
     await replay_profiles(replay, user, key, keyless, app_id, start_publishing)
     await replay_webhooks(replay, user, key, keyless, app_id)
+    await replay_recordings(replay, user, key, keyless, app_id, start_publishing)
     await replay_audit(replay, user, key, keyless)
     await replay_final_deletes(replay, user, app_id)
 

@@ -21,6 +21,7 @@ from realcast_box.api import (
     openapi,
     playback,
     profiles,
+    recordings,
     streams,
     system,
     webhooks,
@@ -53,4 +54,5 @@ def setup_api(
     app.add_routes(keys.routes)
     app.add_routes(audit.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(recordings.routes)
     app.add_routes(openapi.routes)

@@ -20,6 +20,11 @@ from aiohttp import web
 from realcast_box import __version__
 from realcast_box.api import apidocs
 from realcast_box.api.openapi_paths import paths
+from realcast_box.api.openapi_recordings import (
+    RECORDINGS_TAG,
+    recording_paths,
+    recording_schemas,
+)
 from realcast_box.api.openapi_schemas import (
     JSON,
     error_responses,
@@ -40,7 +45,7 @@ OPENAPI_VERSION = "3.1.0"
 
 DESCRIPTION = """\
 REST API of a RealCast Box, and its health check. HLS playback under /hls
-is not part of this document.
+and recordings under /vod are not part of this document.
 
 Requests authenticate as a user, with an access token from POST
 /api/auth/login sent as `Authorization: Bearer TOKEN`, or as an API key,
@@ -83,12 +88,13 @@ def _document() -> dict[str, Any]:
             {"name": "api-keys", "description": "API keys with scopes."},
             {"name": "audit-logs", "description": "Audit log and security events."},
             WEBHOOKS_TAG,
+            RECORDINGS_TAG,
             {"name": "meta", "description": "This document and the health check."},
         ],
-        "paths": {**paths(), **webhook_paths()},
+        "paths": {**paths(), **webhook_paths(), **recording_paths()},
         "webhooks": outgoing_webhooks(),
         "components": {
-            "schemas": {**schemas(), **webhook_schemas()},
+            "schemas": {**schemas(), **webhook_schemas(), **recording_schemas()},
             "responses": error_responses(),
             "headers": headers(),
             "securitySchemes": security_schemes(),

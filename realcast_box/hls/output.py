@@ -150,6 +150,11 @@ class RenditionFiles:
         return self._multivariant
 
     @property
+    def rendition_directory(self) -> Path:
+        """The folder of the media playlist, init and media segments."""
+        return self._rendition_directory
+
+    @property
     def segment_count(self) -> int:
         return self._next_sequence - self._first_sequence
 

@@ -102,7 +102,8 @@ class SegmenterTap(Protocol):
     """Sees every sample the segmenter packages, on the output timeline.
 
     The transcoding ladder reads its input here, so that renditions share
-    the source's timeline, segment boundaries and sequence numbers.
+    the source's timeline, segment boundaries and sequence numbers. A
+    recorder uses ``segment_written`` to copy each segment just written.
     """
 
     def video_sample(
@@ -166,7 +167,8 @@ class Segmenter:
             log_name=self._log_name,
             multivariant=multivariant,
         )
-        self.tap: SegmenterTap | None = None
+        # Listeners of the packaged media: the transcoding ladder, recorders.
+        self._taps: list[SegmenterTap] = []
         # Whether the next video sample starts a segment, for the tap.
         self._segment_opened = False
         # Sequence numbers that get EXT-X-DISCONTINUITY when they are written.
@@ -235,6 +237,15 @@ class Segmenter:
     def wall_time(self, seconds: float) -> datetime:
         """Return the EXT-X-PROGRAM-DATE-TIME of ``seconds`` on the output timeline."""
         return datetime.fromtimestamp(self._wall_origin + seconds, UTC)
+
+    def add_tap(self, tap: SegmenterTap) -> None:
+        """Pass every later sample and segment to ``tap`` too."""
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: SegmenterTap) -> None:
+        """Stop passing media to ``tap``; harmless when it was not added."""
+        if tap in self._taps:
+            self._taps.remove(tap)
 
     def request_discontinuity(self, sequence: int) -> None:
         """Mark segment ``sequence``, not yet started, with EXT-X-DISCONTINUITY."""
@@ -337,8 +348,8 @@ class Segmenter:
                 )
         if self._files.init_count:
             self._discontinuity_pending = True
-        if self.tap is not None:
-            self.tap.media_ended()
+        for tap in list(self._taps):
+            tap.media_ended()
         self._started = False
         self._video_config = None
         self._audio_config = None
@@ -573,8 +584,9 @@ class Segmenter:
             )
             cut = Cut(sequence, discontinuity)
             self._segment_opened = False
-        if self.tap is not None and self._active_video is not None:
-            self.tap.video_sample(self._active_video, sample, cut)
+        if self._active_video is not None:
+            for tap in list(self._taps):
+                tap.video_sample(self._active_video, sample, cut)
 
     def _segment_full(self) -> bool:
         size = sum(buffer.byte_count for buffer in self._buffers())
@@ -612,8 +624,9 @@ class Segmenter:
         # the video stops while audio goes on, the playlist stops growing.
         sample = PendingSample(dts, data, True, 0)
         buffer.push(sample)
-        if self.tap is not None and self._active_audio is not None:
-            self.tap.audio_sample(self._active_audio, sample)
+        if self._active_audio is not None:
+            for tap in list(self._taps):
+                tap.audio_sample(self._active_audio, sample)
         if due or self._segment_full():
             self._cut()
 
@@ -696,8 +709,8 @@ class Segmenter:
             ended=ended,
         )
         self._discontinuity_pending = False
-        if self.tap is not None:
-            self.tap.segment_written(sequence, duration, discontinuity)
+        for tap in list(self._taps):
+            tap.segment_written(sequence, duration, discontinuity)
         return True
 
     def _check_open(self) -> None:

@@ -146,7 +146,7 @@ class LiveLadder:
         self._monitor = asyncio.create_task(
             self._watch(), name=f"ladder monitor {stream_id}"
         )
-        source.tap = self
+        source.add_tap(self)
         logger.info(
             "%s: transcoding with profile %s (%s) on %s",
             self._log_name,

@@ -208,4 +208,35 @@ MIGRATIONS: list[tuple[int, str]] = [
             ON webhook_attempts (delivery_id, attempt);
         """,
     ),
+    (
+        8,
+        """
+        -- Recordings of live sessions (source 'live') and of pulled URLs
+        -- (source 'pull'). The file is recordings/<id>.mp4 below the data
+        -- directory once completed, and recordings/<id>.part.mp4 (fragmented
+        -- MP4) while recording. duration is in seconds, file_size in bytes.
+        CREATE TABLE recordings (
+            id TEXT PRIMARY KEY,
+            app_id TEXT NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
+            stream_id TEXT NOT NULL REFERENCES streams (id) ON DELETE CASCADE,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('live', 'pull')),
+            stream_url TEXT,
+            status TEXT NOT NULL DEFAULT 'recording'
+                CHECK (status IN ('recording', 'processing', 'completed', 'failed')),
+            failure_reason TEXT,
+            duration REAL,
+            file_size INTEGER,
+            has_thumbnail INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            completed_at TEXT
+        );
+        CREATE INDEX recordings_by_app ON recordings (app_id, created_at);
+        CREATE INDEX recordings_by_stream ON recordings (stream_id, status);
+        -- At most one active recording per stream.
+        CREATE UNIQUE INDEX recordings_one_active ON recordings (stream_id)
+            WHERE status = 'recording';
+        """,
+    ),
 ]
