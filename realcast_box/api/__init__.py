@@ -17,6 +17,7 @@ from realcast_box.api import (
     apps,
     audit,
     auth,
+    chat,
     keys,
     openapi,
     playback,
@@ -54,3 +55,4 @@ def setup_api(
     app.add_routes(audit.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(openapi.routes)
+    chat.setup_chat(app)
