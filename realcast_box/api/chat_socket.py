@@ -1,9 +1,9 @@
 """The chat WebSocket at /api/streams/{stream_id}/chat: handshake, join, frames.
 
 The handshake only checks that the request is a WebSocket upgrade and that
-its ``Origin`` (when sent) is allowed by hls_cors_origins. Everything else
-is answered after the upgrade, with an error frame and a close code, because
-a browser cannot read the body of a failed handshake. Credentials come in
+its ``Origin`` (when sent) is allowed by hls_cors_origins. Every other
+problem is reported after the upgrade, with an error frame and a close code,
+because a browser cannot read the body of a failed handshake. Credentials come in
 the query or the join frame, never in cookies:
 
 - a playback token (``token``) joins as a viewer, whose viewer_id is the
@@ -256,7 +256,11 @@ async def _identify(
     settings: ChatSettings,
     join: dict[str, Any],
 ) -> Participant:
-    """Return who the join speaks for; raise JoinRejected for bad credentials."""
+    """Return the participant that the join's credentials name.
+
+    Raises JoinRejected for invalid credentials and ProtocolError for an
+    invalid field.
+    """
     token = join.get("token", request.query.get("token"))
     name = join.get("display_name", request.query.get("display_name"))
     if "api_key" in join or "api_secret" in join:
@@ -381,7 +385,10 @@ def _viewer(
             protocol.CLOSE_UNAUTHORIZED, protocol.UNAUTHORIZED, str(exc)
         ) from None
     if name is None:
-        raise ProtocolError(protocol.INVALID_JOIN, "display_name: required for viewers")
+        raise ProtocolError(
+            protocol.INVALID_JOIN,
+            "display_name: missing; viewers must choose a display name",
+        )
     return Participant(
         viewer_id=claims.viewer_id,
         display_name=protocol.display_name(name),

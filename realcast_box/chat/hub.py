@@ -50,7 +50,7 @@ class ChatLimits:
 
 @dataclass(frozen=True)
 class Participant:
-    """Who a connection speaks for; ``role`` is one of protocol's roles."""
+    """The identity behind a connection; ``role`` is one of protocol's roles."""
 
     viewer_id: str
     display_name: str

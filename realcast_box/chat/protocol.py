@@ -53,8 +53,8 @@ RATE_LIMITED = "rate_limited"
 SLOW_MODE = "slow_mode"
 MESSAGE_NOT_FOUND = "message_not_found"
 
-# Bidirectional formatting characters, which can make text display in
-# another order than it is stored (CVE-2021-42574).
+# Bidirectional embedding, override and isolate characters, which make text
+# display in another order than it is stored.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
@@ -113,8 +113,6 @@ def parse_frame(data: str) -> dict[str, Any]:
 
 
 def encode(frame: dict[str, Any]) -> str:
-    # ensure_ascii keeps the frame ASCII, so no text can carry raw characters
-    # that a careless client might interpret; the JSON value is unchanged.
     return json.dumps(frame, separators=(",", ":"))
 
 
