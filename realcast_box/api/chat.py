@@ -120,6 +120,7 @@ async def refresh_rooms(app: web.Application) -> None:
                 protocol.STREAM_NOT_FOUND,
                 "the stream was deleted",
             )
+            hub.forget(stream_id)
             continue
         settings = protocol.chat_settings(access.app_settings, access.stream_settings)
         if not settings.enabled:

@@ -228,6 +228,8 @@ async def _admit(request: web.Request, stream_id: str, join: dict[str, Any]) -> 
         raise JoinRejected(
             protocol.CLOSE_INVALID_JOIN, protocol.INVALID_JOIN, exc.message
         ) from None
+    # NOTE: a ban stored between this check and the connection's entry into
+    # the room does not close that connection; the viewer's next join fails.
     if participant.role != protocol.STREAMER:
         ban = await chat_store.get_active_ban(
             database, stream_id, participant.viewer_id, utc_now()

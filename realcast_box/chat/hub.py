@@ -396,6 +396,10 @@ class ChatHub:
         if room is not None:
             room.close_all(code, error, message)
 
+    def forget(self, stream_id: str) -> None:
+        """Drop the room of a deleted stream; its connections must be closing."""
+        self._rooms.pop(stream_id, None)
+
     def stream_ids(self) -> Iterable[str]:
         return list(self._rooms)
 
