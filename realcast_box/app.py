@@ -22,6 +22,7 @@ from realcast_box import __version__
 from realcast_box.api import audit, setup_api
 from realcast_box.api import recordings as recordings_api
 from realcast_box.api import webhooks as webhooks_api
+from realcast_box.api.chat_socket import CHAT_HUB
 from realcast_box.api.identity import API_KEY_HASH_SECRET
 from realcast_box.api.ratelimit import setup_rate_limits
 from realcast_box.api.security import load_or_create_secret
@@ -104,6 +105,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
         events = EventBus()
         app[EVENTS] = events
+        app[CHAT_HUB].events = events
         # Entered before the hub, so the stream.offline events of the
         # sessions that the hub ends while closing are still stored.
         await _start_webhooks(app, stack, database, events)

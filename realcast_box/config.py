@@ -295,6 +295,56 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated host names and IP addresses from which POST"
         " /api/recordings/start may pull an external stream_url; empty allows none.",
     ),
+    Setting(
+        "chat_send_queue_size",
+        int,
+        100,
+        "Chat frames queued per WebSocket client; a client that falls this far"
+        " behind is disconnected.",
+        2,
+        100_000,
+    ),
+    Setting(
+        "chat_rate_limit_messages",
+        int,
+        5,
+        "Chat messages a sender may post per chat_rate_limit_seconds.",
+        1,
+        100_000,
+    ),
+    Setting(
+        "chat_rate_limit_seconds",
+        float,
+        10.0,
+        "Length of the chat rate-limit window, in seconds.",
+        0.1,
+        3600.0,
+    ),
+    Setting(
+        "chat_history_on_join",
+        int,
+        50,
+        "Recent chat messages sent to a client when it joins.",
+        0,
+        100,
+    ),
+    Setting(
+        "chat_heartbeat_seconds",
+        float,
+        30.0,
+        "Seconds between WebSocket pings to chat clients; a client that does"
+        " not answer within half of it is disconnected.",
+        1.0,
+        3600.0,
+    ),
+    Setting(
+        "chat_join_timeout_seconds",
+        float,
+        10.0,
+        "Seconds a chat client has to send its join frame after connecting.",
+        0.1,
+        600.0,
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -336,6 +386,12 @@ class Config:
     recordings_min_free_mb: int
     recordings_retention_days: int
     recordings_pull_allow_list: str
+    chat_send_queue_size: int
+    chat_rate_limit_messages: int
+    chat_rate_limit_seconds: float
+    chat_history_on_join: int
+    chat_heartbeat_seconds: float
+    chat_join_timeout_seconds: float
 
     @property
     def data_path(self) -> Path:

@@ -612,6 +612,61 @@ async def replay_final_deletes(replay: Replay, user: dict, app_id: str) -> None:
     await replay.send("DELETE", f"/api/apps/{app_id}", 204, headers=user)
 
 
+async def replay_chat(
+    replay: Replay, user: dict, key: dict, keyless: dict, app_id: str
+) -> None:
+    """Replay the chat routes; keyless has chat:read, so reads use no_chat."""
+    send = replay.send
+    body = {"app_id": app_id, "name": "K", "scopes": ["streams:read"]}
+    no_chat = key_auth(
+        await send("POST", "/api/api-keys", 201, json=body, headers=user)
+    )
+    stream = await send(
+        "POST", "/api/streams", 201, json={"app_id": app_id, "title": "C"}, headers=user
+    )
+    base = f"/api/streams/{stream['id']}/chat"
+    missing = "/api/streams/stream_0/chat"
+    await send("GET", base, 400, headers=user)
+
+    messages = f"{base}/messages"
+    message = await send("POST", messages, 201, json={"text": "hi"}, headers=key)
+    await send("POST", messages, 400, json={"text": " "}, headers=user)
+    await send("POST", messages, 401, json={"text": "hi"})
+    await send("POST", messages, 403, json={"text": "hi"}, headers=keyless)
+    await send("POST", f"{missing}/messages", 404, json={"text": "hi"}, headers=user)
+    await send("POST", messages, 413, data=large_body(), headers=user)
+    await send("GET", messages, 200, headers=key)
+    await send("GET", f"{messages}?limit=0", 400, headers=user)
+    await send("GET", messages, 401)
+    await send("GET", messages, 403, headers=no_chat)
+    await send("GET", f"{missing}/messages", 404, headers=user)
+    item = f"{messages}/{message['id']}"
+    await send("DELETE", item, 401)
+    await send("DELETE", item, 403, headers=keyless)
+    await send("DELETE", item, 204, headers=key)
+    await send("DELETE", item, 404, headers=user)
+
+    bans = f"{base}/bans"
+    ban = await send("POST", bans, 201, json={"viewer_id": "v"}, headers=key)
+    await send("POST", bans, 400, json={"viewer_id": ""}, headers=user)
+    await send("POST", bans, 401, json={"viewer_id": "v"})
+    await send("POST", bans, 403, json={"viewer_id": "v"}, headers=keyless)
+    await send("POST", f"{missing}/bans", 404, json={"viewer_id": "v"}, headers=user)
+    await send("POST", bans, 413, data=large_body(), headers=user)
+    await send("GET", bans, 200, headers=key)
+    await send("GET", bans, 401)
+    await send("GET", bans, 403, headers=no_chat)
+    await send("GET", f"{missing}/bans", 404, headers=user)
+    await send("DELETE", f"{bans}/{ban['id']}", 401)
+    await send("DELETE", f"{bans}/{ban['id']}", 403, headers=keyless)
+    await send("DELETE", f"{bans}/{ban['id']}", 204, headers=key)
+    await send("DELETE", f"{bans}/{ban['id']}", 404, headers=user)
+
+    settings = {"settings": {"chat_enabled": False}}
+    await send("PUT", f"/api/streams/{stream['id']}", 200, json=settings, headers=user)
+    await send("POST", messages, 409, json={"text": "hi"}, headers=user)
+
+
 async def make_keys(replay: Replay, user: dict, app_id: str) -> tuple[dict, dict]:
     """Return Basic headers of a key with every scope and of one with none useful."""
     keys = []
@@ -636,6 +691,7 @@ async def test_openapi_replay_every_status(api_client, make_user, start_publishi
     await replay_profiles(replay, user, key, keyless, app_id, start_publishing)
     await replay_webhooks(replay, user, key, keyless, app_id)
     await replay_recordings(replay, user, key, keyless, app_id, start_publishing)
+    await replay_chat(replay, user, key, keyless, app_id)
     await replay_audit(replay, user, key, keyless)
     await replay_final_deletes(replay, user, app_id)
 
@@ -644,6 +700,12 @@ async def test_openapi_replay_every_status(api_client, make_user, start_publishi
         for method, path, operation in operations()
         for status in operation["responses"]
         if status not in ("429", "500") and path.startswith("/api/")
+    }
+    # The chat handshake's 101 and its 403 for a disallowed Origin (with
+    # hls_cors_origins other than "*") are exercised in test_chat.py.
+    expected -= {
+        ("get", "/api/streams/{stream_id}/chat", "101"),
+        ("get", "/api/streams/{stream_id}/chat", "403"),
     }
     missing = sorted(expected - replay.seen)
     assert not missing, f"statuses never replayed: {missing}"

@@ -17,6 +17,7 @@ from realcast_box.api import (
     apps,
     audit,
     auth,
+    chat,
     keys,
     openapi,
     playback,
@@ -56,3 +57,4 @@ def setup_api(
     app.add_routes(webhooks.routes)
     app.add_routes(recordings.routes)
     app.add_routes(openapi.routes)
+    chat.setup_chat(app)

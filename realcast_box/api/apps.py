@@ -16,7 +16,7 @@ from realcast_box.api import validation
 from realcast_box.api.audit import audited, set_target
 from realcast_box.api.errors import ApiError
 from realcast_box.api.identity import authorize, authorize_user, can_access_app
-from realcast_box.api.streams import remove_streams_output
+from realcast_box.api.streams import refresh_chat_rooms, remove_streams_output
 from realcast_box.appkeys import DATABASE
 from realcast_box.store import apps as app_store
 
@@ -113,6 +113,7 @@ async def update_app(request: web.Request) -> web.Response:
     if app is None:
         raise app_not_found(app_id)
     set_app_target(request, app_id)
+    await refresh_chat_rooms(request.app)
     return web.json_response(app_json(app))
 
 

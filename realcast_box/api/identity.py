@@ -338,3 +338,20 @@ def effective_app_id(identity: Identity, app_id: str | None) -> str | None:
     if app_id is not None and app_id != identity.app_id:
         raise ApiError(404, f"app not found: {app_id}")
     return identity.app_id
+
+
+async def authenticate_access_token(request: web.Request, token: str) -> Identity:
+    """Check a user access token sent outside the Authorization header.
+
+    A chat client sends it in the WebSocket URL or its join frame, because
+    browsers cannot set headers on a WebSocket handshake.
+    """
+    return await _authenticate_token(request, token)
+
+
+async def authenticate_api_key_secret(
+    request: web.Request, api_key: str, api_secret: str
+) -> Identity:
+    """Check API key credentials sent outside the Authorization header."""
+    pair = f"{api_key}:{api_secret}".encode()
+    return await _authenticate_api_key(request, base64.b64encode(pair).decode())

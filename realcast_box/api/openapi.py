@@ -19,6 +19,7 @@ from aiohttp import web
 
 from realcast_box import __version__
 from realcast_box.api import apidocs
+from realcast_box.api.openapi_chat import CHAT_TAG, chat_paths, chat_schemas
 from realcast_box.api.openapi_paths import paths
 from realcast_box.api.openapi_recordings import (
     RECORDINGS_TAG,
@@ -89,12 +90,18 @@ def _document() -> dict[str, Any]:
             {"name": "audit-logs", "description": "Audit log and security events."},
             WEBHOOKS_TAG,
             RECORDINGS_TAG,
+            CHAT_TAG,
             {"name": "meta", "description": "This document and the health check."},
         ],
-        "paths": {**paths(), **webhook_paths(), **recording_paths()},
+        "paths": {**paths(), **webhook_paths(), **recording_paths(), **chat_paths()},
         "webhooks": outgoing_webhooks(),
         "components": {
-            "schemas": {**schemas(), **webhook_schemas(), **recording_schemas()},
+            "schemas": {
+                **schemas(),
+                **webhook_schemas(),
+                **recording_schemas(),
+                **chat_schemas(),
+            },
             "responses": error_responses(),
             "headers": headers(),
             "securitySchemes": security_schemes(),

@@ -58,6 +58,9 @@ AUDIT_ACTIONS = (
     "update_webhook",
     "delete_webhook",
     "redeliver_webhook_delivery",
+    "delete_chat_message",
+    "ban_chat_viewer",
+    "unban_chat_viewer",
     "test_webhook",
     "start_recording",
     "stop_recording",
@@ -171,6 +174,22 @@ SETTINGS = {
         "max_bitrate_kbps": {
             "description": "Ingest bitrate above which the stream status"
             " warns; a value that is not a positive number counts as unset.",
+        },
+        "chat_enabled": {
+            "type": "boolean",
+            "description": "false closes the chat; a stream without it follows"
+            " its app's, else true.",
+        },
+        "chat_slow_mode_seconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": validation.MAX_SLOW_MODE_SECONDS,
+            "description": "Seconds a viewer waits between chat messages; 0 is off.",
+        },
+        "chat_allow_anonymous": {
+            "type": "boolean",
+            "description": "true lets clients without credentials read the chat"
+            " of a public stream.",
         },
     },
     "description": "A JSON object, stored and returned as given. The box reads"

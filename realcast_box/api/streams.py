@@ -177,6 +177,15 @@ async def remove_streams_output(
             await hub.remove_output(stream_id)
         except OSError:
             logger.exception("stream %s: failed to delete HLS files", stream_id)
+    await refresh_chat_rooms(app)
+
+
+async def refresh_chat_rooms(app: web.Application) -> None:
+    """Close the chat rooms of deleted streams and of streams with chat disabled."""
+    # Imported here because the chat routes import this module.
+    from realcast_box.api.chat import refresh_rooms
+
+    await refresh_rooms(app)
 
 
 async def find_stream(
@@ -262,6 +271,7 @@ async def update_stream(request: web.Request) -> web.Response:
     )
     if stream is None:
         raise stream_not_found(stream_id)
+    await refresh_chat_rooms(request.app)
     return web.json_response(stream_json(request, stream))
 
 

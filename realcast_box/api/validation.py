@@ -262,7 +262,33 @@ def settings_object(value: Any, field: str = "settings") -> dict[str, Any]:
                 f"must be one of {', '.join(PLAYBACK_POLICIES)}, got {shown}"
                 " (leave it out to use the app's policy, or public)",
             )
+    _check_chat_settings(value, field)
     return value
+
+
+MAX_SLOW_MODE_SECONDS = 3600
+
+
+def _check_chat_settings(value: dict[str, Any], field: str) -> None:
+    """Check the chat keys: two booleans and slow mode in whole seconds."""
+    for name in ("chat_enabled", "chat_allow_anonymous"):
+        if name in value and not isinstance(value[name], bool):
+            raise bad_request(
+                f"{field}.{name}",
+                f"must be true or false, got {_json_type_name(value[name])}",
+            )
+    if "chat_slow_mode_seconds" in value:
+        seconds = value["chat_slow_mode_seconds"]
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int)
+            or not 0 <= seconds <= MAX_SLOW_MODE_SECONDS
+        ):
+            raise bad_request(
+                f"{field}.chat_slow_mode_seconds",
+                f"must be an integer from 0 to {MAX_SLOW_MODE_SECONDS} (0 turns"
+                f" slow mode off), got {seconds!r}",
+            )
 
 
 def stream_settings_object(value: Any, field: str = "settings") -> dict[str, Any]:

@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 # The placeholder the multivariant playlist waits for until the renditions
 # are planned (at the first decoded frames).
 PLAN_PLACEHOLDER = "(ladder)"
-# A rendition whose newest encoded frame arrived at the box more than this
-# many seconds ago counts as behind real time.
+# A rendition whose oldest source frame not yet taken arrived at the box
+# more than this many seconds ago counts as behind real time.
 LAG_LIMIT_SECONDS = 4.0
 # Arrival times of source frames kept for measuring lag (about 30 s at 60 fps).
 ARRIVALS_KEPT = 2000
@@ -67,7 +67,7 @@ WRITTEN_KEPT = 64
 
 @dataclass
 class RenditionStatus:
-    """What the stream status reports about one rendition."""
+    """The state of one rendition, as the stream status reports it."""
 
     name: str
     state: str  # starting, active, restarting, shed, failed, dropped
@@ -167,7 +167,7 @@ class LiveLadder:
         return self._packagers.get(name)
 
     def status(self) -> list[dict[str, Any]]:
-        """Each quality's state, encoder, size, frame rate and speed."""
+        """Return each quality's state, encoder, size, frame rate and speed."""
         result = []
         for quality in self._qualities:
             status = self._status[quality.name]

@@ -64,9 +64,9 @@ VIDEO_TIMEBASE = Fraction(1, 90000)
 # 60 fps video with its audio.
 INPUT_QUEUE_ITEMS = 720
 # Decoded frames waiting for one rendition's scaler, at most. Frames are
-# shared between renditions, so the ladder holds about this many pictures.
+# shared between renditions, so the ladder keeps about this many pictures.
 RENDITION_QUEUE_FRAMES = 6
-# Frames the decoder holds to measure the source frame rate when the
+# Frames the decoder keeps to measure the source frame rate when the
 # publisher's metadata gave none.
 FRAME_RATE_SAMPLE = 8
 STEREO = "stereo"
@@ -134,17 +134,17 @@ class TranscodeSink(Protocol):
     def audio(self, packet: EncodedAudio) -> None: ...
 
     def encoder_failed(self, rendition: str, encoder: str, error: str) -> None:
-        """A hardware encoder failed; the rendition waits for ``resume``."""
+        """Report a hardware encoder failure; the rendition waits for ``resume``."""
 
     def rendition_stopped(self, rendition: str, reason: str) -> None: ...
 
     def segment_end(self, rendition: str) -> None:
-        """The rendition's media so far is all out (after ``flush``)."""
+        """Report that the rendition's media so far is all out (after ``flush``)."""
 
 
 @dataclass(frozen=True)
 class EncoderSettings:
-    """What ``open_encoder`` needs for one rendition."""
+    """The settings ``open_encoder`` needs for one rendition."""
 
     name: str  # FFmpeg encoder name
     width: int
@@ -183,7 +183,7 @@ def open_encoder(settings: EncoderSettings) -> av.CodecContext:
 
 
 class _Stop:
-    """Queue sentinel; ``flush`` says whether to encode what is buffered."""
+    """Queue sentinel; ``flush`` tells whether to encode what is buffered."""
 
     def __init__(self, flush: bool) -> None:
         self.flush = flush

@@ -239,4 +239,37 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE status = 'recording';
         """,
     ),
+    (
+        9,
+        """
+        -- Chat messages. seq orders a stream's messages in the order the box
+        -- accepted them; id is the random id that clients see. A deleted
+        -- message keeps its row (deleted_at set) and leaves history.
+        CREATE TABLE chat_messages (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            stream_id TEXT NOT NULL REFERENCES streams (id) ON DELETE CASCADE,
+            viewer_id TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            text TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            deleted_at TEXT,
+            deleted_by TEXT
+        );
+        CREATE INDEX chat_messages_by_stream ON chat_messages (stream_id, seq);
+
+        -- One ban per viewer and stream; expires_at NULL means permanent.
+        CREATE TABLE chat_bans (
+            id TEXT PRIMARY KEY,
+            stream_id TEXT NOT NULL REFERENCES streams (id) ON DELETE CASCADE,
+            viewer_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            UNIQUE (stream_id, viewer_id)
+        );
+        """,
+    ),
 ]

@@ -163,8 +163,12 @@ class Dispatcher:
                     ERROR_PAUSE,
                 )
                 wait = ERROR_PAUSE
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns
+            # normally when the cancel of close() arrives just as the wakeup
+            # is set, and this loop would then never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
 
     async def _schedule(self) -> float:
         """Start workers for due webhooks; return seconds until the next look."""

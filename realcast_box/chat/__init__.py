@@ -1,0 +1,1 @@
+"""Live chat: rooms per stream, fan-out to WebSocket clients, moderation."""
