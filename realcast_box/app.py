@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 
@@ -74,7 +76,9 @@ def create_app(config: Config) -> web.Application:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     data_path = config.data_path
-    data_path.mkdir(parents=True, exist_ok=True)
+    # The data directory holds stream keys, webhook secrets and password
+    # hashes, so a new one is readable by the box's user alone.
+    data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     hls_root = data_path / "hls"
     hls_root.mkdir(exist_ok=True)
     app[JWT_SECRET] = load_or_create_secret(data_path / JWT_SECRET_FILE)
@@ -89,6 +93,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     # later part fails to start (a port in use), so no thread is left behind.
     async with contextlib.AsyncExitStack() as stack:
         database = await Database.open(data_path / "realcast.db")
+        _restrict_database_files(data_path / "realcast.db")
         stack.push_async_callback(database.close)
         app[DATABASE] = database
         recovered = await stream_store.reset_live_streams(database, datetime.now(UTC))
@@ -233,6 +238,18 @@ async def _start_recordings(
     await recordings.start()
     stack.push_async_callback(recordings.close)
     app[RECORDINGS] = recordings
+
+
+def _restrict_database_files(path: Path) -> None:
+    """Make the database and its WAL files readable by the box's user alone.
+
+    SQLite creates them with the process umask, often 0644, and they hold
+    stream keys and webhook secrets in plain text.
+    """
+    for suffix in ("", "-wal", "-shm"):
+        candidate = path.with_name(path.name + suffix)
+        if candidate.exists():
+            os.chmod(candidate, 0o600)
 
 
 async def _probe_encoders(app: web.Application) -> None:

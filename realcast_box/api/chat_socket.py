@@ -276,8 +276,14 @@ async def _identify(
         )
         return await _moderator(request, access, identity, name)
     if token is not None:
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, str):
             raise ProtocolError(protocol.INVALID_JOIN, "token must be a string")
+        if not token:
+            raise ProtocolError(
+                protocol.INVALID_JOIN,
+                "token is empty: send the playback_token of POST "
+                "/api/streams/{stream_id}/playback-token, or an access token",
+            )
         if _is_playback_token(token):
             return _viewer(request, access, token, name)
         identity = await _checked(request, authenticate_access_token(request, token))
