@@ -44,6 +44,7 @@ from realcast_box.media.encoders import probe_encoders_async
 from realcast_box.rtmp.server import RtmpServer
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
+from realcast_box.ui import setup_ui
 from realcast_box.webhooks.dispatcher import Dispatcher, DispatchSettings, RetryPolicy
 from realcast_box.webhooks.outbox import Outbox
 from realcast_box.webhooks.urls import DenyList
@@ -69,6 +70,7 @@ def create_app(config: Config) -> web.Application:
     setup_hls_routes(app)
     setup_vod_routes(app)
     app.router.add_get("/healthz", healthz)
+    setup_ui(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

@@ -1,0 +1,189 @@
+"""The admin UI at / driven in a real headless Chromium, as a person uses it.
+
+Chromium is Debian's package, launched by Playwright for Python through its
+executable_path (as in test_hls_browser.py). The box serves the page, the
+API and the HLS output from one origin on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from playwright.async_api import Page, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+from realcast_box.appkeys import CONFIG
+from tests.box import start_box, start_publisher
+from tests.test_hls_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    require_chromium,
+    stop_publisher,
+)
+
+EMAIL = "owner@example.com"
+PASSWORD = "a long enough password"
+
+VIDEO_STATE = """() => {
+  const v = document.querySelector("#preview");
+  return {currentTime: v.currentTime, videoWidth: v.videoWidth,
+          readyState: v.readyState, paused: v.paused,
+          note: v.parentElement.querySelector("p").textContent};
+}"""
+
+
+@asynccontextmanager
+async def open_browser(tmp_path: Path) -> AsyncIterator[tuple[Page, list[str]]]:
+    """Open a page in headless Chromium and collect its console errors in a list."""
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            tmp_path / "chromium-profile",
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+            console: list[str] = []
+            page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+            page.on(
+                "console",
+                lambda message: (
+                    console.append(message.text) if message.type == "error" else None
+                ),
+            )
+            yield page, console
+        finally:
+            await context.close()
+
+
+async def sign_up(page: Page, box_url: str) -> None:
+    await page.goto(box_url, timeout=10_000)
+    await page.get_by_role("heading", name="Log in", exact=True).wait_for(timeout=5_000)
+    await page.get_by_role("link", name="Sign up").click()
+    await page.get_by_label("Full name").fill("Olive Owner")
+    await page.get_by_label("Email").fill(EMAIL)
+    await page.get_by_label("Password (8 characters or more)").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign up").click()
+    await page.get_by_role("heading", name="Apps", exact=True).wait_for(timeout=5_000)
+
+
+async def wait_for_video(page: Page, condition: str, timeout: float) -> dict:
+    """Wait until ``condition`` (JS, of the preview ``v``) is true; return the state."""
+    expression = f'(v => {condition})(document.querySelector("#preview"))'
+    try:
+        await page.wait_for_function(expression, timeout=timeout * 1000, polling=200)
+    except PlaywrightTimeoutError:
+        state = await page.evaluate(VIDEO_STATE)
+        raise AssertionError(
+            f"preview timed out after {timeout} s waiting for {condition}: "
+            f"{json.dumps(state)}"
+        ) from None
+    return await page.evaluate(VIDEO_STATE)
+
+
+async def test_ui_browser_login_errors(aiohttp_client, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path)
+    async with open_browser(tmp_path) as (page, _console):
+        await page.goto(str(box.client.make_url("/")), timeout=10_000)
+        await page.get_by_label("Email").fill("nobody@example.com")
+        await page.get_by_label("Password").fill("wrong password")
+        await page.get_by_role("button", name="Log in").click()
+        alert = page.get_by_role("alert")
+        await alert.filter(has_text="email or password").wait_for(timeout=5_000)
+        text = await alert.text_content()
+        await page.screenshot(path=tmp_path / "login-error.png", full_page=True)
+
+    assert "Not signed in, or the email or password is wrong" in text
+
+
+async def test_ui_browser_unknown_api_path(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    response = await box.client.get("/api/no-such-thing")
+    assert response.status == 404
+    assert await response.json() == {
+        "detail": "not found: /api/no-such-thing",
+        "status_code": 404,
+    }
+    response = await box.client.get("/ui/no-such-file.js")
+    assert response.status == 404
+    assert (await response.json())["status_code"] == 404
+    response = await box.client.get("/")
+    assert response.status == 200
+    assert response.content_type == "text/html"
+    response = await box.client.get("/ui/vendor/hls.min.js")
+    assert response.status == 200
+
+
+async def test_ui_browser_stream_preview(aiohttp_client, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path, hls_window=3)
+    box_url = str(box.client.make_url("/"))
+    publisher = None
+    async with open_browser(tmp_path) as (page, console):
+        try:
+            await sign_up(page, box_url)
+            await page.screenshot(path=tmp_path / "apps.png", full_page=True)
+
+            await page.get_by_label("Name", exact=True).fill("Studio")
+            await page.get_by_role("button", name="Create app").click()
+            await page.get_by_role("heading", name="Studio", exact=True).wait_for(
+                timeout=5_000
+            )
+            await page.get_by_label("Title").fill("Morning show")
+            await page.get_by_role("button", name="Create stream").click()
+            await page.get_by_role("heading", name="Morning show", exact=True).wait_for(
+                timeout=5_000
+            )
+
+            server = await page.get_by_label("Server").input_value()
+            key_input = page.get_by_label("Stream key")
+            assert await key_input.get_attribute("type") == "password"
+            await page.get_by_role("button", name="Reveal").click()
+            assert await key_input.get_attribute("type") == "text"
+            stream_key = await key_input.input_value()
+            await page.screenshot(path=tmp_path / "stream-offline.png", full_page=True)
+
+            publisher = await start_publisher(
+                box.rtmp_url(stream_key), "--seconds", "25", "--realtime"
+            )
+            live_badge = page.locator('#main [data-status="live"]')
+            await live_badge.wait_for(timeout=15_000)
+            first = await wait_for_video(
+                page, "v.currentTime > 0 && v.videoWidth > 0", timeout=25
+            )
+            later = await wait_for_video(
+                page, f"v.currentTime > {first['currentTime']} + 2", timeout=15
+            )
+            badge_text = await live_badge.text_content()
+            await page.screenshot(path=tmp_path / "stream-live.png", full_page=True)
+
+            await page.get_by_role("link", name="Back to the app").click()
+            stream_row = page.get_by_role("listitem").filter(has_text="Morning show")
+            await stream_row.locator('[data-status="live"]').wait_for(timeout=5_000)
+            await page.screenshot(path=tmp_path / "app-streams.png", full_page=True)
+        finally:
+            if publisher is not None:
+                await stop_publisher(publisher)
+
+    report = json.dumps({"first": first, "later": later, "console": console})
+    # The box stores the ephemeral port it bound in its config.
+    assert server == f"rtmp://127.0.0.1:{box.rtmp_port}/live"
+    assert box.app[CONFIG].rtmp_port == box.rtmp_port
+    assert stream_key.startswith("app_"), stream_key
+    assert badge_text == "Live"
+    assert first["videoWidth"] > 0, report
+    assert later["currentTime"] > first["currentTime"], report
+    assert not [line for line in console if line.startswith("pageerror")], report
+
+
+async def test_ui_browser_path_outside_folder(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    for path in ("/ui/../pyproject.toml", "/ui/%2e%2e/pyproject.toml"):
+        response = await box.client.get(path)
+        assert response.status == 404, path
+        assert (await response.json())["status_code"] == 404, path

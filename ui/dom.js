@@ -1,0 +1,55 @@
+// Small DOM helpers. Text always goes in through textContent, never as
+// HTML, so names and titles from the API cannot inject markup.
+
+// Creates an element: attributes and properties from `attrs` ("on*" keys
+// add event listeners), then the children (strings become text nodes).
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) {
+      node.addEventListener(name.slice(2), value);
+    } else if (name === "class") {
+      node.className = value;
+    } else if (name in node && typeof value !== "string") {
+      node[name] = value;
+    } else {
+      node.setAttribute(name, value === true ? "" : value);
+    }
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+// A labelled input: the label wraps the control, so clicking the label
+// focuses it and screen readers read the label with it.
+export function field(label, attrs) {
+  const input = el("input", attrs);
+  return { label: el("label", {}, label, input), input };
+}
+
+// An alert region for errors; setting its text announces it.
+export function errorBox() {
+  return el("p", { class: "error", role: "alert" });
+}
+
+export function showError(box, error) {
+  box.textContent = error && error.message ? error.message : String(error);
+}
+
+export function badge(status) {
+  const text = status === "live" ? "Live" : status === "reconnecting" ? "Reconnecting" : "Offline";
+  return el("span", { class: `badge ${status}`, "data-status": status }, text);
+}
+
+export async function copyText(text, statusNode) {
+  try {
+    await navigator.clipboard.writeText(text);
+    statusNode.textContent = "Copied.";
+  } catch {
+    statusNode.textContent = "Copy failed: the browser blocked the clipboard. Select the text and copy it by hand.";
+  }
+}
