@@ -17,6 +17,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from realcast_box.appkeys import CONFIG
 from tests.box import start_box, start_publisher
+from tests.conftest import basic_auth
 from tests.test_hls_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -187,3 +188,47 @@ async def test_ui_browser_path_outside_folder(aiohttp_client, tmp_path):
         response = await box.client.get(path)
         assert response.status == 404, path
         assert (await response.json())["status_code"] == 404, path
+
+
+async def create_app_in_page(page: Page, name: str) -> None:
+    await page.get_by_label("Name", exact=True).fill(name)
+    await page.get_by_role("button", name="Create app").click()
+    heading = page.get_by_role("heading", name=name, exact=True)
+    await heading.wait_for(timeout=5_000)
+
+
+async def test_ui_browser_api_key_secret(aiohttp_client, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path)
+    async with open_browser(tmp_path) as (page, console):
+        await sign_up(page, str(box.client.make_url("/")))
+        await create_app_in_page(page, "Studio")
+        await page.get_by_role("link", name="API keys").click()
+        await page.get_by_label("Key name").fill("Scoreboard")
+        await page.get_by_label("streams:read").check()
+        await page.get_by_role("button", name="Create key").click()
+
+        secret_input = page.get_by_label("API secret")
+        await secret_input.wait_for(timeout=5_000)
+        secret = await secret_input.input_value()
+        key_row = page.get_by_role("listitem").filter(has_text="Scoreboard")
+        await key_row.wait_for(timeout=5_000)
+        api_key = await key_row.locator("code").text_content()
+        await page.screenshot(path=tmp_path / "api-key-created.png", full_page=True)
+
+        await page.get_by_role("button", name="Done").click()
+        await page.reload()
+        await key_row.wait_for(timeout=5_000)
+        page_text = await page.locator("body").inner_text()
+        secret_inputs = await page.get_by_label("API secret").count()
+        await page.screenshot(path=tmp_path / "api-keys.png", full_page=True)
+
+    assert secret.startswith("rcs_"), secret
+    assert api_key.startswith("rck_"), api_key
+    assert "streams:read" in page_text
+    # Shown once: after a reload the page lists the key but not its secret.
+    assert secret not in page_text
+    assert secret_inputs == 0
+    assert not [line for line in console if line.startswith("pageerror")], console
+    response = await box.client.get("/api/streams", headers=basic_auth(api_key, secret))
+    assert response.status == 200, await response.text()

@@ -3,6 +3,7 @@
 
 import { getToken, request, setToken } from "./api.js";
 import { badge, el, errorBox, field, showError } from "./dom.js";
+import { keysPage } from "./keys.js";
 import { streamPage } from "./stream.js";
 
 const main = document.getElementById("main");
@@ -162,7 +163,8 @@ async function appPage(appId) {
   };
   page(
     "App",
-    el("p", {}, el("a", { href: "#/apps" }, "← All apps")),
+    el("p", {}, el("a", { href: "#/apps" }, "← All apps"), " · ",
+      el("a", { href: `#/apps/${appId}/keys` }, "API keys")),
     el("section", {}, el("h2", {}, "Streams"), error, list),
     el("section", {},
       el("h2", {}, "New stream"),
@@ -205,6 +207,7 @@ const ROUTES = [
   [/^#\/signup$/, signupPage, false],
   [/^#\/apps$/, appsPage, true],
   [/^#\/apps\/([\w-]+)$/, appPage, true],
+  [/^#\/apps\/([\w-]+)\/keys$/, (id) => keysPage(id, { page, setTitle }), true],
   [/^#\/streams\/([\w-]+)$/, (id) => streamPage(id, { page, setTitle, onLeave }), true],
 ];
 
