@@ -8,34 +8,53 @@ the REST API under /api, so these routes add no other server logic.
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
-# NOTE: the folder is found next to the package in a source checkout (or an
-# editable install). A wheel does not contain ui/ yet, so a box installed from
-# a wheel logs a warning and serves no UI.
-UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+# ui/ next to the package, in a source checkout or an editable install.
+SOURCE_UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+# Where a built wheel installs ui/ (the data-files of pyproject.toml).
+# NOTE: a `pip install --user` puts it under the user base instead, which
+# is not looked up, so such a box serves no UI.
+INSTALLED_UI_DIR = Path(sys.prefix) / "share" / "realcast-box" / "ui"
 
 
-def setup_ui(app: web.Application, ui_dir: Path = UI_DIR) -> None:
-    """Add ``GET /`` and ``GET /ui/<path>``, when ``ui_dir`` has an index.html."""
-    index = ui_dir / "index.html"
-    if not index.is_file():
-        logger.warning("admin UI not served: %s is missing", index)
+def find_ui_dir(
+    candidates: Iterable[Path] = (SOURCE_UI_DIR, INSTALLED_UI_DIR),
+) -> Path | None:
+    """Return the first folder of ``candidates`` with an index.html, or None."""
+    for folder in candidates:
+        if (folder / "index.html").is_file():
+            return folder
+    return None
+
+
+def setup_ui(app: web.Application, ui_dir: Path | None = None) -> None:
+    """Add ``GET /`` and ``GET /ui/<path>`` for ``ui_dir`` (found when None)."""
+    if ui_dir is None:
+        ui_dir = find_ui_dir()
+    if ui_dir is None or not (ui_dir / "index.html").is_file():
+        logger.warning(
+            "admin UI not served: no index.html in %s or %s",
+            SOURCE_UI_DIR,
+            INSTALLED_UI_DIR,
+        )
         return
+    index = ui_dir / "index.html"
+    root = ui_dir.resolve()
 
     async def index_page(_request: web.Request) -> web.FileResponse:
         # The page is small and changes with each upgrade, so browsers must
         # revalidate it instead of keeping an old copy.
         return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
 
-    root = ui_dir.resolve()
-
     async def ui_file(request: web.Request) -> web.FileResponse:
-        # aiohttp's static route returns a missing file as with a bare 404 that
+        # aiohttp's static route returns a missing file as a bare 404 that
         # bypasses the error middleware, so the lookup is done here and a
         # missing file gets the JSON 404 like every other path.
         path = (root / request.match_info["path"]).resolve()

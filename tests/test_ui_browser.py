@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from aiohttp import web
 from playwright.async_api import Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from realcast_box.api.errors import error_middleware
 from realcast_box.appkeys import CONFIG
+from realcast_box.ui import find_ui_dir, setup_ui
 from tests.box import start_box, start_publisher
 from tests.conftest import basic_auth
 from tests.test_hls_browser import (
@@ -232,3 +235,21 @@ async def test_ui_browser_api_key_secret(aiohttp_client, tmp_path):
     assert not [line for line in console if line.startswith("pageerror")], console
     response = await box.client.get("/api/streams", headers=basic_auth(api_key, secret))
     assert response.status == 200, await response.text()
+
+
+def test_ui_browser_finds_installed_folder(tmp_path):
+    checkout = tmp_path / "checkout"
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    (installed / "index.html").write_text("<!doctype html>")
+    assert find_ui_dir([checkout, installed]) == installed
+    assert find_ui_dir([checkout]) is None
+
+
+async def test_ui_browser_missing_folder(aiohttp_client, tmp_path):
+    app = web.Application(middlewares=[error_middleware])
+    setup_ui(app, tmp_path / "no-ui")
+    client = await aiohttp_client(app)
+    response = await client.get("/")
+    assert response.status == 404
+    assert (await response.json())["status_code"] == 404
