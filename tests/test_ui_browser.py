@@ -7,6 +7,7 @@ API and the HLS output from one origin on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -253,3 +254,82 @@ async def test_ui_browser_missing_folder(aiohttp_client, tmp_path):
     response = await client.get("/")
     assert response.status == 404
     assert (await response.json())["status_code"] == 404
+
+
+async def create_stream_in_page(page: Page, title: str) -> str:
+    """Create a stream on the open app page and return its id from the URL."""
+    await page.get_by_label("Title").fill(title)
+    await page.get_by_role("button", name="Create stream").click()
+    heading = page.get_by_role("heading", name=title, exact=True)
+    await heading.wait_for(timeout=5_000)
+    return page.url.rsplit("/", 1)[1]
+
+
+async def log_in_over_api(box) -> dict[str, str]:
+    response = await box.client.post(
+        "/api/auth/login", json={"email": EMAIL, "password": PASSWORD}
+    )
+    assert response.status == 200, await response.text()
+    return {"Authorization": f"Bearer {(await response.json())['access_token']}"}
+
+
+async def wait_for_api_messages(box, stream_id: str, auth: dict, text: str) -> list:
+    """Poll the chat history until a message has ``text``; return the texts."""
+    texts: list[str] = []
+    for _ in range(50):
+        response = await box.client.get(
+            f"/api/streams/{stream_id}/chat/messages", headers=auth
+        )
+        assert response.status == 200, await response.text()
+        texts = [message["text"] for message in await response.json()]
+        if text in texts:
+            return texts
+        await asyncio.sleep(0.1)
+    return texts
+
+
+async def test_ui_browser_chat_both_ways(aiohttp_client, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path)
+    async with open_browser(tmp_path) as (page, console):
+        await sign_up(page, str(box.client.make_url("/")))
+        await create_app_in_page(page, "Studio")
+        stream_id = await create_stream_in_page(page, "Chat show")
+        auth = await log_in_over_api(box)
+        chat_state = page.locator("#chat-state")
+        await chat_state.filter(has_text="Connected as").wait_for(timeout=5_000)
+
+        # Markup in a message is shown as typed, never parsed.
+        message_input = page.get_by_label("Message", exact=True)
+        await message_input.fill("<b>hello from the page</b>")
+        await page.get_by_role("button", name="Send").click()
+        api_texts = await wait_for_api_messages(
+            box, stream_id, auth, "<b>hello from the page</b>"
+        )
+
+        response = await box.client.post(
+            f"/api/streams/{stream_id}/chat/messages",
+            json={"text": "hello from the API"},
+            headers=auth,
+        )
+        assert response.status == 201, await response.text()
+        api_message = await response.json()
+        chat_list = page.get_by_role("list", name="Chat messages")
+        from_api = chat_list.get_by_role("listitem").filter(
+            has_text="hello from the API"
+        )
+        await from_api.wait_for(timeout=5_000)
+        bold_count = await chat_list.locator("b").count()
+        await page.screenshot(path=tmp_path / "chat.png", full_page=True)
+
+        await from_api.get_by_role("button", name="Delete message").click()
+        await from_api.wait_for(state="detached", timeout=5_000)
+        response = await box.client.get(
+            f"/api/streams/{stream_id}/chat/messages", headers=auth
+        )
+        remaining = [message["id"] for message in await response.json()]
+
+    assert "<b>hello from the page</b>" in api_texts, api_texts
+    assert bold_count == 0
+    assert api_message["id"] not in remaining
+    assert not [line for line in console if line.startswith("pageerror")], console

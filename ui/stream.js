@@ -1,7 +1,8 @@
 // A stream's page: OBS settings, the live preview, the renditions and the
-// ingest warnings, refreshed while the page is open.
+// ingest warnings (refreshed while the page is open), and the chat.
 
 import { request } from "./api.js";
+import { chatPanel } from "./chat.js";
 import { badge, copyText, el, errorBox, showError } from "./dom.js";
 
 const REFRESH_MS = 3000;
@@ -44,6 +45,9 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
   pointBackLinkAt(stream.app_id);
   renderObsSettings(obs, stream);
 
+  const chat = chatPanel(stream.id);
+  document.getElementById("main").append(chat.section);
+
   const player = new PreviewPlayer(video, previewNote, stream, app);
   let stopped = false;
   const refresh = async () => {
@@ -59,13 +63,14 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
       showError(error, exc);
     }
   };
-  await refresh();
   const timer = setInterval(refresh, REFRESH_MS);
   onLeave(() => {
     stopped = true;
     clearInterval(timer);
     player.stop();
+    chat.stop();
   });
+  await refresh();
 }
 
 function pointBackLinkAt(appId) {
@@ -76,7 +81,7 @@ function pointBackLinkAt(appId) {
 
 function renderStatus(node, status) {
   const parts = [`${status.viewer_count} viewers`];
-  if (status.duration_seconds !== null && status.duration_seconds !== undefined) {
+  if (status.started_at) {
     parts.push(`${status.duration_seconds} s in this session`);
   }
   node.replaceChildren(badge(status.status), " ", parts.join(", "));

@@ -1,0 +1,105 @@
+// The chat panel of a stream's page: a WebSocket joined with the owner's
+// access token (the streamer role), so it can read, send, delete and ban.
+
+import { getToken, request } from "./api.js";
+import { el, errorBox, showError } from "./dom.js";
+
+const RECONNECT_MS = 3000;
+// Close codes after which joining again cannot succeed: unauthorized,
+// forbidden, stream not found.
+const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
+
+export function chatPanel(streamId) {
+  const state = el("p", { id: "chat-state", "aria-live": "polite" }, "Connecting…");
+  const error = errorBox();
+  const list = el("ol", { class: "chat", "aria-label": "Chat messages" });
+  const text = el("input", { id: "chat-text", name: "text", maxLength: 500, required: true, autocomplete: "off" });
+  const section = el("section", { "aria-labelledby": "chat-heading" },
+    el("h2", { id: "chat-heading" }, "Chat"),
+    state,
+    error,
+    list,
+    el("form", { class: "field-row", onsubmit: (event) => send(event) },
+      el("label", { for: "chat-text" }, "Message", text),
+      el("button", { type: "submit" }, "Send")));
+
+  let socket = null;
+  let closed = false;
+  let timer = null;
+
+  const connect = () => {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${location.host}/api/streams/${encodeURIComponent(streamId)}/chat`);
+    socket.addEventListener("open", () => {
+      socket.send(JSON.stringify({ type: "join", token: getToken() }));
+    });
+    socket.addEventListener("message", (event) => receive(JSON.parse(event.data)));
+    socket.addEventListener("close", (event) => {
+      if (closed) return;
+      if (FINAL_CLOSE_CODES.has(event.code)) {
+        state.textContent = "Disconnected from the chat.";
+        return;
+      }
+      state.textContent = "Disconnected from the chat; reconnecting…";
+      timer = setTimeout(connect, RECONNECT_MS);
+    });
+  };
+
+  const receive = (frame) => {
+    if (frame.type === "welcome") {
+      state.textContent = `Connected as ${frame.display_name} (${frame.role}).`;
+      error.textContent = "";
+    } else if (frame.type === "history") {
+      list.replaceChildren(...frame.messages.map(messageItem));
+    } else if (frame.type === "message") {
+      list.append(messageItem(frame.message));
+    } else if (frame.type === "deleted") {
+      list.querySelector(`[data-message-id="${CSS.escape(frame.message_id)}"]`)?.remove();
+    } else if (frame.type === "notice") {
+      state.textContent = frame.text;
+    } else if (frame.type === "error") {
+      error.textContent = `Chat error (${frame.code}): ${frame.message}`;
+    }
+  };
+
+  const send = (event) => {
+    event.preventDefault();
+    if (!socket || socket.readyState !== WebSocket.OPEN) {
+      error.textContent = "The chat is not connected yet; try again in a few seconds.";
+      return;
+    }
+    socket.send(JSON.stringify({ type: "send", text: text.value }));
+    text.value = "";
+  };
+
+  const messageItem = (message) => {
+    const remove = () => {
+      socket?.send(JSON.stringify({ type: "delete", message_id: message.id }));
+    };
+    const ban = async () => {
+      if (!confirm(`Ban ${message.display_name} from this chat?`)) return;
+      try {
+        await request("POST", `/api/streams/${streamId}/chat/bans`, { viewer_id: message.viewer_id });
+        state.textContent = `${message.display_name} is banned.`;
+      } catch (exc) {
+        showError(error, exc);
+      }
+    };
+    return el("li", { "data-message-id": message.id },
+      el("strong", {}, message.display_name), ` (${message.role}): `,
+      el("span", { class: "chat-text" }, message.text),
+      " ",
+      el("button", { type: "button", class: "link", onclick: remove, "aria-label": `Delete message from ${message.display_name}` }, "Delete"),
+      message.role === "viewer"
+        ? el("button", { type: "button", class: "link", onclick: ban, "aria-label": `Ban ${message.display_name}` }, "Ban")
+        : null);
+  };
+
+  connect();
+  const stop = () => {
+    closed = true;
+    clearTimeout(timer);
+    socket?.close();
+  };
+  return { section, stop };
+}
