@@ -195,6 +195,13 @@ async def test_chat_origin_checked(make_user, database, hub, build_app, tmp_path
             token=owner.token,
         )
         await allowed.ws.close()
+        # The admin UI's page is served by the box itself, so its origin
+        # passes without being listed.
+        own_origin = str(client.make_url("/")).rstrip("/")
+        same_origin = await join(
+            client, stream["id"], headers={"Origin": own_origin}, token=owner.token
+        )
+        await same_origin.ws.close()
     finally:
         await client.close()
 

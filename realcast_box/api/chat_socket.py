@@ -84,14 +84,19 @@ class Joined:
 
 
 def check_origin(request: web.Request) -> None:
-    """Raise a 403 when the handshake's Origin is not on hls_cors_origins.
+    """Raise a 403 unless the handshake's Origin is the box's or allowed.
 
-    Clients that send no Origin (bots, native apps) pass: only browsers send
-    it, and the check keeps other sites' pages from joining on a viewer's
-    behalf.
+    Allowed origins are those of hls_cors_origins. Clients that send no
+    Origin (bots, native apps) pass: only browsers send it, and the check
+    keeps other sites' pages from joining on a viewer's behalf.
     """
     origin = request.headers.get("Origin")
     if origin is None:
+        return
+    # The box's own pages (the admin UI at /) are same-origin: a browser
+    # sends the Host it connected to, and a page of another site cannot
+    # make the two match.
+    if origin.lower() == f"{request.scheme}://{request.host}".lower():
         return
     policy = request.app.get(HLS_CORS)
     if policy is None:
