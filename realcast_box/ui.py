@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 # ui/ next to the package, in a source checkout or an editable install.
 SOURCE_UI_DIR = Path(__file__).resolve().parent.parent / "ui"
-# Where a built wheel installs ui/ (the data-files of pyproject.toml).
+# Install location of ui/ from a built wheel (the data-files of
+# pyproject.toml).
 # NOTE: a `pip install --user` puts it under the user base instead, which
 # is not looked up, so such a box serves no UI.
 INSTALLED_UI_DIR = Path(sys.prefix) / "share" / "realcast-box" / "ui"

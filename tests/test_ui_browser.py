@@ -333,3 +333,32 @@ async def test_ui_browser_chat_both_ways(aiohttp_client, tmp_path):
     assert bold_count == 0
     assert api_message["id"] not in remaining
     assert not [line for line in console if line.startswith("pageerror")], console
+
+
+async def test_ui_browser_edit_and_delete(aiohttp_client, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path)
+    async with open_browser(tmp_path) as (page, console):
+        page.on("dialog", lambda dialog: dialog.accept())
+        await sign_up(page, str(box.client.make_url("/")))
+        await create_app_in_page(page, "Studio")
+        await create_stream_in_page(page, "Short-lived")
+        await page.get_by_role("button", name="Delete stream").click()
+        no_streams = page.get_by_role("listitem").filter(has_text="No streams yet")
+        await no_streams.wait_for(timeout=5_000)
+
+        await page.get_by_label("App name").fill("Studio B")
+        await page.get_by_role("button", name="Save app").click()
+        renamed = page.get_by_role("heading", name="Studio B", exact=True)
+        await renamed.wait_for(timeout=5_000)
+        await page.screenshot(path=tmp_path / "app-settings.png", full_page=True)
+
+        await page.get_by_role("button", name="Delete app").click()
+        empty = page.get_by_role("listitem").filter(has_text="No apps yet")
+        await empty.wait_for(timeout=5_000)
+        auth = await log_in_over_api(box)
+        response = await box.client.get("/api/apps", headers=auth)
+        apps = await response.json()
+
+    assert apps == []
+    assert not [line for line in console if line.startswith("pageerror")], console

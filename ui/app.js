@@ -172,16 +172,56 @@ async function appPage(appId) {
         title.label, createError,
         el("button", { type: "submit", class: "primary" }, "Create stream"))),
   );
+  let app;
   try {
-    const app = await request("GET", `/api/apps/${encodeURIComponent(appId)}`);
-    setTitle(app.name);
+    app = await request("GET", `/api/apps/${encodeURIComponent(appId)}`);
   } catch (exc) {
     showError(error, exc);
     return;
   }
-  await refreshStreams(appId, list, error);
+  setTitle(app.name);
+  main.append(appSettings(app));
   const timer = setInterval(() => refreshStreams(appId, list, error), 5000);
   onLeave(() => clearInterval(timer));
+  await refreshStreams(appId, list, error);
+}
+
+// The form that renames an app or changes its description, and its
+// delete button.
+function appSettings(app) {
+  const name = field("App name", { name: "app_name", required: true, maxLength: 200, value: app.name });
+  const description = field("App description", { name: "app_description", value: app.description || "" });
+  const error = errorBox();
+  const note = el("p", { "aria-live": "polite" });
+  const save = async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    note.textContent = "";
+    try {
+      const body = { name: name.input.value, description: description.input.value };
+      const updated = await request("PUT", `/api/apps/${app.id}`, body);
+      setTitle(updated.name);
+      note.textContent = "Saved.";
+    } catch (exc) {
+      showError(error, exc);
+    }
+  };
+  const remove = async () => {
+    const sure = confirm(`Delete the app ${app.name}? Its streams and API keys are deleted too, and live publishers are disconnected.`);
+    if (!sure) return;
+    try {
+      await request("DELETE", `/api/apps/${app.id}`);
+      navigate("#/apps");
+    } catch (exc) {
+      showError(error, exc);
+    }
+  };
+  return el("section", {},
+    el("h2", {}, "App settings"),
+    el("form", { onsubmit: save },
+      name.label, description.label, error, note,
+      el("button", { type: "submit" }, "Save app")),
+    el("p", {}, el("button", { type: "button", onclick: remove }, "Delete app")));
 }
 
 async function refreshStreams(appId, list, error) {

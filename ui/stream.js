@@ -46,7 +46,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
   renderObsSettings(obs, stream);
 
   const chat = chatPanel(stream.id);
-  document.getElementById("main").append(chat.section);
+  document.getElementById("main").append(chat.section, deleteSection(stream));
 
   const player = new PreviewPlayer(video, previewNote, stream, app);
   let stopped = false;
@@ -77,6 +77,24 @@ function pointBackLinkAt(appId) {
   const link = document.querySelector("#main > p > a");
   link.href = `#/apps/${appId}`;
   link.textContent = "← Back to the app";
+}
+
+function deleteSection(stream) {
+  const error = errorBox();
+  const remove = async () => {
+    const sure = confirm(`Delete the stream ${stream.title}? A live publisher is disconnected.`);
+    if (!sure) return;
+    try {
+      await request("DELETE", `/api/streams/${stream.id}`);
+      location.hash = `#/apps/${stream.app_id}`;
+    } catch (exc) {
+      showError(error, exc);
+    }
+  };
+  return el("section", {},
+    el("h2", {}, "Delete"),
+    error,
+    el("button", { type: "button", onclick: remove }, "Delete stream"));
 }
 
 function renderStatus(node, status) {
@@ -172,7 +190,13 @@ class PreviewPlayer {
   }
 
   update(status) {
+    const wasLive = this.live;
     this.live = status === "live" || status === "reconnecting";
+    if (this.live && !wasLive && this.hls) {
+      // A new session after an ended one: the old player stopped at the
+      // ended playlist, so a fresh one joins the new session.
+      this.stop();
+    }
     if (this.live && !this.hls && !this.starting) {
       this.start();
     } else if (!this.live && !this.hls) {
