@@ -362,3 +362,55 @@ async def test_ui_browser_edit_and_delete(aiohttp_client, tmp_path):
 
     assert apps == []
     assert not [line for line in console if line.startswith("pageerror")], console
+
+
+async def test_ui_browser_signed_stream_preview(aiohttp_client, tmp_path):
+    require_chromium()
+    box = await start_box(aiohttp_client, tmp_path)
+    publisher = None
+    async with open_browser(tmp_path) as (page, console):
+        hls_requests: list[str] = []
+        page.on(
+            "request",
+            lambda request: (
+                hls_requests.append(request.url) if "/hls/" in request.url else None
+            ),
+        )
+        try:
+            await sign_up(page, str(box.client.make_url("/")))
+            await create_app_in_page(page, "Members")
+            app_id = page.url.rsplit("/", 1)[1]
+            auth = await log_in_over_api(box)
+            response = await box.client.put(
+                f"/api/apps/{app_id}",
+                json={"settings": {"playback_policy": "signed"}},
+                headers=auth,
+            )
+            assert response.status == 200, await response.text()
+            await create_stream_in_page(page, "Members only")
+            stream_key = await page.get_by_label("Stream key").input_value()
+
+            publisher = await start_publisher(
+                box.rtmp_url(stream_key), "--seconds", "20", "--realtime"
+            )
+            first = await wait_for_video(
+                page, "v.currentTime > 0 && v.videoWidth > 0", timeout=25
+            )
+            later = await wait_for_video(
+                page, f"v.currentTime > {first['currentTime']} + 1", timeout=15
+            )
+            await page.screenshot(path=tmp_path / "signed-live.png", full_page=True)
+        finally:
+            if publisher is not None:
+                await stop_publisher(publisher)
+
+    report = json.dumps({"first": first, "later": later, "hls": hls_requests})
+    assert first["videoWidth"] > 0, report
+    assert later["currentTime"] > first["currentTime"], report
+    assert hls_requests, report
+    # The master playlist carries the playback token, and the box's own
+    # links in it carry the session it grants.
+    assert "?token=" in hls_requests[0], report
+    for url in hls_requests[1:]:
+        assert "?token=" in url or "?session=" in url, report
+    assert not [line for line in console if line.startswith("pageerror")], report
