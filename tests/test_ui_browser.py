@@ -329,9 +329,15 @@ async def test_ui_browser_chat_both_ways(aiohttp_client, tmp_path):
         )
         remaining = [message["id"] for message in await response.json()]
 
+        # At a phone's width the stream page fits without sideways scrolling.
+        await page.set_viewport_size({"width": 390, "height": 844})
+        page_width = await page.evaluate("document.documentElement.scrollWidth")
+        await page.screenshot(path=tmp_path / "stream-phone.png", full_page=True)
+
     assert "<b>hello from the page</b>" in api_texts, api_texts
     assert bold_count == 0
     assert api_message["id"] not in remaining
+    assert page_width <= 390
     assert not [line for line in console if line.startswith("pageerror")], console
 
 
