@@ -78,7 +78,7 @@ def create_app(config: Config) -> web.Application:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     data_path = config.data_path
-    # The data directory holds stream keys, webhook secrets and password
+    # The data directory contains stream keys, webhook secrets and password
     # hashes, so a new one is readable by the box's user alone.
     data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     hls_root = data_path / "hls"

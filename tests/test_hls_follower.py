@@ -51,7 +51,8 @@ def test_follower_numbers_segments_as_the_source(tmp_path):
     packager.finish()
     text = playlist(tmp_path)
     assert "#EXT-X-MEDIA-SEQUENCE:100" in text
-    assert "seg-100.m4s" in text and "seg-101.m4s" in text
+    assert "seg-100.m4s" in text
+    assert "seg-101.m4s" in text
     assert text.rstrip().endswith("#EXT-X-ENDLIST")
 
 

@@ -607,8 +607,10 @@ async def test_ladder_reconnect_with_new_resolution(aiohttp_client, tmp_path):
         playlists[name] = playlist
         sizes[name] = [decode_video(files[s])[1] for s in sorted(files)]
     assert set(playlists) == {"source", "wide", "small"}
-    assert sizes["wide"][0] == {(640, 360)} and sizes["wide"][-1] == {(202, 360)}
-    assert sizes["small"][0] == {(320, 180)} and sizes["small"][-1] == {(102, 180)}
+    assert sizes["wide"][0] == {(640, 360)}
+    assert sizes["wide"][-1] == {(202, 360)}
+    assert sizes["small"][0] == {(320, 180)}
+    assert sizes["small"][-1] == {(102, 180)}
     assert (
         "RESOLUTION=202x360"
         in variants(multivariant)[

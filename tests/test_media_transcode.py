@@ -233,7 +233,8 @@ def test_transcoder_encodes_audio_once_at_profile_rate():
     assert transcoder.join(60)
     assert len(sink.audios) >= 45
     dts = [packet.dts for packet in sink.audios]
-    assert dts == sorted(dts) and dts[0] >= 0
+    assert dts == sorted(dts)
+    assert dts[0] >= 0
     assert sink.audios[0].config.sample_rate == 48000
 
 

@@ -143,7 +143,8 @@ async def test_transcode_ladder_aligns_renditions_with_the_source(
     for attrs in listed.values():
         for name in ("BANDWIDTH", "AVERAGE-BANDWIDTH", "RESOLUTION", "FRAME-RATE"):
             assert f"{name}=" in attrs, attrs
-        assert 'CODECS="avc1.' in attrs and "mp4a.40." in attrs
+        assert 'CODECS="avc1.' in attrs
+        assert "mp4a.40." in attrs
     assert "RESOLUTION=320x180" in renditions["180p"]
     assert "FRAME-RATE=12.500" in renditions["180p"]
 
@@ -157,7 +158,8 @@ async def test_transcode_ladder_aligns_renditions_with_the_source(
         for path in files.values():
             width, height, video, audio = probe(path)
             assert (width, height) == expected[name]
-            assert video > 0 and audio > 0
+            assert video > 0
+            assert audio > 0
         starts[name] = {seq: first_video_pts(path) for seq, path in files.items()}
     # Same sequence number, same start: within one source frame (40 ms).
     common = set(starts["source"]) & set(starts["360p"]) & set(starts["180p"])
@@ -205,7 +207,7 @@ async def test_transcode_status_reports_renditions_and_dropped_qualities(
         assert "upscale" in by_name["720p"]["reason"]
         assert by_name["fast"]["state"] == "dropped"
         assert "frame rate" in by_name["fast"]["reason"]
-        # The API answers while the encoders run.
+        # The API responds while the encoders run.
         response = await box.client.get("/api/streams", headers=box.auth)
         assert response.status == 200
     finally:
@@ -371,7 +373,8 @@ async def test_transcode_sheds_the_most_expensive_rendition_when_behind(
             await asyncio.sleep(0.1)
         multivariant = await get_text(box, path)
         assert "360p-" not in multivariant
-        assert "source-" in multivariant and "180p-" in multivariant
+        assert "source-" in multivariant
+        assert "180p-" in multivariant
     finally:
         publisher.kill()
         await publisher.wait()

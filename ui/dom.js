@@ -41,7 +41,8 @@ export function showError(box, error) {
 }
 
 export function badge(status) {
-  const text = status === "live" ? "Live" : status === "reconnecting" ? "Reconnecting" : "Offline";
+  const labels = { live: "Live", reconnecting: "Reconnecting" };
+  const text = labels[status] || "Offline";
   return el("span", { class: `badge ${status}`, "data-status": status }, text);
 }
 

@@ -142,7 +142,7 @@ class RenditionFiles:
 
     @property
     def multivariant_directory(self) -> Path:
-        """The stream's folder, which holds the multivariant playlist."""
+        """The stream's folder, which contains the multivariant playlist."""
         return self._directory
 
     @property
@@ -259,7 +259,7 @@ class RenditionFiles:
             self._write_media_playlist(ended=True)
 
     def variant(self) -> playlist.VariantEntry | None:
-        """The entry this rendition last gave the multivariant playlist."""
+        """Return the entry this rendition last gave the multivariant playlist."""
         return self._variant
 
     def _remove_old_files(self) -> None:

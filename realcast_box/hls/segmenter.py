@@ -109,17 +109,17 @@ class SegmenterTap(Protocol):
     def video_sample(
         self, config: AvcConfig, sample: PendingSample, cut: Cut | None
     ) -> None:
-        """A video sample at 90 kHz; ``cut`` when it starts a segment."""
+        """Take a video sample at 90 kHz; ``cut`` is set when it starts a segment."""
 
     def audio_sample(self, config: AacConfig, sample: PendingSample) -> None:
-        """An AAC frame; its DTS counts samples at the config's sample rate."""
+        """Take an AAC frame; its DTS counts samples at the config's sample rate."""
 
     def segment_written(
         self, sequence: int, duration: float, discontinuity: bool
     ) -> None: ...
 
     def media_ended(self) -> None:
-        """The publisher's media ended (``discontinuity``); more may follow."""
+        """Note the end of the publisher's media (``discontinuity``)."""
 
 
 class Segmenter:

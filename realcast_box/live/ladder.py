@@ -243,7 +243,7 @@ class LiveLadder:
             self._transcoder.abort()
 
     def media_ended(self) -> None:
-        """The publisher left: renditions close their open segments."""
+        """Close the renditions' open segments: the publisher left."""
         if not self._finished:
             self._transcoder.flush()
 
@@ -499,7 +499,7 @@ class LiveLadder:
         return self._transcoder.audio_bitrate_kbps
 
     def _source_segment(self, sequence: int) -> tuple[float, bool]:
-        """The source's (duration, discontinuity) of segment ``sequence``."""
+        """Return the source's (duration, discontinuity) of segment ``sequence``."""
         return self._written.get(sequence, (self._segment_duration, False))
 
 

@@ -25,7 +25,7 @@ class Cut:
     """The source packager started media segment ``sequence`` at this frame.
 
     Renditions cut at the same frames and number their segments the same,
-    with EXT-X-DISCONTINUITY where ``discontinuity`` says the source has one.
+    with EXT-X-DISCONTINUITY where ``discontinuity`` marks one in the source.
     """
 
     sequence: int

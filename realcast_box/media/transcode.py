@@ -183,7 +183,7 @@ def open_encoder(settings: EncoderSettings) -> av.CodecContext:
 
 
 class _Stop:
-    """Queue sentinel; ``flush`` tells whether to encode what is buffered."""
+    """Queue sentinel; ``flush`` is whether to encode what is buffered."""
 
     def __init__(self, flush: bool) -> None:
         self.flush = flush
@@ -697,7 +697,7 @@ class _RenditionWorker:
         try:
             self._queue.put_nowait(_Stop(flush=False))
         except queue.Full:
-            pass  # the thread sees the state at its next frame
+            pass  # the thread checks the state at its next frame
 
     def end(self, *, flush: bool) -> None:
         if self.state != "stopped":
