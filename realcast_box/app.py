@@ -39,6 +39,7 @@ from realcast_box.hls.viewers import VIEWERS
 from realcast_box.hls.vod import setup_vod_routes
 from realcast_box.live.hub import Hub
 from realcast_box.live.recordings import RecordingService
+from realcast_box.live.session_events import unfinished_session_event
 from realcast_box.live.watch import StreamWatcher
 from realcast_box.media.encoders import probe_encoders_async
 from realcast_box.rtmp.server import RtmpServer
@@ -98,10 +99,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         _restrict_database_files(data_path / "realcast.db")
         stack.push_async_callback(database.close)
         app[DATABASE] = database
-        recovered = await stream_store.reset_live_streams(database, datetime.now(UTC))
-        if recovered:
+        unfinished = await stream_store.reset_live_streams(database, datetime.now(UTC))
+        if unfinished:
             logger.warning(
-                "marked %d streams offline that were live at last stop", recovered
+                "marked %d streams offline that were live at last stop",
+                len(unfinished),
             )
         await _probe_encoders(app)
         # Entered before the hub and the RTMP server, so it stops after them
@@ -116,6 +118,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Entered before the hub, so the stream.offline events of the
         # sessions that the hub ends while closing are still stored.
         await _start_webhooks(app, stack, database, events)
+        # The sessions a crash left open end now; their webhooks hear it.
+        for row in unfinished:
+            await events.publish(unfinished_session_event(row))
 
         hub = Hub(
             database,

@@ -259,7 +259,7 @@ async def test_store_restart_ends_reconnecting_stream(database):
 
     changed = await stream_store.reset_live_streams(database, utc_now())
 
-    assert changed == 1
+    assert [row["id"] for row in changed] == [stream["id"]]
     assert await row_status(database, stream["id"]) == "offline"
 
 

@@ -371,7 +371,8 @@ async def test_streams_reset_live_streams_after_crash(tmp_path: Path) -> None:
     live_row = await stream_store.get_stream(db, live["id"])
     idle_row = await stream_store.get_stream(db, idle["id"])
     await db.close()
-    assert changed == 1
+    assert [row["id"] for row in changed] == [live["id"]]
+    assert changed[0]["duration_seconds"] == 42
     assert live_row is not None
     assert live_row["status"] == "offline"
     assert live_row["duration_seconds"] == 42

@@ -10,13 +10,16 @@ how long anything took.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from realcast_box.api.audit import AUDIT_WRITER
-from realcast_box.app import create_app
+from realcast_box.app import DATABASE, create_app
 from realcast_box.config import load_config
+from realcast_box.live.session_events import UNFINISHED_SESSION_REASON
+from realcast_box.store import streams as stream_store
 from tests.box import Box, download_hls, start_box, start_publisher
 from tests.webhook_receiver import Receiver
 
@@ -205,6 +208,28 @@ async def test_webhooks_stream_live_and_offline(aiohttp_client, tmp_path, receiv
     assert {entry["event_type"] for entry in log} == {"stream.live", "stream.offline"}
     for entry in log:
         await wait_for_delivery(box, webhook["id"], entry["id"], "delivered")
+
+
+async def test_webhooks_offline_sent_for_session_left_by_crash(
+    aiohttp_client, tmp_path, receiver
+):
+    box = await start_box(aiohttp_client, tmp_path, **FAST_RETRIES)
+    stream = await box.create_stream()
+    await create_webhook(box, receiver, stream["app_id"], ["stream.offline"])
+    # What a crash mid-session leaves behind: the row still says live.
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    await stream_store.mark_stream_live(box.app[DATABASE], stream["id"], started)
+
+    box = await restart_box(aiohttp_client, box, **FAST_RETRIES)
+    offline = (await receiver.wait_for_events("stream.offline"))[0]
+    response = await box.client.get(f"/api/streams/{stream['id']}", headers=box.auth)
+
+    assert offline.verified
+    assert offline.payload["stream_id"] == stream["id"]
+    assert offline.payload["data"]["session_id"] is None
+    assert offline.payload["data"]["reason"] == UNFINISHED_SESSION_REASON
+    assert offline.payload["data"]["duration_seconds"] >= 30
+    assert (await response.json())["status"] == "offline"
 
 
 async def test_webhooks_unsubscribed_event_not_sent(aiohttp_client, tmp_path, receiver):

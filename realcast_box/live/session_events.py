@@ -49,3 +49,27 @@ def offline_event(publication: Publication, ended_at: datetime, reason: str) -> 
             "reason": reason,
         },
     )
+
+
+# The reason given for sessions that a crash or power loss cut short.
+UNFINISHED_SESSION_REASON = "the box stopped without ending the session"
+
+
+def unfinished_session_event(row: dict[str, Any]) -> Event:
+    """Return the stream.offline event of a session a crash left open.
+
+    ``row`` is one of the rows that ``reset_live_streams`` changed at start-up.
+    The session's id was never stored, so ``session_id`` is null.
+    """
+    return Event(
+        STREAM_OFFLINE,
+        row["app_id"],
+        row["id"],
+        {
+            "session_id": None,
+            "started_at": row["started_at"],
+            "ended_at": row["ended_at"],
+            "duration_seconds": row["duration_seconds"] or 0,
+            "reason": UNFINISHED_SESSION_REASON,
+        },
+    )

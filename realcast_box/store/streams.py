@@ -266,17 +266,20 @@ async def mark_stream_offline(db: Database, stream_id: str, ended_at: datetime) 
     )
 
 
-async def reset_live_streams(db: Database, ended_at: datetime) -> int:
+async def reset_live_streams(db: Database, ended_at: datetime) -> list[dict[str, Any]]:
     """Mark every stream still in a session offline at ``ended_at``.
 
     Sessions do not survive a stop of the box, so streams left live or
     reconnecting (by a crash) end here. Call once at start-up, before the
-    RTMP server accepts publishers. Returns the number of streams changed.
+    RTMP server accepts publishers. Returns the changed rows (``id``,
+    ``app_id``, ``started_at``, ``ended_at``, ``duration_seconds``), so the
+    caller can announce the ends.
     """
-    return await db.execute(
+    return await db.fetchall(
         "UPDATE streams SET status = 'offline', ended_at = :ended_at,"
         f" duration_seconds = {_DURATION_SQL}"
-        " WHERE status IN ('live', 'reconnecting')",
+        " WHERE status IN ('live', 'reconnecting')"
+        " RETURNING id, app_id, started_at, ended_at, duration_seconds",
         {"ended_at": format_timestamp(ended_at)},
     )
 
