@@ -7,8 +7,8 @@ A backup is one gzip-compressed tar archive, mode 0600, with these members:
   creation time, the row count of each table, and each file's size, mode
   and SHA-256 checksum.
 - ``realcast.db``: a copy made with SQLite's online backup API, so it is
-  consistent while a running box writes; it is converted to rollback-journal
-  mode, so the one file is complete without a ``-wal`` file.
+  consistent while a running box writes. The copy is converted to
+  rollback-journal mode, so the one file is complete without a ``-wal`` file.
 - the secret files of the data directory: every top-level ``*.key``,
   ``*.pem``, ``*.crt`` and ``*.cert`` file (the access token, API key hash
   and playback secrets, and a TLS certificate and key kept there).
@@ -68,7 +68,7 @@ class RestoreResult:
 
 
 def latest_schema_version() -> int:
-    """Return the number of the last migration that this version knows."""
+    """Return the number of the last migration in MIGRATIONS."""
     return MIGRATIONS[-1][0]
 
 
@@ -250,8 +250,8 @@ def read_manifest(archive: tarfile.TarFile, source: Path) -> dict[str, Any]:
     latest = latest_schema_version()
     if schema_version > latest:
         raise BackupError(
-            f"{source} holds database schema version {schema_version}, newer than"
-            f" the latest version {latest} that RealCast Box {__version__} knows;"
+            f"{source} contains database schema version {schema_version}, newer than"
+            f" the latest version {latest} of RealCast Box {__version__};"
             f" restore it with RealCast Box {made_by} or newer"
         )
     _check_file_list(manifest, source)
@@ -330,10 +330,12 @@ def restore_backup(
         try:
             existing = _existing_entries(data_path)
             if existing and not force:
-                shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+                listed = ", ".join(existing[:5]) + (
+                    ", ..." if len(existing) > 5 else ""
+                )
                 raise BackupError(
                     f"data directory {data_path} is not empty (it contains"
-                    f" {shown}); pass --force to restore over it, which moves the"
+                    f" {listed}); pass --force to restore over it, which moves the"
                     " database and secret files it replaces into a pre-restore"
                     " folder there"
                 )

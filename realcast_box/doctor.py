@@ -228,7 +228,8 @@ def listening_ports(config: Config) -> list[tuple[str, str, int]]:
     """
     ports = [("HTTP", "http_port", config.http_port)]
     ports.append(("RTMP", "rtmp_port", config.rtmp_port))
-    # NOTE: read with getattr, because older configs have no TLS settings.
+    # NOTE: read with getattr, so doctor works whether or not Config has TLS
+    # settings.
     for label, setting in (("RTMPS", "rtmps_port"), ("HTTPS", "https_port")):
         port = getattr(config, setting, None)
         if isinstance(port, int) and port:

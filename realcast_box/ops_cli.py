@@ -3,7 +3,7 @@
 They work on a data directory directly, not through the API. ``user create``
 and ``backup`` also work while a box runs on that directory: SQLite in WAL
 mode lets a second connection read and write, and the backup API copies a
-consistent snapshot. ``restore`` refuses to run while a box holds the data
+consistent snapshot. ``restore`` fails while a box holds the data
 directory lock.
 """
 

@@ -27,7 +27,7 @@ DATABASE_FILE = "realcast.db"
 
 
 class UserCreateError(RealcastError):
-    """The user cannot be created; the message says why and what to change."""
+    """The user cannot be created; the message names the cause and the fix."""
 
 
 def read_password_stdin(stream: TextIO) -> str:

@@ -244,7 +244,7 @@ def test_backup_leaves_no_temporary_files(tmp_path, stopped_box_data):
     assert [path.name for path in out_dir.iterdir()] == ["b"]
 
 
-def test_restore_running_box_refused(tmp_path, stopped_box_data):
+def test_restore_running_box_rejected(tmp_path, stopped_box_data):
     out = tmp_path / "box.tar.gz"
     invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
     with DataDirLock(stopped_box_data):
@@ -281,7 +281,7 @@ def test_restore_force_keeps_old_files(tmp_path, stopped_box_data):
     assert (folders[0] / "jwt-secret.key").read_bytes() != old_secret
 
 
-def test_restore_damaged_file_refused(tmp_path, stopped_box_data):
+def test_restore_damaged_file_rejected(tmp_path, stopped_box_data):
     out = tmp_path / "box.tar.gz"
     invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
     manifest, contents = read_archive(out)
@@ -295,7 +295,7 @@ def test_restore_damaged_file_refused(tmp_path, stopped_box_data):
     assert sorted(path.name for path in target.iterdir()) == ["realcast.lock"]
 
 
-def test_restore_newer_schema_refused(tmp_path, stopped_box_data):
+def test_restore_newer_schema_rejected(tmp_path, stopped_box_data):
     out = tmp_path / "box.tar.gz"
     invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
     manifest, contents = read_archive(out)
@@ -312,7 +312,7 @@ def test_restore_newer_schema_refused(tmp_path, stopped_box_data):
     assert not target.exists()
 
 
-def test_restore_path_outside_refused(tmp_path, stopped_box_data):
+def test_restore_path_outside_rejected(tmp_path, stopped_box_data):
     out = tmp_path / "box.tar.gz"
     invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
     manifest, contents = read_archive(out)
@@ -334,7 +334,7 @@ def test_restore_not_a_backup(tmp_path):
     assert "is not a RealCast Box backup" in result.output
 
 
-def test_serve_locked_data_dir_refused(tmp_path):
+def test_serve_locked_data_dir_fails(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with DataDirLock(data_dir):
