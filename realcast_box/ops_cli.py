@@ -17,9 +17,10 @@ from pathlib import Path
 
 import click
 
-from realcast_box.backup import BackupError, create_backup, restore_backup
+from realcast_box.backup import BackupError, create_backup
 from realcast_box.config import Config, load_config
 from realcast_box.errors import ConfigError
+from realcast_box.restore import restore_backup
 
 DATA_DIR_HELP = "Directory for the database, secrets and media."
 CONFIG_HELP = "TOML settings file (see realcast.toml for every key)."

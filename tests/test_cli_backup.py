@@ -360,3 +360,15 @@ def test_serve_locked_data_dir_fails(tmp_path):
     assert completed.returncode == 1
     assert f"failed to start: data directory {data_dir} is in use" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_backup_includes_tls_files(tmp_path, stopped_box_data):
+    (stopped_box_data / "tls-cert.pem").write_text("certificate")
+    (stopped_box_data / ".jwt-secret.key.1a2b.tmp").write_bytes(b"partial")
+    out = tmp_path / "box.tar.gz"
+    result = invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    manifest, contents = read_archive(out)
+    assert contents["tls-cert.pem"] == b"certificate"
+    assert ".jwt-secret.key.1a2b.tmp" not in contents
+    assert [entry["name"] for entry in manifest["files"]] == list(contents)

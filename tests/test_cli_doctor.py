@@ -273,3 +273,14 @@ def test_doctor_https_port_shared(tmp_path):
         f"https_port: {config.http_port} is also the http_port"
         in (results[2].problems)[0]
     )
+
+
+def test_doctor_stopped_box_passes(tmp_path):
+    # A box that stopped leaves its lock file behind, unlocked.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with DataDirLock(data_dir):
+        pass
+    assert (data_dir / "realcast.lock").exists()
+    result = run_doctor(data_dir)
+    assert result.exit_code == 0, result.output
