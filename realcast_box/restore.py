@@ -156,6 +156,9 @@ def restore_backup(
             lock = DataDirLock(data_path).acquire()
         except DataDirLocked as exc:
             raise BackupError(f"cannot restore: {exc}") from None
+        # At once, so a restore that fails below leaves no lock file that
+        # the box's user cannot open.
+        _give_to_owner(data_path, [LOCK_FILE])
         try:
             existing = _existing_entries(data_path)
             if existing and not force:
@@ -175,7 +178,7 @@ def restore_backup(
                 for name, path in staged.items():
                     os.replace(path, data_path / name)
                 _fsync_directory(data_path)
-                _give_to_owner(data_path, [*staged, LOCK_FILE, moved_to])
+                _give_to_owner(data_path, [*staged, moved_to])
             finally:
                 for path in staged.values():
                     path.unlink(missing_ok=True)

@@ -111,8 +111,17 @@ async def _insert_user(
 
 
 def _restrict(database_path: Path) -> None:
-    """Make a database that this command created readable by its owner alone."""
+    """Make a database that this command created readable by its owner alone.
+
+    When root runs the command on a data directory of another user (the
+    box's service account), the files are given to that user, so the box
+    can still open them.
+    """
+    owner = database_path.parent.stat()
+    give_away = os.geteuid() == 0 and owner.st_uid != 0
     for suffix in ("", "-wal", "-shm"):
         candidate = database_path.with_name(database_path.name + suffix)
         if candidate.exists():
             os.chmod(candidate, 0o600)
+            if give_away:
+                os.chown(candidate, owner.st_uid, owner.st_gid)

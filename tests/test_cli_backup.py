@@ -372,3 +372,17 @@ def test_backup_includes_tls_files(tmp_path, stopped_box_data):
     assert contents["tls-cert.pem"] == b"certificate"
     assert ".jwt-secret.key.1a2b.tmp" not in contents
     assert [entry["name"] for entry in manifest["files"]] == list(contents)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can change file owners")
+def test_restore_root_gives_files_to_owner(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    target = tmp_path / "service"
+    target.mkdir()
+    os.chown(target, 4321, 4321)
+    result = invoke("restore", str(out), "--data-dir", str(target))
+    assert result.exit_code == 0, result.output
+    for path in target.iterdir():
+        assert path.stat().st_uid == 4321, path.name
+        assert path.stat().st_gid == 4321, path.name

@@ -8,6 +8,7 @@ import sqlite3
 import sys
 
 import aiohttp
+import pytest
 from click.testing import CliRunner, Result
 
 from realcast_box import cli
@@ -164,3 +165,17 @@ def test_user_create_writes_audit_entry(tmp_path):
         connection.close()
     assert rows == [("register", "user", "created with realcast-box user create")]
     assert hashes[0][0].startswith("$argon2id$")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can change file owners")
+def test_user_create_root_gives_database_to_owner(tmp_path):
+    data_dir = tmp_path / "service"
+    data_dir.mkdir()
+    os.chown(data_dir, 4321, 4321)
+    result = create_user(
+        data_dir, "--email", EMAIL, "--password-stdin", input=PASSWORD + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    for path in data_dir.iterdir():
+        assert path.stat().st_uid == 4321, path.name
+        assert path.stat().st_gid == 4321, path.name
