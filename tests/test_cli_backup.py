@@ -24,6 +24,7 @@ from realcast_box.backup import latest_schema_version
 from realcast_box.config import load_config
 from realcast_box.datalock import DataDirLock
 from tests.box import start_box, start_publisher
+from tests.webhook_receiver import Receiver
 
 PUBLISHER_EMAIL = "publisher@example.com"
 PUBLISHER_PASSWORD = "correct horse battery"
@@ -97,6 +98,14 @@ def write_archive(path: Path, manifest: dict, contents: dict[str, bytes]) -> Non
 
 
 @pytest.fixture
+async def receiver():
+    receiver = Receiver()
+    await receiver.start()
+    yield receiver
+    await receiver.close()
+
+
+@pytest.fixture
 def stopped_box_data(tmp_path) -> Path:
     """A stopped box's data directory: a database with one user, and the secrets."""
     data_dir = tmp_path / "data"
@@ -117,7 +126,7 @@ def stopped_box_data(tmp_path) -> Path:
     return data_dir
 
 
-async def test_backup_live_stream_restore_roundtrip(aiohttp_client, tmp_path):
+async def test_backup_live_stream_restore_roundtrip(aiohttp_client, tmp_path, receiver):
     box = await start_box(aiohttp_client, tmp_path)
     stream = await box.create_stream("Backed up")
     response = await box.client.post(
@@ -127,12 +136,32 @@ async def test_backup_live_stream_restore_roundtrip(aiohttp_client, tmp_path):
     )
     assert response.status == 201, await response.text()
     api_key = await response.json()
+    quality = {"name": "240p", "width": 426, "height": 240, "bitrate": 400, "fps": 25}
+    response = await box.client.post(
+        "/api/transcoding-profiles",
+        json={"app_id": stream["app_id"], "name": "small", "qualities": [quality]},
+        headers=box.auth,
+    )
+    assert response.status == 201, await response.text()
+    response = await box.client.post(
+        "/api/webhooks",
+        json={
+            "app_id": stream["app_id"],
+            "url": receiver.url,
+            "events": ["stream.live", "stream.offline"],
+        },
+        headers=box.auth,
+    )
+    assert response.status == 201, await response.text()
+    receiver.secret = (await response.json())["secret"]
 
     publisher = await start_publisher(
         box.rtmp_url(stream["stream_key"]), "--seconds", "60", "--realtime"
     )
     try:
         await box.wait_for_status(stream["id"], "live", timeout=60)
+        # The delivery of stream.live puts rows into the webhook tables.
+        await receiver.wait_for_events("stream.live", timeout=60)
         database = box.data_dir / "realcast.db"
         before = table_rows(database)
         backup_file = tmp_path / "box.tar.gz"
@@ -210,6 +239,10 @@ async def test_backup_live_stream_restore_roundtrip(aiohttp_client, tmp_path):
     )
     try:
         await restored_box.wait_for_status(stream["id"], "live", timeout=60)
+        # The restored webhook fires, signed with its restored secret.
+        requests = await receiver.wait_for_events("stream.live", count=2, timeout=60)
+        for request in requests:
+            assert request.verified, request.headers
     finally:
         publisher.kill()
         await publisher.wait()
