@@ -2,7 +2,7 @@
 
 Every file is checked against the manifest's size and SHA-256 checksum, and
 the database against the manifest's schema version, before anything in the
-data directory changes. Restoring takes the data directory lock, so it
+data directory is replaced. Restoring takes the data directory lock, so it
 cannot run while a box runs on that directory.
 """
 
@@ -134,7 +134,7 @@ def restore_backup(
     with ``force``, and then moved into a ``pre-restore-<time>`` folder in
     the data directory instead of being deleted. Every file is checked
     against its manifest checksum, and the database against the manifest's
-    schema version, before anything in ``data_path`` changes.
+    schema version, before any existing file in ``data_path`` changes.
     """
     source = Path(source)
     data_path = Path(data_path)
