@@ -8,12 +8,14 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 from aiohttp import web
 
-from realcast_box import __version__, doctor
+from realcast_box import __version__, doctor, ops_cli
 from realcast_box.config import Config, load_config
+from realcast_box.datalock import DataDirLock, DataDirLocked
 from realcast_box.errors import ConfigError, StartupError
 from realcast_box.media.encoders import format_table, probe_encoders
 
@@ -32,6 +34,9 @@ RTMP_PORT_HELP = "TCP port of the RTMP ingest server."
 @click.version_option(__version__, prog_name="realcast-box")
 def main() -> None:
     """RealCast Box: a self-hosted live-streaming appliance."""
+
+
+ops_cli.register(main)
 
 
 def settings_options(command: Callable) -> Callable:
@@ -91,7 +96,8 @@ def serve(config_path: str | None, settings: dict, log_level: str | None) -> Non
     # would put stream keys and password hashes in the log.
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
     try:
-        asyncio.run(_serve(config))
+        with _lock_data_dir(config.data_path):
+            asyncio.run(_serve(config))
     except StartupError as exc:
         raise click.ClickException(f"failed to start: {exc}") from None
 
@@ -106,22 +112,44 @@ def serve(config_path: str | None, settings: dict, log_level: str | None) -> Non
     help="Free space the data directory needs, in MiB.",
 )
 def doctor_command(config_path: str | None, settings: dict, min_free_mb: int) -> None:
-    """Check that the box can run here: encoders, free ports, data directory.
+    """Check that the box can run here: encoders, FFmpeg, ports, data, clock.
 
-    Prints the H.264 encoder table and one line per check. Exits 0 when the
-    box can run, else 1 with the problems found.
+    Prints the H.264 encoder table and one line per check. Warnings do not
+    change the exit status. Exits 0 when the box can run, else 1 with the
+    problems found.
     """
     config = load_settings(config_path, settings)
     statuses = probe_encoders()
     click.echo(format_table(statuses))
     click.echo()
     problems = []
-    for checked, found in doctor.run_checks(config, statuses, min_free_mb):
-        click.echo(f"{'ok' if not found else 'FAIL':<4}  {checked}")
-        problems.extend(found)
+    for result in doctor.run_checks(config, statuses, min_free_mb):
+        click.echo(f"{result.status:<4}  {result.label}")
+        for warning in result.warnings:
+            click.echo(f"      warning: {warning}")
+        problems.extend(result.problems)
     if problems:
         raise click.ClickException("; ".join(problems))
     click.echo("\nThe box can run here.")
+
+
+def _lock_data_dir(data_path: Path) -> DataDirLock:
+    """Create the data directory and take its lock; StartupError when either fails.
+
+    The lock keeps a second box, and ``restore``, off a data directory that
+    this box uses.
+    """
+    try:
+        # The data directory contains stream keys, webhook secrets and
+        # password hashes, so a new one is readable by the box's user alone.
+        data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return DataDirLock(data_path).acquire()
+    except DataDirLocked as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(
+            f"cannot use data directory {data_path}: {exc.strerror or exc}"
+        ) from None
 
 
 async def _serve(config: Config) -> None:

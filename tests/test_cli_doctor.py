@@ -1,7 +1,8 @@
-"""Tests for ``realcast-box doctor``: the encoder table, ports, data directory."""
+"""Tests for ``realcast-box doctor``: encoders, FFmpeg, ports, data directory, clock."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -9,10 +10,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import pytest
 from click.testing import CliRunner, Result
 
-from realcast_box import cli
+from realcast_box import cli, doctor
+from realcast_box.config import Config, load_config
+from realcast_box.datalock import DataDirLock
 from realcast_box.media.encoders import CANDIDATES, EncoderStatus
 
 
@@ -168,3 +172,115 @@ def test_doctor_subprocess_port_in_use(tmp_path, listening_port):
     assert f"http_port: cannot listen on 127.0.0.1:{listening_port}" in (
         completed.stderr
     )
+
+
+def test_doctor_prints_ffmpeg_version(tmp_path):
+    result = run_doctor(tmp_path / "data")
+    line = next(line for line in result.output.splitlines() if "PyAV" in line)
+    assert line.startswith(f"ok    FFmpeg {av.ffmpeg_version_info}")
+    assert f"PyAV {av.__version__}" in line
+    assert "libavcodec" in line
+
+
+def test_doctor_prints_clock(tmp_path):
+    result = run_doctor(tmp_path / "data")
+    lines = result.output.splitlines()
+    assert any(line[6:].startswith("clock ") for line in lines), result.output
+
+
+def test_doctor_running_box_fails(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with DataDirLock(data_dir):
+        result = run_doctor(data_dir)
+    assert result.exit_code == 1
+    assert f"data directory {data_dir} is in use by a running box" in result.output
+
+
+def test_doctor_ntp_warning_exits_zero(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "ntp_synchronized_state", lambda: False)
+    result = run_doctor(tmp_path / "data")
+    assert result.exit_code == 0, result.output
+    assert "WARN  clock" in result.output
+    assert "warning: the clock is not synchronized with NTP" in result.output
+
+
+def test_doctor_clock_unset_fails():
+    result = doctor.check_clock(now=lambda: 0.0, ntp_synchronized=lambda: None)
+    assert result.status == "FAIL"
+    assert "the system clock reads 1970-01-01 00:00:00 UTC" in result.problems[0]
+
+
+def test_doctor_clock_step_warns():
+    wall = iter([1_800_000_000.0, 1_800_000_030.0])
+    steady = iter([100.0, 100.0])
+    result = doctor.check_clock(
+        now=lambda: next(wall),
+        monotonic=lambda: next(steady),
+        ntp_synchronized=lambda: True,
+    )
+    assert result.problems == []
+    assert result.status == "WARN"
+    assert "the wall clock moved +30.0 s" in result.warnings[0]
+    assert "NTP synchronized" in result.label
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsConfig(Config):
+    """The Config with the TLS port settings that a TLS-enabled box adds."""
+
+    rtmps_port: int = 0
+    https_port: int = 0
+
+
+def tls_config(tmp_path: Path, **ports: int) -> TlsConfig:
+    base = load_config(
+        None,
+        environ={},
+        overrides={
+            "data_dir": str(tmp_path),
+            "host": "127.0.0.1",
+            "http_port": free_port(),
+            "rtmp_port": free_port(),
+        },
+    )
+    return TlsConfig(**dataclasses.asdict(base), **ports)
+
+
+def test_doctor_rtmps_port_in_use(tmp_path, listening_port):
+    config = tls_config(tmp_path, rtmps_port=listening_port, https_port=free_port())
+    results = doctor.check_ports(config)
+    labels = [result.label for result in results]
+    assert labels[2:] == [
+        f"RTMPS port 127.0.0.1:{listening_port}",
+        f"HTTPS port 127.0.0.1:{config.https_port}",
+    ]
+    assert results[2].status == "FAIL"
+    assert (
+        results[2]
+        .problems[0]
+        .startswith(f"rtmps_port: cannot listen on 127.0.0.1:{listening_port}")
+    )
+    assert results[3].status == "ok"
+
+
+def test_doctor_https_port_shared(tmp_path):
+    config = tls_config(tmp_path, rtmps_port=0, https_port=0)
+    config = dataclasses.replace(config, https_port=config.http_port)
+    results = doctor.check_ports(config)
+    assert len(results) == 3
+    assert (
+        f"https_port: {config.http_port} is also the http_port"
+        in (results[2].problems)[0]
+    )
+
+
+def test_doctor_stopped_box_passes(tmp_path):
+    # A box that stopped leaves its lock file behind, unlocked.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with DataDirLock(data_dir):
+        pass
+    assert (data_dir / "realcast.lock").exists()
+    result = run_doctor(data_dir)
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,200 @@
+"""Backup of a data directory: the database and the secret files, in one archive.
+
+A backup is one gzip-compressed tar archive, mode 0600, with these members:
+
+- ``manifest.json``: format and version, the RealCast Box version, the
+  database schema version (the number of the last migration applied), the
+  creation time, the row count of each table, and each file's size, mode
+  and SHA-256 checksum.
+- ``realcast.db``: a copy made with SQLite's online backup API, so it is
+  consistent while a running box writes. The copy is converted to
+  rollback-journal mode, so the one file is complete without a ``-wal`` file.
+- the secret files of the data directory: every top-level ``*.key``,
+  ``*.pem``, ``*.crt`` and ``*.cert`` file (the access token, API key hash
+  and playback secrets, and a TLS certificate and key kept there).
+
+Live HLS segments and recordings are media files and are not in a backup.
+realcast_box.restore puts a backup back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import tarfile
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from realcast_box import __version__
+from realcast_box.errors import RealcastError
+from realcast_box.store.ids import format_timestamp
+from realcast_box.store.migrations import MIGRATIONS
+
+FORMAT = "realcast-box-backup"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DATABASE_FILE = "realcast.db"
+SECRET_PATTERNS = ("*.key", "*.pem", "*.crt", "*.cert")
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
+# How long the copy waits for a lock that the box's writer holds.
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+class BackupError(RealcastError):
+    """A backup cannot be made, or a backup file cannot be restored."""
+
+
+def latest_schema_version() -> int:
+    """Return the number of the last migration in MIGRATIONS."""
+    return MIGRATIONS[-1][0]
+
+
+def secret_files(data_path: Path) -> list[Path]:
+    """Return the secret files at the top of ``data_path``, sorted by name.
+
+    Hidden files are skipped: they are the temporary files that
+    load_or_create_secret writes before it links a new secret into place.
+    """
+    found: set[Path] = set()
+    for pattern in SECRET_PATTERNS:
+        for path in data_path.glob(pattern):
+            if path.is_file() and not path.name.startswith("."):
+                found.add(path)
+    return sorted(found)
+
+
+def create_backup(data_path: Path, out: Path, *, force: bool = False) -> dict:
+    """Write a backup of ``data_path`` to ``out`` and return its manifest.
+
+    Works while a box runs on ``data_path``: SQLite's backup API reads one
+    consistent snapshot while the box keeps writing in WAL mode. The archive
+    is written to a temporary file next to ``out`` and renamed into place,
+    so ``out`` is never a partial archive. Raises BackupError when the
+    database is missing or damaged, or ``out`` exists and ``force`` is false.
+    """
+    data_path = Path(data_path)
+    out = Path(out)
+    database = data_path / DATABASE_FILE
+    if not database.is_file():
+        raise BackupError(f"no database at {database}; check --data-dir or --config")
+    if out.exists() and not force:
+        raise BackupError(f"{out} already exists; pass --force to replace it")
+    if out.is_dir():
+        raise BackupError(f"{out} is a directory; name a file for the backup")
+    if not out.parent.is_dir():
+        raise BackupError(f"directory {out.parent} does not exist")
+
+    with tempfile.TemporaryDirectory(
+        prefix=".realcast-backup-", dir=out.parent
+    ) as work:
+        copy = Path(work) / DATABASE_FILE
+        _copy_database(database, copy)
+        schema_version, tables = _inspect_database(copy)
+        members = {DATABASE_FILE: copy}
+        for path in secret_files(data_path):
+            members[path.name] = path
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "realcast_box_version": __version__,
+            "schema_version": schema_version,
+            "created_at": format_timestamp(datetime.now(UTC)),
+            "source_data_dir": str(data_path.resolve()),
+            "tables": tables,
+            "files": [],
+        }
+        contents = {}
+        for name, path in members.items():
+            data = path.read_bytes()
+            contents[name] = data
+            manifest["files"].append(
+                {
+                    "name": name,
+                    "size": len(data),
+                    "mode": f"{FILE_MODE:04o}",
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+            )
+        _write_archive(out, manifest, contents)
+    return manifest
+
+
+def _copy_database(source_path: Path, copy_path: Path) -> None:
+    """Copy the live database with SQLite's online backup API and check the copy."""
+    try:
+        source = sqlite3.connect(source_path, timeout=BUSY_TIMEOUT_SECONDS)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot open database {source_path}: {exc}") from None
+    try:
+        target = sqlite3.connect(copy_path)
+        try:
+            # pages=-1 copies every page in one step, under one read
+            # transaction, so the copy is one snapshot of the database.
+            source.backup(target, pages=-1)
+            target.execute("PRAGMA journal_mode=DELETE")
+            result = target.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            target.close()
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot copy database {source_path}: {exc}") from None
+    finally:
+        source.close()
+    if result != "ok":
+        raise BackupError(
+            f"database {source_path} failed SQLite's integrity check: {result}"
+        )
+
+
+def _inspect_database(path: Path) -> tuple[int, dict[str, int]]:
+    """Return the schema version and the row count of each table of ``path``."""
+    connection = sqlite3.connect(path)
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        names = [
+            row[0]
+            for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        counts = {
+            name: connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+            for name in names
+        }
+    finally:
+        connection.close()
+    return int(version), counts
+
+
+def _write_archive(out: Path, manifest: dict, contents: dict[str, bytes]) -> None:
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        # The umask could have removed bits, but never adds any; set 0600
+        # explicitly anyway, since the archive contains every secret.
+        os.fchmod(descriptor, FILE_MODE)
+        with os.fdopen(descriptor, "wb") as file:
+            with tarfile.open(fileobj=file, mode="w:gz") as archive:
+                manifest_bytes = json.dumps(manifest, indent=2).encode() + b"\n"
+                _add_member(archive, MANIFEST, manifest_bytes)
+                for name, data in contents.items():
+                    _add_member(archive, name, data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = FILE_MODE
+    info.mtime = int(time.time())
+    archive.addfile(info, io.BytesIO(data))
