@@ -170,13 +170,16 @@ async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float) ->
     raise SystemExit(f"no answer from {url} within {timeout:.0f} s")
 
 
-async def login(session: aiohttp.ClientSession, base_url: str) -> dict[str, str]:
-    """Register the bench user and return its Authorization header."""
+async def login(
+    session: aiohttp.ClientSession, base_url: str, register: bool = True
+) -> dict[str, str]:
+    """Log in as the bench user, registering it first; return its auth header."""
     credentials = {"email": "bench@example.com", "password": PASSWORD}
     body = {**credentials, "full_name": "Bench"}
-    async with session.post(f"{base_url}/api/auth/register", json=body) as response:
-        if response.status != 201:
-            raise SystemExit(f"register failed: {await response.text()}")
+    if register:
+        async with session.post(f"{base_url}/api/auth/register", json=body) as response:
+            if response.status != 201:
+                raise SystemExit(f"register failed: {await response.text()}")
     async with session.post(f"{base_url}/api/auth/login", json=credentials) as response:
         token = (await response.json())["access_token"]
     return {"Authorization": f"Bearer {token}"}
