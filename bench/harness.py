@@ -417,6 +417,7 @@ def make_flv(path: Path, seconds: float, width: int, height: int, kbps: int) -> 
             "-f", "flv", str(path),
         ],
         check=True,
+        timeout=600,
     )  # fmt: skip
 
 
