@@ -9,11 +9,12 @@ that send requests back to back, each with the user's Bearer access token:
 - ``create-delete``: POST /api/streams, then DELETE /api/streams/{id} of
   the stream just created.
 
-There is no peer: no other server implements this API. The box runs with
-its API rate limits raised to their maximum (1,000,000 requests a minute
-and 10,000,000 an hour, per identity, for all requests and for stream
-operations), far above what the run sends, so that the figures measure the
-server and not the limiter; the shipped defaults are 60 and 10 a minute.
+There is no peer because no other server implements this API. The box
+runs with its API rate limits at their maximum values: 1,000,000 requests
+a minute and 10,000,000 an hour per identity, for all requests and for
+stream operations. That is far above what the run sends, so the figures
+measure the server and not the limiter. The shipped defaults are 60
+requests and 10 stream operations a minute.
 The clients run in ``--processes`` processes on the same machine and take
 CPU time from the server; the script prints the server's CPU share.
 Usage:

@@ -42,10 +42,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    return platform.machine()
+
+
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return f"machine: {cpu}, {os.cpu_count()} CPUs, load average {load}"
+    return (
+        f"machine: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
+        f" load average {load}"
+    )
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -167,7 +181,7 @@ async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float) ->
         except aiohttp.ClientConnectionError:
             pass
         await asyncio.sleep(0.1)
-    raise SystemExit(f"no answer from {url} within {timeout:.0f} s")
+    raise SystemExit(f"no response from {url} within {timeout:.0f} s")
 
 
 async def login(
@@ -214,7 +228,7 @@ async def create_stream(
 
 
 async def box_streams(box: Box, count: int) -> list[dict]:
-    """Wait for the box to answer, then create ``count`` passthrough streams."""
+    """Wait until the box responds, then create ``count`` passthrough streams."""
     async with aiohttp.ClientSession() as session:
         await wait_http(session, f"{box.base_url}/healthz", 60)
         headers = await login(session, box.base_url)

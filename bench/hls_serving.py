@@ -6,10 +6,10 @@ writes fMP4 HLS with 2 s segments. nginx serves the box's HLS folder as
 static files at the same paths, so both servers hand out the very same
 playlists and segments while the stream is live.
 
-``--viewers`` viewers then load each server in turn for ``--seconds``: a
-viewer opens the multivariant playlist and the init segment once, then
-repeats two requests without pause: reload the media playlist, and fetch
-one of the segments it lists, taking each in turn. Each viewer keeps one
+``--viewers`` viewers then load each server in turn for ``--seconds``. A
+viewer opens the multivariant playlist and the init segment once. Then it
+repeats two requests without pause: it reloads the media playlist and
+fetches one of the segments listed there, each segment in turn. Each viewer keeps one
 keep-alive connection, like a player. The viewers are split over
 ``--processes`` client processes, which share the machine's CPUs with the
 server: on a machine with few cores the client can be the limit, so the

@@ -19,10 +19,11 @@ At each count it waits ``--settle`` seconds, then measures for
 - how busy the whole machine was (/proc/stat).
 
 The ramp stops at the first count where a publisher fell behind, one
-exited, the server reported a stream that is not live, or the machine was at
-least ``--max-busy`` (95%) busy; the last count before it is the maximum sustained. The
-publishers run on the same machine and take CPU time of their own, which
-the per-stream figure leaves out but the machine's busy share includes.
+exited, the server reported a stream that is not live, or the machine was
+at least ``--max-busy`` (95%) busy. The last count before it is the
+maximum sustained. The publishers run on the same machine and take CPU
+time of their own, which the per-stream figure leaves out but the
+machine's busy share includes.
 Usage:
 
     python bench/ingest.py [--max 40] [--step 4] [--window 10]

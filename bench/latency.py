@@ -20,7 +20,7 @@ For each server it prints:
 Regular HLS is read by polling the media playlist every ``--poll`` seconds,
 which adds on average half that interval to the lag of both servers. When
 the box's playlist has EXT-X-PART and EXT-X-SERVER-CONTROL with
-CAN-BLOCK-RELOAD=YES (low-latency HLS), the script asks for each next part
+CAN-BLOCK-RELOAD=YES (low-latency HLS), the script requests each next part
 with a blocking playlist reload (``_HLS_msn`` and ``_HLS_part``), and prints
 the lag of the newest part as well as that of the newest whole segment
 (what a player without low-latency support sees). Usage:
@@ -51,7 +51,7 @@ SAMPLE_STEP = 0.01  # seconds between lag samples
 
 @dataclass
 class MediaPlaylist:
-    """What the benchmark needs from a media playlist (RFC 8216bis)."""
+    """Fields of a media playlist (RFC 8216bis) that the benchmark reads."""
 
     media_sequence: int
     segments: list[float]  # EXTINF durations, in order

@@ -35,7 +35,7 @@ from av.video.frame import PictureType
 
 SAMPLE_RATE = 48000
 AUDIO_FRAME_SAMPLES = 1024
-# The muxer interleaves by timestamp and holds a video packet until an audio
+# The muxer interleaves by timestamp and keeps a video packet until an audio
 # packet at least as late is written. The AAC encoder returns packets about
 # two frames (43 ms) after their input, so audio is encoded this far ahead
 # of the video to let each video packet out at once.
