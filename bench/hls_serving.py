@@ -104,8 +104,9 @@ async def viewer(url: URL, until: float, tally: Tally) -> None:
                 continue
             playlist = body.decode()
             if not initialized and (init := map_uri(playlist)) is not None:
+                # The init segment counts in neither the requests nor the bytes.
                 init_url = media_url.join(URL(init))
-                initialized = await get(session, init_url, tally, []) is not None
+                initialized = await get(session, init_url, Tally(), []) is not None
             segments = uris(playlist)
             if segments:
                 segment_url = media_url.join(URL(segments[turn % len(segments)]))
