@@ -246,11 +246,20 @@ def main() -> None:
         choices=SCENARIOS,
         help="scenario to run (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--limit",
+        type=float,
+        help="seconds after which the run stops"
+        " (default: 60 + (--seconds + 60) per scenario)",
+    )
     args = parser.parse_args()
     if args.concurrency < 1 or args.processes < 1 or args.streams < 1:
         parser.error("--concurrency, --processes and --streams must be at least 1")
     args.processes = min(args.processes, args.concurrency)
     args.scenarios = args.scenarios or list(SCENARIOS)
+    if args.limit is None:
+        args.limit = 60 + (args.seconds + 60) * len(args.scenarios)
+    harness.set_time_limit(args.limit)
     results = run(args)
 
     print(harness.machine_line())

@@ -7,6 +7,7 @@ temporary folder. Every child process is started here and ended by its PID.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import shutil
@@ -72,6 +73,20 @@ def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def set_time_limit(seconds: float) -> None:
+    """Raise SystemExit in the main thread after ``seconds``.
+
+    The exception unwinds through the callers' ``finally`` blocks, which
+    stop the child processes.
+    """
+
+    def expire(signal_number: int, frame: object) -> None:
+        raise SystemExit(f"the benchmark ran past its time limit of {seconds:g} s")
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(max(1, math.ceil(seconds)))
 
 
 def remove_tree(path: Path) -> None:

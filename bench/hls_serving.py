@@ -245,11 +245,19 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=2, help="client processes for the viewers"
     )
+    parser.add_argument(
+        "--limit",
+        type=float,
+        help="seconds after which the run stops (default: 2 x --seconds + 300)",
+    )
     args = parser.parse_args()
     if args.viewers < 1 or args.processes < 1:
         parser.error("--viewers and --processes must be at least 1")
     args.processes = min(args.processes, args.viewers)
+    if args.limit is None:
+        args.limit = 2 * args.seconds + 300
     nginx_version = harness.ensure_nginx_rtmp()
+    harness.set_time_limit(args.limit)
     phases = run(args)
 
     print(harness.machine_line())
