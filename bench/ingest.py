@@ -268,6 +268,12 @@ async def run_ramps(
     return [box_ramp, nginx_ramp]
 
 
+def ratio_text(numerator: float, denominator: float) -> str:
+    # /proc counts CPU time in clock ticks (10 ms), so a short window can
+    # read zero for a nearly idle server.
+    return f"{numerator / denominator:.2f}" if denominator > 0 else "n/a (0 CPU time)"
+
+
 def print_summary(ramps: list[Ramp], nginx_version: str, args) -> None:
     print(harness.machine_line())
     print(f"peer: {nginx_version}, libnginx-mod-rtmp, hls on, hls_fragment 2s")
@@ -293,23 +299,23 @@ def print_summary(ramps: list[Ramp], nginx_version: str, args) -> None:
         )
     box, nginx = best.get("box"), best.get("nginx-rtmp")
     if box is not None and nginx is not None:
-        ratio = (box.server_cpu / box.publishers) / (
-            nginx.server_cpu / nginx.publishers
+        ratio = ratio_text(
+            box.server_cpu / box.publishers, nginx.server_cpu / nginx.publishers
         )
         print(
             "CPU per stream ratio, box / nginx-rtmp, each at its max sustained"
-            f" count: {ratio:.2f}"
+            f" count: {ratio}"
         )
     # The same count on both sides compares CPU per stream at equal load.
     common = {level.publishers: level for level in ramps[0].levels if level.sustained}
     for level in ramps[1].levels:
         if level.sustained and level.publishers in common:
-            mine = common[level.publishers]
-            ratio = (mine.server_cpu) / level.server_cpu
+            box_level = common[level.publishers]
+            ratio = ratio_text(box_level.server_cpu, level.server_cpu)
             print(
                 f"  at {level.publishers} publishers: box"
-                f" {100 * mine.server_cpu:.1f}% vs nginx-rtmp"
-                f" {100 * level.server_cpu:.1f}% of a core, ratio {ratio:.2f}"
+                f" {100 * box_level.server_cpu:.1f}% vs nginx-rtmp"
+                f" {100 * level.server_cpu:.1f}% of a core, ratio {ratio}"
             )
 
 
