@@ -269,6 +269,8 @@ def main() -> None:
     for phase in phases:
         print_phase(phase)
     box, nginx = phases
+    if nginx.requests_per_second == 0 or nginx.mib_per_second == 0:
+        raise SystemExit("nginx served nothing, so there is no ratio")
     print(
         "throughput ratio box / nginx:"
         f" requests {box.requests_per_second / nginx.requests_per_second:.2f},"

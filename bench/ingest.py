@@ -269,7 +269,7 @@ async def run_ramps(
 
 
 def ratio_text(numerator: float, denominator: float) -> str:
-    # /proc counts CPU time in clock ticks (10 ms), so a short window can
+    # /proc counts CPU time in clock ticks (usually 10 ms), so a short window can
     # read zero for a nearly idle server.
     return f"{numerator / denominator:.2f}" if denominator > 0 else "n/a (0 CPU time)"
 
