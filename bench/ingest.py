@@ -343,11 +343,13 @@ def main() -> None:
         help="seconds after which the run stops (default: enough for both ramps)",
     )
     args = parser.parse_args()
+
     if args.start < 1 or args.step < 1 or args.max < args.start:
         parser.error("expected 1 <= --start <= --max and --step >= 1")
     if args.limit is None:
         steps = (args.max - args.start) // args.step + 1
         args.limit = 2 * steps * (args.settle + args.window + 10) + 300
+
     nginx_version = harness.ensure_nginx_rtmp()
     ramps = asyncio.run(run(args))
     print_summary(ramps, nginx_version, args)
