@@ -1,0 +1,282 @@
+"""Benchmark: HLS serving throughput of the box against nginx on the same files.
+
+One looping RTMP publisher (``ffmpeg -re -stream_loop -1 -c copy`` of a
+1280x720, 30 fps, 3 Mbit/s H.264 and AAC clip) pushes to the box, which
+writes fMP4 HLS with 2 s segments. nginx serves the box's HLS folder as
+static files at the same paths, so both servers hand out the very same
+playlists and segments while the stream is live.
+
+``--viewers`` viewers then load each server in turn for ``--seconds``. A
+viewer opens the multivariant playlist and the init segment once. Then it
+repeats two requests without pause: it reloads the media playlist and
+fetches one of the segments listed there, each segment in turn. Each viewer keeps one
+keep-alive connection, like a player. The viewers are split over
+``--processes`` client processes, which share the machine's CPUs with the
+server: on a machine with few cores the client can be the limit, so the
+script also prints the CPU share each server used.
+
+Prints requests per second, MiB per second, and p50 and p99 latency of
+playlists and segments for each server, and the ratio box / nginx. The box
+rewrites each playlist per viewer (session signature in its URIs) and
+checks access on each request; nginx sends the files as they are. Usage:
+
+    python bench/hls_serving.py [--viewers 100] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import harness
+from yarl import URL
+
+CLIP_SECONDS = 10
+REQUEST_TIMEOUT = 30.0
+
+
+@dataclass
+class Tally:
+    """Requests that one client process made, by kind."""
+
+    playlist_seconds: list[float] = field(default_factory=list)
+    segment_seconds: list[float] = field(default_factory=list)
+    bytes: int = 0
+    errors: int = 0
+
+    def merge(self, other: Tally) -> None:
+        self.playlist_seconds += other.playlist_seconds
+        self.segment_seconds += other.segment_seconds
+        self.bytes += other.bytes
+        self.errors += other.errors
+
+
+def uris(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def map_uri(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MAP:"):
+            return line.split('URI="', 1)[1].split('"', 1)[0]
+    return None
+
+
+async def get(
+    session: aiohttp.ClientSession, url: URL, tally: Tally, kind: list[float]
+) -> bytes | None:
+    started = time.perf_counter()
+    try:
+        async with session.get(url) as response:
+            body = await response.read()
+            ok = response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        ok, body = False, b""
+    if not ok:
+        tally.errors += 1
+        return None
+    kind.append(time.perf_counter() - started)
+    tally.bytes += len(body)
+    return body
+
+
+async def viewer(url: URL, until: float, tally: Tally) -> None:
+    connector = aiohttp.TCPConnector(limit=1)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        text = await get(session, url, tally, tally.playlist_seconds)
+        if text is None:
+            return
+        media_url = url.join(URL(uris(text.decode())[0]))
+        turn = 0
+        initialized = False
+        while time.monotonic() < until:
+            body = await get(session, media_url, tally, tally.playlist_seconds)
+            if body is None:
+                await asyncio.sleep(0.1)
+                continue
+            playlist = body.decode()
+            if not initialized and (init := map_uri(playlist)) is not None:
+                # The init segment counts in neither the requests nor the bytes.
+                init_url = media_url.join(URL(init))
+                initialized = await get(session, init_url, Tally(), []) is not None
+            segments = uris(playlist)
+            if segments:
+                segment_url = media_url.join(URL(segments[turn % len(segments)]))
+                await get(session, segment_url, tally, tally.segment_seconds)
+                turn += 1
+
+
+async def client_process_main(url: str, viewers: int, seconds: float) -> Tally:
+    tally = Tally()
+    until = time.monotonic() + seconds
+    await asyncio.gather(*(viewer(URL(url), until, tally) for _ in range(viewers)))
+    return tally
+
+
+def client_process(url: str, viewers: int, seconds: float) -> Tally:
+    return asyncio.run(client_process_main(url, viewers, seconds))
+
+
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+    tally: Tally
+    server_cpu: float  # share of one core
+
+    @property
+    def requests_per_second(self) -> float:
+        count = len(self.tally.playlist_seconds) + len(self.tally.segment_seconds)
+        return count / self.seconds
+
+    @property
+    def mib_per_second(self) -> float:
+        return self.tally.bytes / self.seconds / 2**20
+
+
+def load(name: str, url: str, server_cpu, args: argparse.Namespace) -> Phase:
+    """Run the viewers against ``url`` in client processes for --seconds."""
+    shares = [args.viewers // args.processes] * args.processes
+    for index in range(args.viewers % args.processes):
+        shares[index] += 1
+    cpu_start = server_cpu()
+    started = time.monotonic()
+    tally = Tally()
+    with concurrent.futures.ProcessPoolExecutor(args.processes) as pool:
+        futures = [
+            pool.submit(client_process, url, share, args.seconds)
+            for share in shares
+            if share
+        ]
+        for future in futures:
+            tally.merge(future.result(timeout=args.seconds + 2 * REQUEST_TIMEOUT))
+    elapsed = time.monotonic() - started
+    return Phase(name, args.seconds, tally, (server_cpu() - cpu_start) / elapsed)
+
+
+def print_phase(phase: Phase) -> None:
+    tally = phase.tally
+    print(
+        f"{phase.name}: {phase.requests_per_second:.0f} requests/s,"
+        f" {phase.mib_per_second:.1f} MiB/s, server {100 * phase.server_cpu:.0f}%"
+        f" of a core, {tally.errors} errors"
+    )
+    for label, values in (
+        ("playlists", tally.playlist_seconds),
+        ("segments", tally.segment_seconds),
+    ):
+        if not values:
+            print(f"  {label}: none")
+            continue
+        milliseconds = [1000 * value for value in values]
+        print(
+            f"  {label}: {len(values)} requests, p50"
+            f" {statistics.median(milliseconds):.1f} ms,"
+            f" p99 {harness.percentile(milliseconds, 0.99):.1f} ms"
+        )
+
+
+async def wait_segments(url: str, count: int, timeout: float) -> None:
+    """Wait until the media playlist behind ``url`` lists ``count`` segments."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(url) as response:
+                text = await response.text() if response.status == 200 else ""
+            if text:
+                media_url = URL(url).join(URL(uris(text)[0]))
+                async with session.get(media_url) as response:
+                    if len(uris(await response.text())) >= count:
+                        return
+            await asyncio.sleep(0.5)
+    raise SystemExit(f"the box listed fewer than {count} segments in {timeout:.0f} s")
+
+
+async def prepare(box: harness.Box, nginx: harness.Nginx, flv: Path) -> tuple:
+    streams = await harness.box_streams(box, 1)
+    await harness.wait_nginx(nginx)
+    push = harness.start_looping_push(flv, harness.box_rtmp_url(box, streams[0]))
+    return streams[0], push
+
+
+def run(args: argparse.Namespace) -> list[Phase]:
+    work = Path(tempfile.mkdtemp(prefix="realcast-bench-hls-"))
+    box = nginx = push = None
+    try:
+        flv = work / "720p30-3mbps.flv"
+        print(f"encoding the {CLIP_SECONDS} s input clip", flush=True)
+        harness.make_flv(flv, CLIP_SECONDS, 1280, 720, 3000)
+        box = harness.start_box(work)
+        nginx = harness.start_nginx(work, rtmp=False, hls_dir=box.hls_root)
+        stream, push = asyncio.run(prepare(box, nginx, flv))
+        box_url = harness.box_hls_url(box, stream)
+        nginx_url = f"{nginx.base_url}/hls/{stream['id']}/index.m3u8"
+        # Three segments make a full window for a player to start from.
+        asyncio.run(wait_segments(box_url, 3, 60))
+
+        def box_cpu() -> float:
+            return harness.cpu_seconds(box.process.pid)
+
+        return [
+            load("box", box_url, box_cpu, args),
+            load("nginx", nginx_url, nginx.cpu_seconds, args),
+        ]
+    finally:
+        for process in (push, box and box.process, nginx and nginx.process):
+            if process is not None:
+                harness.stop_process(process)
+        harness.remove_tree(work)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--viewers", type=int, default=100, help="concurrent viewers")
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="seconds of load per server"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=2, help="client processes for the viewers"
+    )
+    parser.add_argument(
+        "--limit",
+        type=float,
+        help="seconds after which the run stops (default: 2 x --seconds + 300)",
+    )
+    args = parser.parse_args()
+    if args.viewers < 1 or args.processes < 1:
+        parser.error("--viewers and --processes must be at least 1")
+    args.processes = min(args.processes, args.viewers)
+    if args.limit is None:
+        args.limit = 2 * args.seconds + 300
+    nginx_version = harness.ensure_nginx_rtmp()
+    harness.set_time_limit(args.limit)
+    phases = run(args)
+
+    print(harness.machine_line())
+    print(f"peer: {nginx_version}, static files, access_log off, sendfile on")
+    print(
+        f"viewers: {args.viewers} in {args.processes} client processes,"
+        f" {args.seconds:g} s per server"
+    )
+    for phase in phases:
+        print_phase(phase)
+    box, nginx = phases
+    if nginx.requests_per_second == 0 or nginx.mib_per_second == 0:
+        raise SystemExit("nginx served nothing, so there is no ratio")
+    print(
+        "throughput ratio box / nginx:"
+        f" requests {box.requests_per_second / nginx.requests_per_second:.2f},"
+        f" bytes {box.mib_per_second / nginx.mib_per_second:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
