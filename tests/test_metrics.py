@@ -255,6 +255,46 @@ async def test_metrics_push_reports_live_state(aiohttp_client, tmp_path):
     assert ended.value("realcast_viewers", **labels) is None
 
 
+async def test_metrics_rtmp_connections_rejected(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, rtmp_max_connections=1)
+    # Idle TCP connections: the box keeps one open until its setup timeout.
+    _, first = await asyncio.open_connection("127.0.0.1", box.rtmp_port)
+    try:
+        counted = await wait_for_scrape(
+            box,
+            lambda s: s.value("realcast_rtmp_open_connections") == 1,
+            "the first connection",
+        )
+        second_reader, second = await asyncio.open_connection(
+            "127.0.0.1", box.rtmp_port
+        )
+        # The box closes the second connection at once, before any byte.
+        try:
+            data = await asyncio.wait_for(second_reader.read(), WAIT_SECONDS)
+        except ConnectionResetError:
+            data = b""
+        second.close()
+        assert data == b""
+        rejected = await wait_for_scrape(
+            box,
+            lambda s: s.value("realcast_rtmp_connections_rejected_total") == 1,
+            "the rejected connection",
+        )
+    finally:
+        first.close()
+    closed = await wait_for_scrape(
+        box,
+        lambda s: s.value("realcast_rtmp_open_connections") == 0,
+        "the first connection to close",
+    )
+
+    assert counted.value("realcast_rtmp_connections_accepted_total") == 1
+    assert counted.value("realcast_rtmp_connections_rejected_total") == 0
+    assert rejected.value("realcast_rtmp_open_connections") == 1
+    assert rejected.value("realcast_rtmp_connections_accepted_total") == 1
+    assert closed.value("realcast_rtmp_connections_accepted_total") == 1
+
+
 async def test_metrics_api_routes_by_pattern(aiohttp_client, tmp_path):
     box = await start_box(aiohttp_client, tmp_path)
     streams = [await box.create_stream(f"Stream {n}") for n in range(2)]
@@ -413,7 +453,8 @@ async def test_metrics_registry_per_box(aiohttp_client, tmp_path):
         ("source-ab12/index.m3u8", "playlist"),
         ("source-ab12/init-0.mp4", "init"),
         ("source-ab12/seg-7.m4s", "segment"),
-        ("source-ab12/part-7-2.m4s", "part"),
+        ("source-ab12/part-7.2.m4s", "part"),
+        ("source-ab12/part-7.m4s", "segment"),
         ("source-ab12/notes.txt", "other"),
     ],
 )

@@ -9,6 +9,7 @@ own, because a blocking playlist reload would distort the API's latencies.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
@@ -23,7 +24,7 @@ UNMATCHED_ROUTE = "unmatched"
 # Any other method is labelled "other", so a client cannot add series by
 # sending made-up methods.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-HLS_KINDS = ("playlist", "init", "segment", "part", "other")
+PART_NAME = re.compile(r"part-[0-9]+\.[0-9]+\.m4s")
 # Request key under which the middleware leaves an /hls request's kind for
 # the response hook that counts its bytes.
 HLS_KIND_KEY = "realcast_metrics_hls_kind"
@@ -87,9 +88,9 @@ def hls_kind(relative: str) -> str:
     if path.suffix == ".mp4":
         return "init"
     if path.suffix == ".m4s":
-        # NOTE: partial segments are recognized by "part" in the file name.
-        # Keep this in step with the names the segmenter gives them.
-        return "part" if "part" in path.name else "segment"
+        # NOTE: this must match the names that the low-latency packager
+        # gives partial segments, part-N.K.m4s (part K of segment N).
+        return "part" if PART_NAME.fullmatch(path.name) else "segment"
     return "other"
 
 
