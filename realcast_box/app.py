@@ -29,7 +29,14 @@ from realcast_box.api.identity import API_KEY_HASH_SECRET
 from realcast_box.api.ratelimit import setup_rate_limits
 from realcast_box.api.security import load_or_create_secret
 from realcast_box.api.system import ENCODERS
-from realcast_box.appkeys import CONFIG, DATABASE, HUB, JWT_SECRET, RECORDINGS
+from realcast_box.appkeys import (
+    CONFIG,
+    DATABASE,
+    HUB,
+    JWT_SECRET,
+    RECORDINGS,
+    RTMP_SERVER,
+)
 from realcast_box.config import Config
 from realcast_box.errors import StartupError
 from realcast_box.events import EventBus
@@ -42,6 +49,7 @@ from realcast_box.live.recordings import RecordingService
 from realcast_box.live.session_events import unfinished_session_event
 from realcast_box.live.watch import StreamWatcher
 from realcast_box.media.encoders import probe_encoders_async
+from realcast_box.metrics import setup_metrics
 from realcast_box.rtmp.server import RtmpServer
 from realcast_box.store import streams as stream_store
 from realcast_box.store.db import Database
@@ -52,7 +60,6 @@ from realcast_box.webhooks.urls import DenyList
 
 logger = logging.getLogger(__name__)
 
-RTMP_SERVER = web.AppKey("rtmp_server", RtmpServer)
 EVENTS = web.AppKey("events", EventBus)
 JWT_SECRET_FILE = "jwt-secret.key"
 API_KEY_HASH_SECRET_FILE = "api-key-hash.key"
@@ -72,6 +79,8 @@ def create_app(config: Config) -> web.Application:
     setup_vod_routes(app)
     app.router.add_get("/healthz", healthz)
     setup_ui(app)
+    # Last, because its middleware must be the outermost one.
+    setup_metrics(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

@@ -345,6 +345,19 @@ SETTINGS: tuple[Setting, ...] = (
         0.1,
         600.0,
     ),
+    Setting(
+        "metrics_enabled",
+        bool,
+        True,
+        "Serve Prometheus metrics at /metrics. With false, /metrics returns 404.",
+    ),
+    Setting(
+        "metrics_token",
+        str,
+        "",
+        "Bearer token that /metrics requires (Authorization: Bearer TOKEN)."
+        " Empty serves /metrics without authentication.",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -392,6 +405,8 @@ class Config:
     chat_history_on_join: int
     chat_heartbeat_seconds: float
     chat_join_timeout_seconds: float
+    metrics_enabled: bool
+    metrics_token: str
 
     @property
     def data_path(self) -> Path:

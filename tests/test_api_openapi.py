@@ -28,10 +28,11 @@ from tests.conftest import TEST_PASSWORD, basic_auth, key_auth, make_config
 from tests.openapi_check import OpenApiCheckingClient, response_checker
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
-# The document leaves out the HLS playback files, the recordings under /vod
-# and the admin UI's page and static files, which are not JSON.
+# The document leaves out the HLS playback files, the recordings under /vod,
+# the admin UI's page and static files and the Prometheus metrics, which are
+# not JSON.
 UNDOCUMENTED_PREFIX = ("/hls/", "/vod/", "/ui")
-UNDOCUMENTED_PATHS = {"/"}
+UNDOCUMENTED_PATHS = {"/", "/metrics"}
 
 
 def document_operations() -> set[tuple[str, str]]:

@@ -159,6 +159,11 @@ class RecordingService:
         while self._tasks:
             await asyncio.wait(set(self._tasks))
 
+    @property
+    def active_count(self) -> int:
+        """Number of recordings in progress (live and pulled)."""
+        return len(self._active)
+
     def active_recording_id(self, stream_id: str) -> str | None:
         active = self._active.get(stream_id)
         return active.recording_id if active is not None else None

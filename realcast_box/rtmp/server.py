@@ -66,6 +66,8 @@ class RtmpServer:
         self._max_message_size = max_message_size
         self._max_connections = max_connections
         self._rejected_connections = 0
+        # Connections accepted since start, the rejected ones not included.
+        self.accepted_connections = 0
         self._ssl_context = ssl_context
         self._server: asyncio.Server | None = None
         self._connections: set[RtmpConnection] = set()
@@ -73,6 +75,15 @@ class RtmpServer:
     @property
     def sockets(self) -> list:
         return list(self._server.sockets) if self._server else []
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    @property
+    def rejected_connections(self) -> int:
+        """Connections closed at once since start because of rtmp_max_connections."""
+        return self._rejected_connections
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(
@@ -115,6 +126,7 @@ class RtmpServer:
             on_invalid_stream_key=self._on_invalid_stream_key,
         )
         self._connections.add(connection)
+        self.accepted_connections += 1
         try:
             await connection.run()
         finally:

@@ -351,6 +351,14 @@ async def next_due_time(db: Database, *, busy: Iterable[str]) -> float | None:
     return None if row is None or row["due"] is None else float(row["due"])
 
 
+async def count_pending_deliveries(db: Database) -> int:
+    """Return the number of deliveries in the outbox that are not finished yet."""
+    row = await db.fetchone(
+        "SELECT COUNT(*) AS pending FROM webhook_deliveries WHERE status = 'pending'"
+    )
+    return 0 if row is None else int(row["pending"])
+
+
 async def next_due_delivery(
     db: Database, webhook_id: str, now: float
 ) -> dict[str, Any] | None:

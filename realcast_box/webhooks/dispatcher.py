@@ -79,6 +79,17 @@ class RetryPolicy:
         return delay * (1 + self.jitter * (2 * random_value - 1))
 
 
+@dataclass
+class DeliveryCounts:
+    """Attempts and finished deliveries since the dispatcher started."""
+
+    attempts_succeeded: int = 0
+    attempts_failed: int = 0
+    # Deliveries marked failed: out of attempts, rejected with 410 Gone, or
+    # still pending when the dispatcher disabled their webhook.
+    deliveries_failed: int = 0
+
+
 @dataclass(frozen=True)
 class DispatchSettings:
     timeout: float = 10.0
@@ -117,6 +128,7 @@ class Dispatcher:
         self._paused_until: dict[str, float] = {}
         # Webhook id -> (failed attempts, finally failed deliveries) in a row.
         self._failure_streaks: dict[str, tuple[int, int]] = {}
+        self.counts = DeliveryCounts()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -267,6 +279,7 @@ class Dispatcher:
         )
         if not await webhook_store.record_attempt(self._database, record):
             return  # the webhook was deleted, or disabled, during the attempt
+        self._count_attempt(result, next_attempt_at)
         self._log_attempt(webhook_id, message, attempt, result, next_attempt_at)
         if result.succeeded:
             await webhook_store.reset_failures(self._database, webhook_id)
@@ -276,6 +289,16 @@ class Dispatcher:
                 await self._after_disable(webhook_id, reason)
         elif next_attempt_at is None:
             await self._count_failure(webhook_id)
+
+    def _count_attempt(
+        self, result: AttemptResult, next_attempt_at: float | None
+    ) -> None:
+        if result.succeeded:
+            self.counts.attempts_succeeded += 1
+            return
+        self.counts.attempts_failed += 1
+        if next_attempt_at is None:
+            self.counts.deliveries_failed += 1
 
     def _next_attempt_at(self, attempt: int, result: AttemptResult) -> float | None:
         delay = self._settings.retry.next_delay(attempt, self._random_value())
@@ -300,6 +323,7 @@ class Dispatcher:
         failed = await webhook_store.fail_pending_deliveries(
             self._database, webhook_id, f"webhook disabled: {reason}"
         )
+        self.counts.deliveries_failed += failed
         self._failure_streaks.pop(webhook_id, None)
         logger.warning(
             "webhook %s: disabled because %s; %d pending deliveries failed."

@@ -1,0 +1,169 @@
+"""Request metrics: HTTP requests by route, and HLS requests by kind.
+
+Labels name the route's pattern (``/api/streams/{stream_id}``), never the
+requested path, so stream ids, keys and tokens in URLs never reach a label
+and the number of series stays bounded by the route table. Requests under
+/hls are counted by kind (playlist, init, segment, part) in metrics of their
+own, because a blocking playlist reload would distort the API's latencies.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import PurePosixPath
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+HLS_ROUTE = "/hls/{stream_id}/{path}"
+# Label of a request that matched no route (a 404 or 405 from the router).
+UNMATCHED_ROUTE = "unmatched"
+# Any other method is labelled "other", so a client cannot add series by
+# sending made-up methods.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+PART_NAME = re.compile(r"part-[0-9]+\.[0-9]+\.m4s")
+# Request key under which the middleware leaves an /hls request's kind for
+# the response hook that counts its bytes.
+HLS_KIND_KEY = "realcast_metrics_hls_kind"
+
+
+class RequestMetrics:
+    """The request counters and histograms of one application's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.http_requests = Counter(
+            "realcast_http_requests",
+            "HTTP requests answered, by method, route pattern and status"
+            " (/hls not included).",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "realcast_http_request_duration_seconds",
+            "Time from the start of handling to the response, by method and"
+            " route pattern (/hls and WebSocket sessions not included).",
+            ["method", "route"],
+            registry=registry,
+        )
+        self.hls_requests = Counter(
+            "realcast_hls_requests",
+            "HLS requests answered, by kind and status.",
+            ["kind", "status"],
+            registry=registry,
+        )
+        self.hls_duration = Histogram(
+            "realcast_hls_request_duration_seconds",
+            "Time from the start of handling to the response of HLS requests,"
+            " blocking playlist reloads included, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.hls_bytes = Counter(
+            "realcast_hls_response_bytes",
+            "Body bytes of HLS responses by kind, as their Content-Length"
+            " states (HEAD and 304 responses count 0).",
+            ["kind"],
+            registry=registry,
+        )
+
+
+def route_label(request: web.Request) -> str:
+    """Return the pattern of the route that matched, or UNMATCHED_ROUTE."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
+def hls_kind(relative: str) -> str:
+    """Return the kind of the HLS file at ``relative`` below the stream's folder."""
+    path = PurePosixPath(relative)
+    if path.suffix == ".m3u8":
+        return "playlist"
+    if path.suffix == ".mp4":
+        return "init"
+    if path.suffix == ".m4s":
+        # NOTE: this must match the names that the low-latency packager
+        # gives partial segments, part-N.K.m4s (part K of segment N).
+        return "part" if PART_NAME.fullmatch(path.name) else "segment"
+    return "other"
+
+
+def make_middleware(metrics: RequestMetrics) -> Middleware:
+    """Return the middleware that counts and times every request.
+
+    It must be the outermost middleware, so that it counts the status of the
+    JSON error responses that the error middleware makes of exceptions.
+    """
+
+    @web.middleware
+    async def request_metrics_middleware(
+        request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        route = route_label(request)
+        kind = None
+        if route == HLS_ROUTE:
+            kind = hls_kind(request.match_info.get("path", ""))
+            request[HLS_KIND_KEY] = kind
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _record(metrics, request, route, kind, exc.status, started)
+            raise
+        except Exception:
+            _record(metrics, request, route, kind, 500, started)
+            raise
+        timed = not isinstance(response, web.WebSocketResponse)
+        _record(metrics, request, route, kind, response.status, started, timed=timed)
+        return response
+
+    return request_metrics_middleware
+
+
+def _record(
+    metrics: RequestMetrics,
+    request: web.Request,
+    route: str,
+    kind: str | None,
+    status: int,
+    started: float,
+    *,
+    timed: bool = True,
+) -> None:
+    elapsed = time.perf_counter() - started
+    if kind is not None:
+        metrics.hls_requests.labels(kind, str(status)).inc()
+        metrics.hls_duration.labels(kind).observe(elapsed)
+        return
+    method = method_label(request.method)
+    metrics.http_requests.labels(method, route, str(status)).inc()
+    if timed:
+        metrics.http_duration.labels(method, route).observe(elapsed)
+
+
+def make_response_hook(
+    metrics: RequestMetrics,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """Return the on_response_prepare hook that counts HLS response bytes.
+
+    Bytes are counted when the headers go out, because a file response
+    learns its length (of the whole file or of the requested range) only then.
+    """
+
+    async def count_hls_bytes(
+        request: web.Request, response: web.StreamResponse
+    ) -> None:
+        kind = request.get(HLS_KIND_KEY)
+        if kind is None or request.method == "HEAD":
+            return
+        length = response.content_length
+        if length:
+            metrics.hls_bytes.labels(kind).inc(length)
+
+    return count_hls_bytes
