@@ -54,7 +54,7 @@ from realcast_box.webhooks.urls import DenyList
 logger = logging.getLogger(__name__)
 
 RTMP_SERVER = web.AppKey("rtmp_server", RtmpServer)
-# The server context of RTMPS and HTTPS; None when no certificate is configured.
+# The server context of RTMPS and HTTPS, or None without a configured certificate.
 TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext | None)
 EVENTS = web.AppKey("events", EventBus)
 JWT_SECRET_FILE = "jwt-secret.key"

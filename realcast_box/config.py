@@ -211,7 +211,8 @@ SETTINGS: tuple[Setting, ...] = (
         "rtmp_read_timeout",
         float,
         10.0,
-        "Seconds without any bytes from an RTMP client before it is disconnected.",
+        "Seconds without any bytes from an RTMP client before it is disconnected;"
+        " also the time an RTMPS client has for its TLS handshake.",
         1.0,
         600.0,
     ),
@@ -437,7 +438,7 @@ class Config:
 
     @property
     def tls_enabled(self) -> bool:
-        """True when a certificate and key are configured: RTMPS and HTTPS run."""
+        """Whether a certificate and key are set, which turns on RTMPS and HTTPS."""
         return bool(self.tls_cert_file and self.tls_key_file)
 
 
@@ -573,13 +574,13 @@ def _check_tls_settings(values: Mapping[str, Any]) -> None:
     """
     cert_file, key_file = values["tls_cert_file"], values["tls_key_file"]
     if bool(cert_file) != bool(key_file):
-        given, missing = (
+        set_key, empty_key = (
             ("tls_cert_file", "tls_key_file")
             if cert_file
             else ("tls_key_file", "tls_cert_file")
         )
         raise ConfigError(
-            f"{given} is set but {missing} is empty: set both to turn on RTMPS and"
+            f"{set_key} is set but {empty_key} is empty: set both to turn on RTMPS and"
             " HTTPS (`realcast-box cert --host NAME` makes a pair), or neither"
         )
     if not cert_file:

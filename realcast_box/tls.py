@@ -80,8 +80,8 @@ def load_server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
         context.load_cert_chain(cert_path, key_path)
     except ssl.SSLError as exc:
         raise ConfigError(
-            f"OpenSSL cannot load tls_cert_file {cert_path} with tls_key_file"
-            f" {key_path}: {exc}"
+            f"failed to load tls_cert_file {cert_path} and tls_key_file"
+            f" {key_path} into OpenSSL: {exc}"
         ) from None
     return context
 
@@ -149,8 +149,9 @@ def _public_key_der(public_key: PublicKeyTypes) -> bytes:
 def _warn_outside_validity(certificate: x509.Certificate, path: Path) -> None:
     """Log a warning when the certificate has expired or is not valid yet.
 
-    It is not an error: ffmpeg and OBS may still connect, and on a box
-    without a battery-backed clock the clock itself may be what is wrong.
+    It is not an error, because the ffmpeg CLI skips certificate checks by
+    default, and on a box without a battery-backed clock the clock itself
+    may be what is wrong.
     """
     now = datetime.datetime.now(datetime.UTC)
     if certificate.not_valid_after_utc < now:
@@ -214,15 +215,18 @@ def make_self_signed(hosts: list[str], days: int) -> SelfSignedCertificate:
     first = str(names[0].value)
     common_name = first if len(first) <= MAX_COMMON_NAME else "RealCast Box"
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    not_valid_after = now + datetime.timedelta(days=days)
+    not_valid_before = datetime.datetime.now(datetime.UTC) - VALIDITY_BACKDATE
+    # Counted from not_valid_before: Apple devices reject server certificates
+    # whose NotBefore to NotAfter span exceeds 825 days ("Requirements for
+    # trusted certificates in iOS 13 and macOS 10.15", support.apple.com/103769).
+    not_valid_after = not_valid_before + datetime.timedelta(days=days)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - VALIDITY_BACKDATE)
+        .not_valid_before(not_valid_before)
         .not_valid_after(not_valid_after)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         # Not a CA: Firefox rejects a CA certificate used as a server's own.
@@ -290,15 +294,15 @@ def write_pair(
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)
-    # O_EXCL with the final mode: the key is never readable by others, not
-    # even for a moment between creating and chmod.
+    # Created with its final mode, so the key is never readable by others,
+    # not even between creating and chmod.
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        # The umask may have removed bits from ``mode``; set it exactly.
+        # The umask may have cleared bits of ``mode``, so set it exactly.
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:

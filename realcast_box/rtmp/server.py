@@ -79,7 +79,7 @@ class RtmpServer:
 
     @property
     def tls_sockets(self) -> list:
-        """Listening sockets of RTMPS; empty until start_tls."""
+        """Listening sockets of RTMPS, empty until start_tls."""
         return list(self._tls_server.sockets) if self._tls_server else []
 
     async def start(self, host: str, port: int) -> None:
