@@ -34,10 +34,14 @@ from tests.box import (
     decode_file,
     download_hls,
     first_frame_is_keyframe,
+    parse_sent,
     run_ffmpeg_publisher,
+    run_publisher,
     start_box,
 )
 from tests.test_cli import ServeProcess, free_port, run_cli
+from tests.test_hls_browser import require_chromium
+from tests.test_ui_browser import open_browser, sign_up
 
 FPS = 25
 SEGMENT_SECONDS = 2.0
@@ -362,6 +366,39 @@ async def test_tls_rtmps_publish_plays_over_https(aiohttp_client, tmp_path):
     assert body["rtmp_url"].startswith("rtmps://")
 
 
+async def test_tls_ui_shows_rtmps_server(aiohttp_client, tmp_path):
+    require_chromium()
+    cert_path, key_path, _ = make_cert(tmp_path / "certs")
+    box = await start_box(aiohttp_client, tmp_path, **tls_settings(cert_path, key_path))
+    rtmps_port = box.app[RTMP_SERVER].tls_sockets[0].getsockname()[1]
+    runner = box.client.server.runner
+    plain_addresses = set(runner.addresses)
+    await _start_https(runner, box.app[CONFIG], box.app[TLS_CONTEXT])
+    (https_address,) = set(runner.addresses) - plain_addresses
+
+    async with open_browser(tmp_path, ignore_https_errors=True) as (page, console):
+        await sign_up(page, f"https://127.0.0.1:{https_address[1]}/")
+        await page.get_by_label("Name", exact=True).fill("Studio")
+        await page.get_by_role("button", name="Create app").click()
+        await page.get_by_role("heading", name="Studio", exact=True).wait_for(
+            timeout=5_000
+        )
+        await page.get_by_label("Title").fill("Encrypted show")
+        await page.get_by_role("button", name="Create stream").click()
+        await page.get_by_role("heading", name="Encrypted show", exact=True).wait_for(
+            timeout=5_000
+        )
+        server = await page.get_by_label("Server").input_value()
+        plain_note = await page.locator("#obs-plain-server").text_content()
+        # The chat WebSocket of an HTTPS page goes over wss:// to the same port.
+        await page.get_by_text("Connected as Olive Owner").wait_for(timeout=10_000)
+        await page.screenshot(path=tmp_path / "stream-tls.png", full_page=True)
+
+    assert server == f"rtmps://127.0.0.1:{rtmps_port}/live"
+    assert plain_note.endswith(f"rtmp://127.0.0.1:{box.rtmp_port}/live")
+    assert not [line for line in console if line.startswith("pageerror")], console
+
+
 async def test_tls_plain_rtmp_to_rtmps_port(aiohttp_client, tmp_path):
     cert_path, key_path, _ = make_cert(tmp_path / "certs")
     box = await start_box(
@@ -399,6 +436,19 @@ async def test_tls_plain_rtmp_to_rtmps_port(aiohttp_client, tmp_path):
     reply = await reader.readexactly(1 + 1536)
     assert reply[0] == 3
     writer.close()
+
+    # A whole RTMPS publish from PyAV (FFmpeg's RTMP client) still works.
+    stream = await box.create_stream()
+    code, output = await run_publisher(
+        f"rtmps://127.0.0.1:{rtmps_port}/live/{stream['stream_key']}",
+        "--seconds",
+        "2",
+    )
+    assert code == 0, output
+    sent_video, _ = parse_sent(output)
+    assert sent_video == 2 * FPS
+    status = await box.wait_for_status(stream["id"], "offline")
+    assert status["started_at"] is not None
 
 
 async def test_tls_serve_https_and_rtmps(tmp_path):
