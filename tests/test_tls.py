@@ -337,6 +337,12 @@ async def test_tls_rtmps_publish_plays_over_https(aiohttp_client, tmp_path):
         assert stream["plain_rtmp_url"] == f"rtmp://127.0.0.1:{box.rtmp_port}/live"
         hls_path = f"/hls/{stream['id']}/index.m3u8"
         assert stream["hls_url"] == f"{https_url}{hls_path}"
+        # The URLs name the host and port that the client used over HTTPS.
+        headers = {**box.auth, "Host": "box.example.com:9443"}
+        response = await session.get(f"/api/streams/{stream['id']}", headers=headers)
+        named = await response.json()
+        assert named["hls_url"] == f"https://box.example.com:9443{hls_path}"
+        assert named["rtmp_url"] == f"rtmps://box.example.com:{rtmps_port}/live"
 
         # The ffmpeg CLI skips certificate checks by default. With them on, it
         # shows that a verifying encoder such as OBS accepts the certificate
