@@ -3,9 +3,10 @@
 Start order: data directory and secrets, database (migrations), H.264
 encoder probe, audit writer and pruner, webhook dispatcher and the outbox's
 event subscription, recording service (recovery), hub, stream watcher, RTMP
-server. Stop order is the reverse, so publishers are closed, their
-playlists ended, their recordings finalized and their stream.offline
-events stored before the database goes away.
+server (and RTMPS when a TLS certificate is configured). Stop order is the
+reverse, so publishers are closed, their playlists ended, their recordings
+finalized and their stream.offline events stored before the database goes
+away.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import contextlib
 import dataclasses
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 
-from realcast_box import __version__
+from realcast_box import __version__, tls
 from realcast_box.api import audit, setup_api
 from realcast_box.api import recordings as recordings_api
 from realcast_box.api import webhooks as webhooks_api
@@ -60,6 +62,8 @@ from realcast_box.webhooks.urls import DenyList
 
 logger = logging.getLogger(__name__)
 
+# The server context of RTMPS and HTTPS, or None without a configured certificate.
+TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext | None)
 EVENTS = web.AppKey("events", EventBus)
 JWT_SECRET_FILE = "jwt-secret.key"
 API_KEY_HASH_SECRET_FILE = "api-key-hash.key"
@@ -70,9 +74,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(config: Config) -> web.Application:
-    """Build the application; its cleanup context starts and stops every part."""
+    """Build the application; its cleanup context starts and stops every part.
+
+    Raises ConfigError when the TLS certificate or key cannot be used.
+    """
     app = web.Application(client_max_size=1024 * 1024)
     app[CONFIG] = config
+    app[TLS_CONTEXT] = tls.server_context(config)
     setup_api(app)
     setup_rate_limits(app)
     setup_hls_routes(app)
@@ -173,10 +181,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 "choose another port with --rtmp-port"
             ) from None
         app[RTMP_SERVER] = rtmp_server
+        if app[TLS_CONTEXT] is not None:
+            try:
+                await rtmp_server.start_tls(
+                    config.host, config.rtmps_port, app[TLS_CONTEXT]
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen for RTMPS on {config.host}:{config.rtmps_port}"
+                    f" (rtmps_port): {exc.strerror or exc}; stop the other program"
+                    " or choose another port with the rtmps_port setting"
+                ) from None
         # With port 0 the system picks the port; stream URLs need the real one.
-        bound_port = rtmp_server.sockets[0].getsockname()[1]
-        if bound_port != config.rtmp_port:
-            app[CONFIG] = dataclasses.replace(config, rtmp_port=bound_port)
+        app[CONFIG] = _with_bound_ports(config, rtmp_server)
         rtmp_addresses = ", ".join(
             _format_address(sock.getsockname()) for sock in rtmp_server.sockets
         )
@@ -186,9 +203,27 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             rtmp_addresses,
             data_path,
         )
+        if rtmp_server.tls_sockets:
+            logger.info(
+                "RTMPS ingest on %s",
+                ", ".join(
+                    _format_address(sock.getsockname())
+                    for sock in rtmp_server.tls_sockets
+                ),
+            )
         yield
         logger.info("stopping: closing publishers")
     logger.info("stopped")
+
+
+def _with_bound_ports(config: Config, rtmp_server: RtmpServer) -> Config:
+    """Return ``config`` with the RTMP and RTMPS ports that the sockets really use."""
+    bound = {"rtmp_port": rtmp_server.sockets[0].getsockname()[1]}
+    if rtmp_server.tls_sockets:
+        bound["rtmps_port"] = rtmp_server.tls_sockets[0].getsockname()[1]
+    if all(getattr(config, name) == port for name, port in bound.items()):
+        return config
+    return dataclasses.replace(config, **bound)
 
 
 def dispatch_settings(config: Config) -> DispatchSettings:

@@ -1,11 +1,13 @@
-"""Command-line interface: ``realcast-box serve``, ``doctor`` and ``--version``."""
+"""Command-line interface: serve, doctor, cert and --version."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import click
 from aiohttp import web
 
-from realcast_box import __version__, doctor, ops_cli
+from realcast_box import __version__, doctor, ops_cli, tls
 from realcast_box.config import Config, load_config
 from realcast_box.datalock import DataDirLock, DataDirLocked
 from realcast_box.errors import ConfigError, StartupError
@@ -98,7 +100,7 @@ def serve(config_path: str | None, settings: dict, log_level: str | None) -> Non
     try:
         with _lock_data_dir(config.data_path):
             asyncio.run(_serve(config))
-    except StartupError as exc:
+    except (StartupError, ConfigError) as exc:
         raise click.ClickException(f"failed to start: {exc}") from None
 
 
@@ -152,8 +154,65 @@ def _lock_data_dir(data_path: Path) -> DataDirLock:
         ) from None
 
 
+@main.command("cert")
+@click.option(
+    "--host",
+    "hosts",
+    required=True,
+    multiple=True,
+    help="DNS name or IP address that clients use to reach the box; repeat it "
+    "for more (--host box.local --host 192.168.1.10).",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help=f"Directory for {tls.CERT_FILE_NAME} and {tls.KEY_FILE_NAME}.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=825,
+    show_default=True,
+    help="Days the certificate is valid. Apple devices reject server "
+    "certificates valid for more than 825 days.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def cert_command(hosts: tuple[str, ...], out_dir: Path, days: int, force: bool) -> None:
+    """Make a self-signed TLS certificate and key for RTMPS and HTTPS on a LAN.
+
+    Prints the certificate's SHA-256 fingerprint, to compare with what a
+    browser or OBS shows on first connect, and the settings that turn TLS on.
+    """
+    try:
+        pair = tls.make_self_signed(list(hosts), days)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host") from None
+    try:
+        cert_path, key_path = tls.write_pair(pair, out_dir, force=force)
+    except FileExistsError as exc:
+        raise click.ClickException(
+            f"{exc.args[0]} already exists; pass --force to overwrite it or "
+            "choose another --out-dir"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"failed to write into {out_dir}: {exc.strerror or exc}"
+        ) from None
+    click.echo(f"Certificate: {cert_path}")
+    click.echo(f"Private key: {key_path} (mode 0600)")
+    click.echo(f"Hosts: {', '.join(hosts)}")
+    click.echo(f"Valid until: {pair.not_valid_after:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"SHA-256 fingerprint: {pair.fingerprint}")
+    click.echo()
+    click.echo("Add these lines to the box's TOML config file:")
+    click.echo(f"tls_cert_file = {json.dumps(str(cert_path))}")
+    click.echo(f"tls_key_file = {json.dumps(str(key_path))}")
+
+
 async def _serve(config: Config) -> None:
-    from realcast_box.app import create_app
+    from realcast_box.app import TLS_CONTEXT, create_app
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -179,11 +238,33 @@ async def _serve(config: Config) -> None:
             ) from None
         for address in runner.addresses:
             logger.info("HTTP API and HLS on http://%s:%s", *_host_port(address))
+        ssl_context = runner.app[TLS_CONTEXT]
+        if ssl_context is not None:
+            await _start_https(runner, config, ssl_context)
         logger.info("RealCast Box %s started", __version__)
         await stop.wait()
         logger.info("received stop signal")
     finally:
         await runner.cleanup()
+
+
+async def _start_https(
+    runner: web.AppRunner, config: Config, ssl_context: ssl.SSLContext
+) -> None:
+    """Serve the same application over HTTPS on https_port, beside HTTP."""
+    plain_addresses = set(runner.addresses)
+    site = web.TCPSite(runner, config.host, config.https_port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen for HTTPS on {config.host}:{config.https_port} "
+            f"(https_port): {exc.strerror or exc}; stop the other program or "
+            "choose another port with the https_port setting"
+        ) from None
+    for address in runner.addresses:
+        if address not in plain_addresses:
+            logger.info("HTTPS API and HLS on https://%s:%s", *_host_port(address))
 
 
 def _host_port(address: tuple) -> tuple[str, int]:

@@ -47,6 +47,38 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("rtmp_port", int, 1935, "TCP port of the RTMP ingest server.", 0, 65535),
     Setting(
+        "tls_cert_file",
+        str,
+        "",
+        "PEM file with the TLS certificate (and any intermediate certificates);"
+        " with tls_key_file it turns on RTMPS and HTTPS. `realcast-box cert`"
+        " makes a self-signed one.",
+    ),
+    Setting(
+        "tls_key_file",
+        str,
+        "",
+        "PEM file with the unencrypted private key of tls_cert_file.",
+    ),
+    Setting(
+        "rtmps_port",
+        int,
+        1936,
+        "TCP port of the RTMPS ingest server, beside rtmp_port, when TLS is"
+        " configured.",
+        0,
+        65535,
+    ),
+    Setting(
+        "https_port",
+        int,
+        8443,
+        "TCP port of the HTTPS server (API, UI, HLS), beside http_port, when TLS"
+        " is configured.",
+        0,
+        65535,
+    ),
+    Setting(
         "public_host",
         str,
         "",
@@ -179,7 +211,8 @@ SETTINGS: tuple[Setting, ...] = (
         "rtmp_read_timeout",
         float,
         10.0,
-        "Seconds without any bytes from an RTMP client before it is disconnected.",
+        "Seconds without any bytes from an RTMP client before it is disconnected;"
+        " also the time an RTMPS client has for its TLS handshake.",
         1.0,
         600.0,
     ),
@@ -368,6 +401,10 @@ class Config:
     host: str
     http_port: int
     rtmp_port: int
+    tls_cert_file: str
+    tls_key_file: str
+    rtmps_port: int
+    https_port: int
     public_host: str
     data_dir: str
     log_level: str
@@ -413,6 +450,11 @@ class Config:
         if self.data_dir:
             return Path(self.data_dir).expanduser()
         return Path(platformdirs.user_data_dir("realcast-box", appauthor=False))
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether a certificate and key are set, which turns on RTMPS and HTTPS."""
+        return bool(self.tls_cert_file and self.tls_key_file)
 
 
 def _check_toml_type(setting: Setting, value: Any, source: str) -> None:
@@ -536,7 +578,34 @@ def load_config(
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _convert(setting, value, "command line")
 
+    _check_tls_settings(values)
     return Config(**values)
+
+
+def _check_tls_settings(values: Mapping[str, Any]) -> None:
+    """Reject a certificate without its key (or the reverse) and clashing ports.
+
+    The files themselves are read and checked at start, by realcast_box.tls.
+    """
+    cert_file, key_file = values["tls_cert_file"], values["tls_key_file"]
+    if bool(cert_file) != bool(key_file):
+        set_key, empty_key = (
+            ("tls_cert_file", "tls_key_file")
+            if cert_file
+            else ("tls_key_file", "tls_cert_file")
+        )
+        raise ConfigError(
+            f"{set_key} is set but {empty_key} is empty: set both to turn on RTMPS and"
+            " HTTPS (`realcast-box cert --host NAME` makes a pair), or neither"
+        )
+    if not cert_file:
+        return
+    for secure, plain in (("rtmps_port", "rtmp_port"), ("https_port", "http_port")):
+        if values[secure] != 0 and values[secure] == values[plain]:
+            raise ConfigError(
+                f"invalid value {values[secure]} for {secure}: it is also the"
+                f" {plain}; choose two ports"
+            )
 
 
 def render_default_toml() -> str:

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import av
 
+from realcast_box import tls
 from realcast_box.config import Config
 from realcast_box.datalock import is_locked, read_owner
+from realcast_box.errors import ConfigError
 from realcast_box.media.encoders import EncoderStatus
 
 # Free space the data directory needs, in MiB: room for the database and a
@@ -223,18 +225,28 @@ def ntp_synchronized_state() -> bool | None:
 def listening_ports(config: Config) -> list[tuple[str, str, int]]:
     """Return (label, setting, port) for each port that the box listens on.
 
-    RTMPS and HTTPS count only when the config has those settings and they
-    are set to a port other than 0.
+    RTMPS and HTTPS count only when TLS is on (a certificate and key are
+    set) and their ports are other than 0.
     """
     ports = [("HTTP", "http_port", config.http_port)]
     ports.append(("RTMP", "rtmp_port", config.rtmp_port))
-    # NOTE: read with getattr, so doctor works whether or not Config has TLS
-    # settings.
-    for label, setting in (("RTMPS", "rtmps_port"), ("HTTPS", "https_port")):
-        port = getattr(config, setting, None)
-        if isinstance(port, int) and port:
-            ports.append((label, setting, port))
+    if config.tls_enabled:
+        for label, setting in (("RTMPS", "rtmps_port"), ("HTTPS", "https_port")):
+            port = getattr(config, setting)
+            if port:
+                ports.append((label, setting, port))
     return ports
+
+
+def check_tls(config: Config) -> CheckResult | None:
+    """Load the TLS certificate and key as serve would; None when TLS is off."""
+    if not config.tls_enabled:
+        return None
+    try:
+        tls.server_context(config)
+    except ConfigError as exc:
+        return CheckResult("TLS certificate", [str(exc)])
+    return CheckResult("TLS certificate", [], detail=config.tls_cert_file)
 
 
 def check_ports(config: Config) -> list[CheckResult]:
@@ -256,7 +268,7 @@ def run_checks(
     config: Config, statuses: Sequence[EncoderStatus], min_free_mb: int
 ) -> list[CheckResult]:
     """Run every check and return one result each, in the order to print them."""
-    return [
+    results = [
         CheckResult("H.264 encoders", check_encoders(statuses)),
         check_ffmpeg(),
         *check_ports(config),
@@ -266,3 +278,7 @@ def run_checks(
         ),
         check_clock(),
     ]
+    tls_result = check_tls(config)
+    if tls_result is not None:
+        results.insert(2, tls_result)
+    return results

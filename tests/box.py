@@ -132,9 +132,17 @@ async def start_publisher(url: str, *args: str) -> asyncio.subprocess.Process:
 
 
 async def run_ffmpeg_publisher(
-    url: str, seconds: float, *, audio: bool = True, timeout: float = 60.0
+    url: str,
+    seconds: float,
+    *,
+    audio: bool = True,
+    timeout: float = 60.0,
+    output_options: tuple[str, ...] = (),
 ) -> tuple[int, str]:
-    """Push ``seconds`` of lavfi test video (and a tone) with the ffmpeg CLI."""
+    """Push ``seconds`` of lavfi test video (and a tone) with the ffmpeg CLI.
+
+    ``output_options`` go just before the URL, such as TLS options for rtmps://.
+    """
     command = [
         "ffmpeg",
         "-hide_banner",
@@ -151,7 +159,7 @@ async def run_ffmpeg_publisher(
     command += ["-pix_fmt", "yuv420p"]
     if audio:
         command += ["-c:a", "aac", "-b:a", "96k"]
-    command += ["-f", "flv", url]
+    command += ["-f", "flv", *output_options, url]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )

@@ -14,7 +14,7 @@ import av
 import pytest
 from click.testing import CliRunner, Result
 
-from realcast_box import cli, doctor
+from realcast_box import cli, doctor, tls
 from realcast_box.config import Config, load_config
 from realcast_box.datalock import DataDirLock
 from realcast_box.media.encoders import CANDIDATES, EncoderStatus
@@ -225,16 +225,12 @@ def test_doctor_clock_step_warns():
     assert "NTP synchronized" in result.label
 
 
-@dataclasses.dataclass(frozen=True)
-class TlsConfig(Config):
-    """The Config with the TLS port settings that a TLS-enabled box adds."""
-
-    rtmps_port: int = 0
-    https_port: int = 0
-
-
-def tls_config(tmp_path: Path, **ports: int) -> TlsConfig:
-    base = load_config(
+def tls_config(tmp_path: Path, **ports: int) -> Config:
+    """A config with a fresh self-signed certificate, so TLS is on."""
+    cert_file, key_file = tls.write_pair(
+        tls.make_self_signed(["localhost"], 1), tmp_path / "tls", force=False
+    )
+    return load_config(
         None,
         environ={},
         overrides={
@@ -242,9 +238,31 @@ def tls_config(tmp_path: Path, **ports: int) -> TlsConfig:
             "host": "127.0.0.1",
             "http_port": free_port(),
             "rtmp_port": free_port(),
+            "tls_cert_file": str(cert_file),
+            "tls_key_file": str(key_file),
+            **ports,
         },
     )
-    return TlsConfig(**dataclasses.asdict(base), **ports)
+
+
+def test_doctor_tls_ports_skipped_without_certificate(tmp_path):
+    config = load_config(
+        None,
+        environ={},
+        overrides={"data_dir": str(tmp_path), "rtmps_port": 1, "https_port": 2},
+    )
+    labels = [result.label for result in doctor.check_ports(config)]
+    assert [label.split()[0] for label in labels] == ["HTTP", "RTMP"]
+    assert doctor.check_tls(config) is None
+
+
+def test_doctor_tls_certificate_checked(tmp_path):
+    config = tls_config(tmp_path, rtmps_port=free_port(), https_port=free_port())
+    assert doctor.check_tls(config).status == "ok"
+    Path(config.tls_key_file).write_text("not a key")
+    result = doctor.check_tls(config)
+    assert result.status == "FAIL"
+    assert "tls_key_file" in result.problems[0]
 
 
 def test_doctor_rtmps_port_in_use(tmp_path, listening_port):
@@ -265,13 +283,13 @@ def test_doctor_rtmps_port_in_use(tmp_path, listening_port):
 
 
 def test_doctor_https_port_shared(tmp_path):
-    config = tls_config(tmp_path, rtmps_port=0, https_port=0)
+    config = tls_config(tmp_path, rtmps_port=free_port(), https_port=free_port())
     config = dataclasses.replace(config, https_port=config.http_port)
     results = doctor.check_ports(config)
-    assert len(results) == 3
+    assert len(results) == 4
     assert (
         f"https_port: {config.http_port} is also the http_port"
-        in (results[2].problems)[0]
+        in (results[3].problems)[0]
     )
 
 

@@ -41,14 +41,21 @@ VIDEO_STATE = """() => {
 
 
 @asynccontextmanager
-async def open_browser(tmp_path: Path) -> AsyncIterator[tuple[Page, list[str]]]:
-    """Open a page in headless Chromium and collect its console errors in a list."""
+async def open_browser(
+    tmp_path: Path, *, ignore_https_errors: bool = False
+) -> AsyncIterator[tuple[Page, list[str]]]:
+    """Open a page in headless Chromium and collect its console errors in a list.
+
+    ``ignore_https_errors`` lets the page load from a box with a self-signed
+    certificate.
+    """
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             tmp_path / "chromium-profile",
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
+            ignore_https_errors=ignore_https_errors,
         )
         try:
             page = context.pages[0] if context.pages else await context.new_page()

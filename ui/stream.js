@@ -134,6 +134,9 @@ function renderObsSettings(section, stream) {
     el("div", { class: "field-row" },
       el("label", { for: "obs-server" }, "Server", server),
       el("button", { type: "button", onclick: () => copyText(server.value, note) }, "Copy server")),
+    // Present only when the box has a TLS certificate and rtmp_url is rtmps://.
+    ...(stream.plain_rtmp_url ? [el("p", { id: "obs-plain-server" },
+      `For an encoder that cannot use RTMPS or trust the box's certificate: ${stream.plain_rtmp_url}`)] : []),
     el("div", { class: "field-row" },
       el("label", { for: "obs-key" }, "Stream key", key),
       reveal,

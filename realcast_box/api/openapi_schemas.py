@@ -345,8 +345,24 @@ def _stream_schemas() -> dict[str, Any]:
                     "type": "string",
                     "description": "Secret key that a publisher appends to rtmp_url.",
                 },
-                "rtmp_url": {"type": "string", "pattern": "^rtmp://"},
-                "hls_url": {"type": "string", "pattern": r"^http://.*/index\.m3u8$"},
+                "rtmp_url": {
+                    "type": "string",
+                    "pattern": "^rtmps?://",
+                    "description": "Server URL for OBS: rtmps:// when the box has a"
+                    " TLS certificate, else rtmp://.",
+                },
+                "plain_rtmp_url": {
+                    "type": "string",
+                    "pattern": "^rtmp://",
+                    "description": "Unencrypted RTMP URL, for encoders without"
+                    " RTMPS; present only when rtmp_url is an rtmps:// URL.",
+                },
+                "hls_url": {
+                    "type": "string",
+                    "pattern": r"^https?://.*/index\.m3u8$",
+                    "description": "Multivariant playlist, over HTTPS when the"
+                    " request came over HTTPS.",
+                },
                 "status": status,
                 "created_at": _timestamp("Time of creation."),
                 "started_at": _timestamp(
@@ -355,7 +371,21 @@ def _stream_schemas() -> dict[str, Any]:
                 "ended_at": _timestamp(
                     "End of the last publishing session.", nullable=True
                 ),
-            }
+            },
+            required=(
+                "id",
+                "app_id",
+                "title",
+                "description",
+                "settings",
+                "stream_key",
+                "rtmp_url",
+                "hls_url",
+                "status",
+                "created_at",
+                "started_at",
+                "ended_at",
+            ),
         ),
         "StreamCreate": _object(
             {

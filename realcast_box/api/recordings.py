@@ -32,7 +32,7 @@ from realcast_box.api.identity import (
     can_access_app,
     effective_app_id,
 )
-from realcast_box.api.streams import split_host_header, url_host
+from realcast_box.api.streams import http_scheme_and_port, split_host_header, url_host
 from realcast_box.api.validation import bad_request
 from realcast_box.appkeys import CONFIG, DATABASE, RECORDINGS
 from realcast_box.config import Config
@@ -71,13 +71,17 @@ UPDATE_FIELDS = (
 
 
 def base_url(request: web.Request, config: Config) -> str:
-    """Return the box's HTTP base URL as clients should use it."""
+    """Return the box's HTTP base URL as clients should use it.
+
+    The scheme is the request's, so a request over HTTPS gets HTTPS URLs.
+    """
+    scheme, default_port = http_scheme_and_port(request, config)
     if config.public_host:
-        return f"http://{url_host(config.public_host)}:{config.http_port}"
+        return f"{scheme}://{url_host(config.public_host)}:{default_port}"
     host, port = split_host_header(request.host)
     if host is None:
         host = url_host(request.url.host or "127.0.0.1")
-    return f"http://{host}:{port or config.http_port}"
+    return f"{scheme}://{host}:{port or default_port}"
 
 
 def recording_json(request: web.Request, recording: dict[str, Any]) -> dict[str, Any]:

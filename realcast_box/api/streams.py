@@ -107,19 +107,35 @@ def public_urls(request: web.Request, config: Config, stream_id: str) -> dict[st
     """Return the rtmp_url and hls_url of a stream as clients should use them.
 
     The host is config.public_host when set, else the host the client used
-    to reach the API (the Host header, else the local address).
+    to reach the API (the Host header, else the local address). hls_url has
+    the scheme of the request, so a request over HTTPS gets an HTTPS URL.
+    With TLS configured, rtmp_url is the RTMPS URL and plain_rtmp_url the
+    RTMP one, for encoders without RTMPS.
     """
+    scheme, default_port = http_scheme_and_port(request, config)
     if config.public_host:
-        host, http_port = url_host(config.public_host), config.http_port
+        host, http_port = url_host(config.public_host), default_port
     else:
         host, port = split_host_header(request.host)
         if host is None:
             host = _local_host(request)
-        http_port = port or config.http_port
-    return {
-        "rtmp_url": f"rtmp://{host}:{config.rtmp_port}/live",
-        "hls_url": f"http://{host}:{http_port}/hls/{stream_id}/index.m3u8",
+        http_port = port or default_port
+    rtmp_url = f"rtmp://{host}:{config.rtmp_port}/live"
+    urls = {
+        "rtmp_url": rtmp_url,
+        "hls_url": f"{scheme}://{host}:{http_port}/hls/{stream_id}/index.m3u8",
     }
+    if config.tls_enabled:
+        urls["rtmp_url"] = f"rtmps://{host}:{config.rtmps_port}/live"
+        urls["plain_rtmp_url"] = rtmp_url
+    return urls
+
+
+def http_scheme_and_port(request: web.Request, config: Config) -> tuple[str, int]:
+    """Return the scheme of the request and the box's port for that scheme."""
+    if request.secure:
+        return "https", config.https_port
+    return "http", config.http_port
 
 
 def _local_host(request: web.Request) -> str:

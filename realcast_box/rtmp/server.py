@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,8 @@ READ_SIZE = 64 * 1024
 SETUP_TIMEOUT = 30.0
 # A publisher needs one message stream; a few more cover clients that retry.
 MAX_CREATED_STREAMS = 8
+# Seconds a closing RTMPS connection waits for the client's TLS close_notify.
+TLS_SHUTDOWN_TIMEOUT = 2.0
 # RTMP application name in rtmp://HOST/live; OBS calls it the "Server" path.
 APPLICATION = "live"
 
@@ -56,7 +59,6 @@ class RtmpServer:
         read_timeout: float,
         max_message_size: int,
         max_connections: int = 256,
-        ssl_context: ssl.SSLContext | None = None,
         on_invalid_stream_key: InvalidKeyHook | None = None,
     ) -> None:
         self._hub = hub
@@ -68,12 +70,13 @@ class RtmpServer:
         self._rejected_connections = 0
         # Connections accepted since start, the rejected ones not included.
         self.accepted_connections = 0
-        self._ssl_context = ssl_context
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._connections: set[RtmpConnection] = set()
 
     @property
     def sockets(self) -> list:
+        """Listening sockets of plain RTMP."""
         return list(self._server.sockets) if self._server else []
 
     @property
@@ -85,23 +88,53 @@ class RtmpServer:
         """Connections closed at once since start because of rtmp_max_connections."""
         return self._rejected_connections
 
+    @property
+    def tls_sockets(self) -> list:
+        """Listening sockets of RTMPS, empty until start_tls."""
+        return list(self._tls_server.sockets) if self._tls_server else []
+
     async def start(self, host: str, port: int) -> None:
+        """Listen for plain RTMP on ``host``:``port``."""
         self._server = await asyncio.start_server(
-            self._accept, host, port, ssl=self._ssl_context
+            functools.partial(self._accept, scheme="rtmp"), host, port
+        )
+
+    async def start_tls(
+        self, host: str, port: int, ssl_context: ssl.SSLContext
+    ) -> None:
+        """Listen for RTMPS (RTMP inside TLS) on ``host``:``port``.
+
+        Connections share the plain port's limit and protocol handling. The
+        TLS handshake happens before a connection counts, and has the read
+        timeout as its limit. A client that fails it, such as one that speaks
+        plain RTMP here, is closed by asyncio without reaching this server.
+        """
+        self._tls_server = await asyncio.start_server(
+            functools.partial(self._accept, scheme="rtmps"),
+            host,
+            port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=self._read_timeout,
+            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
         )
 
     async def close(self) -> None:
         """Stop accepting, then close every open connection."""
-        if self._server is not None:
-            self._server.close()
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        for server in servers:
+            server.close()
         for connection in list(self._connections):
             await connection.close("server shutting down")
-        if self._server is not None:
+        for server in servers:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                await asyncio.wait_for(server.wait_closed(), 2)
 
     async def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        scheme: str,
     ) -> None:
         if len(self._connections) >= self._max_connections:
             self._rejected_connections += 1
@@ -119,6 +152,7 @@ class RtmpServer:
         connection = RtmpConnection(
             reader,
             writer,
+            scheme=scheme,
             hub=self._hub,
             database=self._database,
             read_timeout=self._read_timeout,
@@ -145,6 +179,7 @@ class RtmpConnection:
         database: Database,
         read_timeout: float,
         max_message_size: int,
+        scheme: str = "rtmp",
         on_invalid_stream_key: InvalidKeyHook | None = None,
     ) -> None:
         self._reader = reader
@@ -165,7 +200,8 @@ class RtmpConnection:
         self._close_reason: str | None = None
         peer = writer.get_extra_info("peername")
         self.client_address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        self._log_prefix = f"[rtmp {self.client_address}]"
+        self._scheme = scheme
+        self._log_prefix = f"[{scheme} {self.client_address}]"
 
     async def run(self) -> None:
         logger.info("%s connected", self._log_prefix)
@@ -331,7 +367,7 @@ class RtmpConnection:
 
         self._publish_stream_id = msid
         self._may_reconnect = True
-        self._log_prefix = f"[rtmp {self.client_address} {stream['id']}]"
+        self._log_prefix = f"[{self._scheme} {self.client_address} {stream['id']}]"
         protocol.accept_publish(msid, event.name)
         logger.info(
             "%s publishing (type %s)", self._log_prefix, event.publish_type or "live"
