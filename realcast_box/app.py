@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,7 +59,23 @@ API_KEY_HASH_SECRET_FILE = "api-key-hash.key"
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    # Free space of the data directory's disk, in bytes: recordings stop
+    # below recordings_min_free_mb, so the admin UI shows it. Both values
+    # are null when the directory cannot be read.
+    try:
+        usage = shutil.disk_usage(request.app[CONFIG].data_path)
+        free, total = usage.free, usage.total
+    except OSError as exc:
+        logger.warning("disk usage of the data directory unreadable: %s", exc)
+        free = total = None
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "data_disk_free_bytes": free,
+            "data_disk_total_bytes": total,
+        }
+    )
 
 
 def create_app(config: Config) -> web.Application:

@@ -2,8 +2,10 @@
 // ingest warnings (refreshed while the page is open), and the chat.
 
 import { request } from "./api.js";
+import { SessionChart } from "./chart.js";
 import { chatPanel } from "./chat.js";
 import { badge, copyText, el, errorBox, showError } from "./dom.js";
+import { streamSettings } from "./streamedit.js";
 
 const REFRESH_MS = 3000;
 
@@ -18,6 +20,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
   const previewNote = el("p", { "aria-live": "polite" });
   const renditions = el("div", { class: "table-wrap" });
   const warnings = el("ul", { "aria-label": "Ingest warnings" });
+  const chart = new SessionChart();
   page(
     "Stream",
     el("p", {}, el("a", { href: "#/apps" }, "← All apps")),
@@ -30,6 +33,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
       el("h2", { id: "renditions-heading" }, "Renditions"), renditions),
     el("section", { "aria-labelledby": "warnings-heading" },
       el("h2", { id: "warnings-heading" }, "Ingest warnings"), warnings),
+    chart.section,
   );
 
   let stream;
@@ -46,11 +50,15 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
   renderObsSettings(obs, stream);
 
   const chat = chatPanel(stream.id);
-  document.getElementById("main").append(chat.section, deleteSection(stream));
+  const settings = await streamSettings(stream, { onSaved: (updated) => setTitle(updated.title) });
+  document.getElementById("main").append(chat.section, settings, deleteSection(stream));
 
   const player = new PreviewPlayer(video, previewNote, stream, app);
   let stopped = false;
   const refresh = async () => {
+    // A tab in the background skips its polls, so an open but unseen page
+    // costs the box nothing.
+    if (document.hidden) return;
     try {
       const status = await request("GET", `/api/streams/${stream.id}/status`);
       if (stopped) return;
@@ -58,6 +66,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
       renderStatus(statusLine, status);
       renderRenditions(renditions, status.renditions || []);
       renderWarnings(warnings, status.ingest_warnings || []);
+      chart.add(status);
       player.update(status.status);
     } catch (exc) {
       showError(error, exc);
@@ -183,7 +192,7 @@ class PreviewPlayer {
     this.video = video;
     this.note = note;
     this.stream = stream;
-    this.signed = playbackPolicy(stream, app) === "signed";
+    this.app = app;
     this.hls = null;
     this.live = false;
     this.starting = false;
@@ -233,7 +242,9 @@ class PreviewPlayer {
   }
 
   async sourceUrl() {
-    if (!this.signed) return this.stream.hls_url;
+    // Read at each start, so a policy saved on this page applies to the
+    // next session's preview.
+    if (playbackPolicy(this.stream, this.app) !== "signed") return this.stream.hls_url;
     const body = { viewer_id: "admin-preview", expiry_minutes: 60 };
     const token = await request("POST", `/api/streams/${this.stream.id}/playback-token`, body);
     return token.playback_url;
