@@ -49,6 +49,20 @@ async def test_ui_admin_healthz_disk_space(aiohttp_client, tmp_path):
     assert health["data_disk_total_bytes"] >= health["data_disk_free_bytes"]
 
 
+async def test_ui_admin_healthz_unreadable_disk(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    moved = tmp_path / "moved-data"
+    box.data_dir.rename(moved)
+    try:
+        response = await box.client.get("/healthz")
+        health = await response.json()
+    finally:
+        moved.rename(box.data_dir)
+    assert response.status == 200
+    assert health["data_disk_free_bytes"] is None
+    assert health["data_disk_total_bytes"] is None
+
+
 async def test_ui_admin_stream_edit(aiohttp_client, tmp_path):
     require_chromium()
     box = await start_box(aiohttp_client, tmp_path)
@@ -396,12 +410,22 @@ async def test_ui_admin_audit_and_system(aiohttp_client, tmp_path):
         libx264_text = await libx264.inner_text()
         await page.screenshot(path=tmp_path / "system.png", full_page=True)
 
+        # At a phone's width both pages fit without sideways scrolling.
+        await page.set_viewport_size({"width": 390, "height": 844})
+        system_width = await page.evaluate("document.documentElement.scrollWidth")
+        await page.get_by_role("link", name="Audit log").click()
+        await entries.wait_for(timeout=5_000)
+        audit_width = await page.evaluate("document.documentElement.scrollWidth")
+        await page.screenshot(path=tmp_path / "audit-phone.png", full_page=True)
+
     assert "register" in all_text
     assert "register" in register_text
     assert "create_app" not in register_text
     assert version_text == __version__
     assert "iB" in disk_text
     assert "works" in libx264_text
+    assert system_width <= 390
+    assert audit_width <= 390
     assert not page_errors(console), console
 
 

@@ -261,7 +261,7 @@ const ROUTES = [
   [/^#\/apps\/([\w-]+)$/, appPage, true],
   [/^#\/apps\/([\w-]+)\/keys$/, (id) => keysPage(id, { page, setTitle }), true],
   [/^#\/apps\/([\w-]+)\/recordings$/, (id) => recordingsPage(id, { page, setTitle, onLeave }), true],
-  [/^#\/apps\/([\w-]+)\/webhooks$/, (id) => webhooksPage(id, { page, setTitle }), true],
+  [/^#\/apps\/([\w-]+)\/webhooks$/, (id) => webhooksPage(id, { page, setTitle, onLeave }), true],
   [/^#\/apps\/([\w-]+)\/profiles$/, (id) => profilesPage(id, { page, setTitle }), true],
   [/^#\/audit$/, () => auditPage({ page }), true],
   [/^#\/system$/, () => systemPage({ page, onLeave }), true],

@@ -1,5 +1,5 @@
-// The audit log and the security events, filtered by app and age through
-// the API, and by action in the page; paged 50 entries at a time.
+// The audit log and the security events, 50 entries a page. The API
+// filters by app and age, and the page filters the action on what it got.
 
 import { request } from "./api.js";
 import { el, errorBox, field, formatTime, selectField, showError, table } from "./dom.js";
@@ -61,8 +61,8 @@ export async function auditPage({ page }) {
 }
 
 function renderEntries(node, entries, actionFilter, state, load) {
-  const shown = actionFilter ? entries.filter((entry) => entry.action.includes(actionFilter)) : entries;
-  const rows = shown.map((entry) => [
+  const matching = actionFilter ? entries.filter((entry) => entry.action.includes(actionFilter)) : entries;
+  const rows = matching.map((entry) => [
     formatTime(entry.timestamp),
     entry.security_event ? el("strong", {}, entry.action) : entry.action,
     entry.status,
@@ -74,7 +74,7 @@ function renderEntries(node, entries, actionFilter, state, load) {
   const first = state.skip + 1;
   const summary = entries.length === 0
     ? "No entries match."
-    : `Entries ${first} to ${state.skip + entries.length}${actionFilter ? `, ${shown.length} with "${actionFilter}" in the action` : ""}.`;
+    : `Entries ${first} to ${state.skip + entries.length}${actionFilter ? `, ${matching.length} with "${actionFilter}" in the action` : ""}.`;
   const newer = () => {
     state.skip = Math.max(0, state.skip - PAGE_SIZE);
     load();

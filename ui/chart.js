@@ -12,6 +12,12 @@ const PAD = { left: 44, right: 52, top: 10, bottom: 22 };
 // About 30 minutes at one sample every 3 seconds.
 const MAX_SAMPLES = 600;
 
+function formatSpan(milliseconds) {
+  const seconds = Math.round(milliseconds / 1000);
+  if (seconds < 120) return `${seconds} s`;
+  return `${(seconds / 60).toFixed(1)} min`;
+}
+
 function svgNode(tag, attrs = {}, text) {
   const node = document.createElementNS(SVG, tag);
   for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
@@ -71,14 +77,14 @@ export class SessionChart {
       .join(" ");
 
     const bottom = PAD.top + plotHeight;
-    const minutes = ((samples[samples.length - 1].time - first) / 60000).toFixed(1);
+    const elapsed = formatSpan(samples[samples.length - 1].time - first);
     this.svg.replaceChildren(
       svgNode("line", { x1: PAD.left, y1: bottom, x2: WIDTH - PAD.right, y2: bottom, class: "axis" }),
       svgNode("text", { x: PAD.left - 6, y: PAD.top + 10, "text-anchor": "end", class: "viewers" }, maxViewers),
       svgNode("text", { x: PAD.left - 6, y: bottom, "text-anchor": "end", class: "viewers" }, 0),
       svgNode("text", { x: WIDTH - PAD.right + 6, y: PAD.top + 10, class: "bitrate" }, maxKbps),
       svgNode("text", { x: WIDTH - PAD.right + 6, y: bottom, class: "bitrate" }, 0),
-      svgNode("text", { x: WIDTH - PAD.right, y: HEIGHT - 4, "text-anchor": "end" }, `${minutes} min`),
+      svgNode("text", { x: WIDTH - PAD.right, y: HEIGHT - 4, "text-anchor": "end" }, elapsed),
       svgNode("polyline", { points: line("viewers", maxViewers), class: "viewers" }),
       svgNode("polyline", { points: line("kbps", maxKbps), class: "bitrate" }),
     );
@@ -86,7 +92,7 @@ export class SessionChart {
     const kbps = latest.kbps === null ? "not measured yet" : `${latest.kbps} kbps`;
     const peakViewers = Math.max(...samples.map((sample) => sample.viewers));
     const peakKbps = Math.max(0, ...samples.map((sample) => sample.kbps ?? 0));
-    this.summary.textContent = `Over the last ${minutes} minutes (${samples.length} samples): ` +
+    this.summary.textContent = `Over the last ${elapsed} (${samples.length} samples): ` +
       `now ${latest.viewers} viewers and ${kbps}; at most ${peakViewers} viewers and ${peakKbps} kbps.`;
   }
 }

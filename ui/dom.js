@@ -55,7 +55,7 @@ export async function copyText(text, statusNode) {
   }
 }
 
-// A labelled <select>; `options` is a list of [value, text] pairs.
+// A labelled <select>, with `options` as a list of [value, text] pairs.
 export function selectField(label, attrs, options, selected) {
   const select = el("select", attrs,
     options.map(([value, text]) => el("option", { value, selected: value === selected }, text)));
@@ -82,7 +82,8 @@ export function formatBytes(bytes) {
   return unit === 0 ? `${value} bytes` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-// A table with a header row; `rows` holds arrays of cells (nodes or text).
+// A table with a header row. Each item of `rows` is an array of cells
+// (nodes or text).
 export function table(label, columns, rows) {
   return el("div", { class: "table-wrap" },
     el("table", { "aria-label": label },

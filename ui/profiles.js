@@ -1,6 +1,7 @@
 // An app's transcoding profiles: each one is an editable form with its
 // ladder of qualities, and one more form creates a profile. The box checks
-// every field; its 400 names the first one at fault, and the form shows it.
+// every field, and the form shows its 400, which names the first field at
+// fault.
 
 import { request } from "./api.js";
 import { el, errorBox, field, showError } from "./dom.js";
@@ -44,16 +45,22 @@ async function refreshProfiles(view) {
   }
 }
 
-// The form of one profile, or of a new one when `profile` is null. Field
-// labels carry the profile's name, so each control has a distinct name.
+// The form of one profile, or of a new one when `profile` is null. The
+// accessible names of an existing profile's controls end in "of NAME", so
+// that each control on the page has a distinct name. The visible labels
+// leave it out.
 function profileForm(profile, view) {
   const suffix = profile ? ` of ${profile.name}` : "";
-  const name = field(`Profile name${suffix}`, { required: true, maxLength: 200, value: profile?.name ?? "" });
-  const description = field(`Profile description${suffix}`, { value: profile?.description ?? "" });
-  const audio = field(`Audio bitrate (kbps)${suffix}`, {
+  const named = (label, attrs) => field(label, { ...attrs, "aria-label": `${label}${suffix}` });
+  const name = named("Profile name", { required: true, maxLength: 200, value: profile?.name ?? "" });
+  const description = named("Profile description", { value: profile?.description ?? "" });
+  const audio = named("Audio bitrate (kbps)", {
     type: "number", min: 32, max: 512, step: 1, required: true, value: profile?.audio_bitrate ?? 128,
   });
-  const gpu = el("input", { type: "checkbox", checked: Boolean(profile?.enable_gpu_acceleration) });
+  const gpu = el("input", {
+    type: "checkbox", checked: Boolean(profile?.enable_gpu_acceleration),
+    "aria-label": `Use a hardware encoder when the box has one${suffix}`,
+  });
   const rows = el("tbody", {});
   const error = errorBox();
   const note = el("p", { "aria-live": "polite" });
@@ -103,13 +110,16 @@ function profileForm(profile, view) {
 
   return el("form", { class: "wide", onsubmit: submit },
     name.label, description.label, audio.label,
-    el("label", { class: "check" }, gpu, `Use a hardware encoder when the box has one${suffix}`),
+    el("label", { class: "check" }, gpu, "Use a hardware encoder when the box has one"),
     el("div", { class: "table-wrap" },
       el("table", { "aria-label": `Qualities${suffix}` },
         el("thead", {}, el("tr", {},
           ["Name", "Width", "Height", "Bitrate (kbps)", "FPS", ""].map((text) => el("th", { scope: "col" }, text)))),
         rows)),
-    el("p", {}, el("button", { type: "button", onclick: () => addRow({ ...NEW_QUALITY, name: "" }) }, `Add quality${suffix}`)),
+    el("p", {}, el("button", {
+      type: "button", "aria-label": `Add quality${suffix}`,
+      onclick: () => addRow({ ...NEW_QUALITY, name: "" }),
+    }, "Add quality")),
     error, note,
     el("div", { class: "field-row" },
       el("button", { type: "submit", class: "primary" }, profile ? `Save profile ${profile.name}` : "Create profile"),

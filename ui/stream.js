@@ -57,7 +57,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
   let stopped = false;
   const refresh = async () => {
     // A tab in the background skips its polls, so an open but unseen page
-    // costs the box nothing.
+    // sends the box no status requests.
     if (document.hidden) return;
     try {
       const status = await request("GET", `/api/streams/${stream.id}/status`);

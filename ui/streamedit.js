@@ -4,7 +4,7 @@
 import { request } from "./api.js";
 import { el, errorBox, field, selectField, showError } from "./dom.js";
 
-// Settings keys this form edits; every other key of the stream's settings
+// Settings keys this form edits. Every other key of the stream's settings
 // is sent back unchanged, because PUT replaces the whole settings object.
 const EDITED_KEYS = ["playback_policy", "max_bitrate_kbps", "recording", "transcoding_profile_id"];
 

@@ -14,17 +14,29 @@ const EVENTS = [
   ["recording.ready", "A recording is ready"],
   ["recording.failed", "A recording fails"],
   ["chat.message.new", "A chat message is stored"],
-  ["webhook.test", "The test button below"],
+  ["webhook.test", "Send test event, on this page"],
 ];
 
-export async function webhooksPage(appId, { page, setTitle }) {
+// How often an open delivery log is fetched again, so new deliveries and
+// retries appear while the page is open.
+const REFRESH_MS = 5000;
+
+export async function webhooksPage(appId, { page, setTitle, onLeave }) {
   const error = errorBox();
   const list = el("div", { id: "webhook-list" });
   const secretPanel = el("section", { id: "new-webhook-secret", "aria-live": "polite", hidden: true });
   const url = field("Receiver URL", { name: "webhook_url", type: "url", required: true, maxLength: 2048, placeholder: "https://example.lan/hooks/realcast" });
   const checkboxes = EVENTS.map(([type]) => el("input", { type: "checkbox", value: type, checked: type.startsWith("stream.") && type !== "stream.health.warning" }));
   const createError = errorBox();
-  const view = { appId, list, error, secretPanel };
+  // The delivery logs on screen: webhook id to a function that fetches
+  // that log again.
+  const openLogs = new Map();
+  const view = { appId, list, error, secretPanel, openLogs };
+  const timer = setInterval(() => {
+    if (document.hidden) return;
+    for (const refresh of openLogs.values()) refresh();
+  }, REFRESH_MS);
+  onLeave(() => clearInterval(timer));
 
   const create = async (event) => {
     event.preventDefault();
@@ -88,6 +100,7 @@ function showSecret(panel, webhook) {
 }
 
 async function refreshWebhooks(view) {
+  view.openLogs.clear();
   try {
     const webhooks = await request("GET", `/api/webhooks?app_id=${encodeURIComponent(view.appId)}&limit=100`);
     const sections = webhooks.map((webhook) => webhookSection(webhook, view));
@@ -101,7 +114,7 @@ async function refreshWebhooks(view) {
 
 function webhookSection(webhook, view) {
   const note = el("p", { "aria-live": "polite" });
-  const deliveries = el("div", { "aria-live": "polite" });
+  const deliveries = el("div", {});
   const call = async (method, path, done) => {
     note.textContent = "";
     try {
@@ -116,7 +129,7 @@ function webhookSection(webhook, view) {
       showError(note, exc);
     }
   };
-  const test = () => call("POST", `/api/webhooks/${webhook.id}/test`, { text: "A test event was queued; see the delivery log." });
+  const test = () => call("POST", `/api/webhooks/${webhook.id}/test`, { text: "A test event was queued. The delivery log shows its result." });
   const toggle = () => {
     const status = webhook.status === "active" ? "disabled" : "active";
     return call("PUT", `/api/webhooks/${webhook.id}`, { body: { status }, text: `The webhook is ${status}.`, reload: true });
@@ -142,6 +155,7 @@ function webhookSection(webhook, view) {
 }
 
 async function showDeliveries(webhook, node, view) {
+  view.openLogs.set(webhook.id, () => showDeliveries(webhook, node, view));
   let items;
   try {
     items = await request("GET", `/api/webhooks/${webhook.id}/deliveries?limit=50`);
@@ -149,6 +163,11 @@ async function showDeliveries(webhook, node, view) {
     showError(view.error, exc);
     return;
   }
+  // An unchanged log is left as it is, so a periodic refresh does not take
+  // the focus away from a Redeliver button.
+  const json = JSON.stringify(items);
+  if (json === node.dataset.renderedJson) return;
+  node.dataset.renderedJson = json;
   if (items.length === 0) {
     node.replaceChildren(el("p", {}, "No deliveries yet."));
     return;
