@@ -31,6 +31,17 @@ from tests.webhook_receiver import Receiver
 pytestmark = pytest.mark.timeout(180)
 
 
+# Controls a screen reader would announce without a name: no label with
+# text, no aria-label, and (except inputs) no text of their own.
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll(
+    "input, select, textarea, button, a[href], video")]
+  .filter(e => !(
+    (e.labels && [...e.labels].some(l => l.innerText.trim()))
+    || e.getAttribute("aria-label") || e.getAttribute("aria-labelledby")
+    || (e.tagName !== "INPUT" && e.innerText.trim())))
+  .map(e => e.outerHTML.slice(0, 120))"""
+
+
 def page_errors(console: list[str]) -> list[str]:
     return [line for line in console if line.startswith("pageerror")]
 
@@ -90,6 +101,7 @@ async def test_ui_admin_stream_edit(aiohttp_client, tmp_path):
         saved_profile = page.get_by_role("region", name="Profile Ladder")
         await saved_profile.wait_for(timeout=5_000)
         await page.screenshot(path=tmp_path / "profiles.png", full_page=True)
+        unnamed = await page.evaluate(UNNAMED_CONTROLS)
 
         await page.goto(app_url)
         stream_id = await create_stream_in_page(page, "Morning show")
@@ -105,6 +117,7 @@ async def test_ui_admin_stream_edit(aiohttp_client, tmp_path):
         await heading.wait_for(timeout=5_000)
         await page.get_by_text("Saved.").wait_for(timeout=5_000)
         await page.screenshot(path=tmp_path / "stream-settings.png", full_page=True)
+        unnamed += await page.evaluate(UNNAMED_CONTROLS)
 
         auth = await log_in_over_api(box)
         response = await box.client.get(f"/api/streams/{stream_id}", headers=auth)
@@ -112,6 +125,7 @@ async def test_ui_admin_stream_edit(aiohttp_client, tmp_path):
         response = await box.client.get("/api/transcoding-profiles", headers=auth)
         profiles = await response.json()
 
+    assert unnamed == []
     assert name_error_text.startswith("The box rejected the input: qualities[1]")
     assert "names must be unique" in name_error_text
     assert stream["title"] == "Evening show"
@@ -279,6 +293,7 @@ async def test_ui_admin_webhook_created(aiohttp_client, tmp_path):
             await receiver.wait_for_events("webhook.test", 2)
             await log.get_by_role("row").nth(2).wait_for(timeout=5_000)
             await page.screenshot(path=tmp_path / "webhooks.png", full_page=True)
+            unnamed = await page.evaluate(UNNAMED_CONTROLS)
 
             await webhook.get_by_role("button", name="Delete webhook").click()
             await webhook.wait_for(state="detached", timeout=5_000)
@@ -287,6 +302,7 @@ async def test_ui_admin_webhook_created(aiohttp_client, tmp_path):
     finally:
         await receiver.close()
 
+    assert unnamed == []
     assert [item["url"] for item in api_webhooks] == [receiver_url]
     assert api_webhooks[0]["events"] == ["stream.live", "webhook.test"]
     assert "delivered" in first_log
@@ -352,6 +368,7 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
             'document.querySelector("#recording-player").videoWidth'
         )
         await page.screenshot(path=tmp_path / "recordings.png", full_page=True)
+        unnamed = await page.evaluate(UNNAMED_CONTROLS)
 
         await item.get_by_role("button", name="Delete recording Recorded show").click()
         empty = page.get_by_role("listitem").filter(has_text="No recordings yet")
@@ -361,6 +378,7 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
         recordings = await response.json()
 
     assert code == 0
+    assert unnamed == []
     assert len(points.split()) >= 2, points
     assert "samples" in summary, summary
     assert video_width == 320
@@ -391,6 +409,7 @@ async def test_ui_admin_audit_and_system(aiohttp_client, tmp_path):
             state="detached", timeout=5_000
         )
         await page.screenshot(path=tmp_path / "audit.png", full_page=True)
+        unnamed = await page.evaluate(UNNAMED_CONTROLS)
         await page.get_by_label("Show").select_option("all")
         await page.get_by_label("Action contains").fill("register")
         await page.get_by_role("button", name="Apply filters").click()
@@ -418,6 +437,7 @@ async def test_ui_admin_audit_and_system(aiohttp_client, tmp_path):
         audit_width = await page.evaluate("document.documentElement.scrollWidth")
         await page.screenshot(path=tmp_path / "audit-phone.png", full_page=True)
 
+    assert unnamed == []
     assert "register" in all_text
     assert "register" in register_text
     assert "create_app" not in register_text

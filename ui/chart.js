@@ -33,6 +33,8 @@ export class SessionChart {
       viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", class: "chart",
       "aria-labelledby": "chart-summary",
     });
+    // Hidden until the first sample, so an offline stream shows no empty box.
+    this.svg.style.display = "none";
     this.summary = el("p", { id: "chart-summary" }, "No samples yet: the chart fills while the stream is live.");
     this.section = el("section", { "aria-labelledby": "chart-heading" },
       el("h2", { id: "chart-heading" }, "Viewers and bitrate"),
@@ -63,6 +65,7 @@ export class SessionChart {
 
   draw() {
     const samples = this.samples;
+    this.svg.style.display = "";
     const first = samples[0].time;
     const span = Math.max(samples[samples.length - 1].time - first, 1);
     const maxViewers = Math.max(1, ...samples.map((sample) => sample.viewers));
