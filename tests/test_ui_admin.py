@@ -311,6 +311,14 @@ async def test_ui_admin_webhook_created(aiohttp_client, tmp_path):
     assert not page_errors(console), console
 
 
+async def chart_sample_count(page: Page) -> int:
+    points = await page.evaluate(
+        """() => document.querySelector(".chart polyline.viewers")
+                   ?.getAttribute("points") || ''"""
+    )
+    return len(points.split())
+
+
 async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
     require_chromium()
     box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
@@ -322,20 +330,35 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
             await create_app_in_page(page, "Studio")
             app_url = page.url
             await create_stream_in_page(page, "Recorded show")
-            await page.get_by_label("Record each session").select_option("true")
-            await page.get_by_role("button", name="Save stream").click()
-            await page.get_by_text("Saved.").wait_for(timeout=5_000)
             stream_key = await page.get_by_label("Stream key").input_value()
 
             publisher = await start_publisher(
-                box.rtmp_url(stream_key), "--seconds", "10", "--realtime"
+                box.rtmp_url(stream_key), "--seconds", "14", "--realtime"
             )
-            # Two samples of a live status draw a line; the page polls every 3 s.
+            start = page.get_by_role("button", name="Start recording")
             await page.wait_for_function(
-                """() => {
+                "button => !button.disabled",
+                arg=await start.element_handle(),
+                timeout=30_000,
+            )
+            await start.click()
+            stop = page.get_by_role("button", name="Stop recording")
+            await page.wait_for_function(
+                "button => !button.disabled",
+                arg=await stop.element_handle(),
+                timeout=10_000,
+            )
+            started_samples = await chart_sample_count(page)
+
+            # The page polls every 3 s, and two samples of a live status draw
+            # a line. Two more samples after the start give the recording a
+            # few 2 s segments.
+            await page.wait_for_function(
+                f"""() => {{
                   const line = document.querySelector(".chart polyline.viewers");
-                  return line && line.getAttribute("points").split(" ").length >= 2;
-                }""",
+                  return line && line.getAttribute("points").split(" ").length
+                    >= Math.max(2, {started_samples} + 2);
+                }}""",
                 timeout=30_000,
             )
             points = await page.locator(".chart polyline.viewers").get_attribute(
@@ -343,6 +366,10 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
             )
             summary = await page.locator("#chart-summary").text_content()
             await page.screenshot(path=tmp_path / "stream-chart.png", full_page=True)
+            await stop.click()
+            note = page.locator("#recording-note")
+            await note.filter(has_text="Saved the recording").wait_for(timeout=30_000)
+            note_text = await note.text_content()
             code = await asyncio.wait_for(publisher.wait(), 60)
             publisher = None
         finally:
@@ -378,6 +405,7 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
         recordings = await response.json()
 
     assert code == 0
+    assert "(completed" in note_text, note_text
     assert unnamed == []
     assert len(points.split()) >= 2, points
     assert "samples" in summary, summary

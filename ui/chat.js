@@ -58,7 +58,10 @@ export function chatPanel(streamId) {
     } else if (frame.type === "deleted") {
       list.querySelector(`[data-message-id="${CSS.escape(frame.message_id)}"]`)?.remove();
     } else if (frame.type === "notice") {
+      // A ban made elsewhere (another tab, the API) that removes a connected
+      // viewer arrives as this notice, so the ban list is fetched again.
       state.textContent = frame.text;
+      if (frame.code === "viewer_banned") refreshBans();
     } else if (frame.type === "error") {
       error.textContent = `Chat error (${frame.code}): ${frame.message}`;
     }

@@ -47,8 +47,7 @@ export async function recordingsPage(appId, { page, setTitle, onLeave }) {
 }
 
 // Playback tokens for the recordings of signed streams: /vod follows the
-// playback policy of the recording's stream. One token per stream, fetched
-// on first use.
+// playback policy of the recording's stream. One token per stream.
 class PlaybackTokens {
   constructor(app) {
     this.app = app;
@@ -65,18 +64,25 @@ class PlaybackTokens {
     }
     const policy = stream.settings?.playback_policy || this.app.settings?.playback_policy || "public";
     if (policy !== "signed") return url;
-    if (!this.tokens.has(streamId)) {
+    let token = this.tokens.get(streamId);
+    // A token is replaced 5 minutes before it expires, so a page left open
+    // for hours keeps loading thumbnails.
+    if (!token || Date.parse(token.expires_at) - Date.now() < 5 * 60 * 1000) {
       const body = { viewer_id: "admin-recordings", expiry_minutes: 60 };
-      const token = await request("POST", `/api/streams/${streamId}/playback-token`, body);
-      this.tokens.set(streamId, token.playback_token);
+      token = await request("POST", `/api/streams/${streamId}/playback-token`, body);
+      this.tokens.set(streamId, token);
     }
-    return `${url}?token=${encodeURIComponent(this.tokens.get(streamId))}`;
+    return `${url}?token=${encodeURIComponent(token.playback_token)}`;
   }
 }
 
 async function refreshRecordings(view) {
   try {
     const recordings = await request("GET", `/api/recordings?app_id=${encodeURIComponent(view.appId)}&limit=100`);
+    // An unchanged list is left as it is, so the refresh neither reloads the
+    // thumbnails nor moves the focus.
+    const json = JSON.stringify(recordings);
+    if (json === view.renderedJson) return;
     const items = [];
     for (const recording of recordings) items.push(await recordingItem(recording, view));
     if (items.length === 0) {
@@ -86,6 +92,7 @@ async function refreshRecordings(view) {
     const focusedId = document.activeElement?.closest?.("[data-recording-id]")?.dataset.recordingId;
     const focusedLabel = document.activeElement?.getAttribute?.("aria-label");
     view.list.replaceChildren(...items);
+    view.renderedJson = json;
     if (focusedId && focusedLabel) {
       view.list.querySelector(`[data-recording-id="${CSS.escape(focusedId)}"] [aria-label="${CSS.escape(focusedLabel)}"]`)?.focus();
     }
@@ -114,6 +121,7 @@ async function recordingItem(recording, view) {
     if (!confirm(`Delete the recording ${recording.title}? Its file is deleted too.`)) return;
     try {
       await request("DELETE", `/api/recordings/${recording.id}`);
+      view.renderedJson = null;
       await refreshRecordings(view);
     } catch (exc) {
       showError(view.error, exc);

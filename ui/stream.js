@@ -4,6 +4,7 @@
 import { request } from "./api.js";
 import { SessionChart } from "./chart.js";
 import { chatPanel } from "./chat.js";
+import { RecordingControl } from "./recordcontrol.js";
 import { badge, copyText, el, errorBox, showError } from "./dom.js";
 import { streamSettings } from "./streamedit.js";
 
@@ -51,7 +52,8 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
 
   const chat = chatPanel(stream.id);
   const settings = await streamSettings(stream, { onSaved: (updated) => setTitle(updated.title) });
-  document.getElementById("main").append(chat.section, settings, deleteSection(stream));
+  const recording = new RecordingControl(stream);
+  document.getElementById("main").append(recording.section, chat.section, settings, deleteSection(stream));
 
   const player = new PreviewPlayer(video, previewNote, stream, app);
   let stopped = false;
@@ -67,6 +69,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
       renderRenditions(renditions, status.renditions || []);
       renderWarnings(warnings, status.ingest_warnings || []);
       chart.add(status);
+      recording.update(status);
       player.update(status.status);
     } catch (exc) {
       showError(error, exc);
