@@ -223,8 +223,10 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
         await secret_input.wait_for(timeout=5_000)
         new_secret = await secret_input.input_value()
         await page.screenshot(path=tmp_path / "api-key-regenerated.png", full_page=True)
-        await page.get_by_role("button", name="Done").click()
+        # The focus is on the secret, and Escape closes its panel.
+        await page.keyboard.press("Escape")
         secrets_after_done = await page.get_by_label("API secret").count()
+        focused_id = await page.evaluate("document.activeElement.id")
         old_status = (
             await box.client.get(
                 "/api/streams", headers=basic_auth(api_key, old_secret)
@@ -248,6 +250,7 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
     assert new_secret.startswith("rcs_"), new_secret
     assert new_secret != old_secret
     assert secrets_after_done == 0
+    assert focused_id == "main"
     assert old_status == 401
     assert new_status == 200
     assert deleted_status == 401
@@ -351,8 +354,8 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
             started_samples = await chart_sample_count(page)
 
             # The page polls every 3 s, and two samples of a live status draw
-            # a line. Two more samples after the start give the recording a
-            # few 2 s segments.
+            # a line. Two more samples after the start, 3 s or more, give the
+            # recording at least one 2 s segment.
             await page.wait_for_function(
                 f"""() => {{
                   const line = document.querySelector(".chart polyline.viewers");

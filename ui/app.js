@@ -37,10 +37,12 @@ function renderNav() {
     setToken(null);
     navigate("#/login");
   };
+  // The link of the section on screen is marked for screen readers.
+  const current = (href) => (location.hash.startsWith(href) ? "page" : undefined);
   nav.append(
-    el("a", { href: "#/apps" }, "Apps"),
-    el("a", { href: "#/audit" }, "Audit log"),
-    el("a", { href: "#/system" }, "System"),
+    el("a", { href: "#/apps", "aria-current": current("#/apps") }, "Apps"),
+    el("a", { href: "#/audit", "aria-current": current("#/audit") }, "Audit log"),
+    el("a", { href: "#/system", "aria-current": current("#/system") }, "System"),
     el("button", { type: "button", class: "link", onclick: logOut }, "Log out"),
   );
 }

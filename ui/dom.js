@@ -90,3 +90,18 @@ export function table(label, columns, rows) {
       el("thead", {}, el("tr", {}, columns.map((name) => el("th", { scope: "col" }, name)))),
       el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((cell) => el("td", {}, cell)))))));
 }
+
+// Turns `panel` into a once-only secret panel: Done or the Escape key
+// empties and hides it, and the focus moves to `main` so a keyboard user
+// is not left on a removed button. Returns the Done button.
+export function closablePanel(panel) {
+  const close = () => {
+    panel.hidden = true;
+    panel.replaceChildren();
+    document.getElementById("main").focus();
+  };
+  panel.onkeydown = (event) => {
+    if (event.key === "Escape") close();
+  };
+  return el("button", { type: "button", onclick: close }, "Done");
+}

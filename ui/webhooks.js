@@ -2,7 +2,7 @@
 // each, redeliver, send a test event, enable or disable, and delete.
 
 import { request } from "./api.js";
-import { copyText, el, errorBox, field, formatTime, showError, table } from "./dom.js";
+import { closablePanel, copyText, el, errorBox, field, formatTime, showError, table } from "./dom.js";
 
 // The event types of the API, in the order its reference lists them.
 const EVENTS = [
@@ -92,7 +92,7 @@ function showSecret(panel, webhook) {
     el("div", { class: "field-row" },
       el("label", { for: "new-webhook-secret-value" }, "Webhook secret", secret),
       el("button", { type: "button", onclick: () => copyText(secret.value, note) }, "Copy secret"),
-      el("button", { type: "button", onclick: () => { panel.hidden = true; panel.replaceChildren(); } }, "Done")),
+      closablePanel(panel)),
     note,
   );
   panel.hidden = false;
