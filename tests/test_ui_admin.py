@@ -16,7 +16,7 @@ from playwright.async_api import Page
 
 from realcast_box import __version__
 from tests.box import start_box, start_publisher
-from tests.chat_clients import join, receive_close
+from tests.chat_clients import join, join_rejected, receive_close
 from tests.conftest import basic_auth
 from tests.test_hls_browser import require_chromium, stop_publisher
 from tests.test_ui_browser import (
@@ -32,13 +32,14 @@ pytestmark = pytest.mark.timeout(180)
 
 
 # Controls a screen reader would announce without a name: no label with
-# text, no aria-label, and (except inputs) no text of their own.
+# text, no aria-label, and for buttons and links no text of their own.
+# Text is read with textContent, so controls in a closed <details> count.
 UNNAMED_CONTROLS = """() => [...document.querySelectorAll(
     "input, select, textarea, button, a[href], video")]
   .filter(e => !(
-    (e.labels && [...e.labels].some(l => l.innerText.trim()))
+    (e.labels && [...e.labels].some(l => l.textContent.trim()))
     || e.getAttribute("aria-label") || e.getAttribute("aria-labelledby")
-    || (e.tagName !== "INPUT" && e.innerText.trim())))
+    || (["BUTTON", "A"].includes(e.tagName) && e.textContent.trim())))
   .map(e => e.outerHTML.slice(0, 120))"""
 
 
@@ -120,6 +121,18 @@ async def test_ui_admin_stream_edit(aiohttp_client, tmp_path):
         unnamed += await page.evaluate(UNNAMED_CONTROLS)
 
         auth = await log_in_over_api(box)
+        response = await box.client.post(
+            f"/api/streams/{stream_id}/playback-token",
+            json={"viewer_id": "viewer-7"},
+            headers=auth,
+        )
+        token = (await response.json())["playback_token"]
+        await page.get_by_role("button", name="Revoke playback tokens").click()
+        await page.get_by_text("is revoked").wait_for(timeout=5_000)
+        revoked_code, _error = await join_rejected(
+            box.client, stream_id, token=token, display_name="Vic"
+        )
+
         response = await box.client.get(f"/api/streams/{stream_id}", headers=auth)
         stream = await response.json()
         response = await box.client.get("/api/transcoding-profiles", headers=auth)
@@ -129,6 +142,7 @@ async def test_ui_admin_stream_edit(aiohttp_client, tmp_path):
     assert name_error_text.startswith("The box rejected the input: qualities[1]")
     assert "names must be unique" in name_error_text
     assert stream["title"] == "Evening show"
+    assert revoked_code == 4401
     assert [profile["name"] for profile in profiles] == ["Ladder"]
     assert profiles[0]["qualities"][0]["width"] == 640
     assert stream["settings"] == {
@@ -282,6 +296,14 @@ async def test_ui_admin_webhook_created(aiohttp_client, tmp_path):
             api_webhooks = await response.json()
 
             webhook = page.get_by_role("region", name=f"Webhook to {receiver_url}")
+            await webhook.get_by_text("Edit URL and events").click()
+            await webhook.get_by_label(
+                f"chat.message.new for the webhook to {receiver_url}"
+            ).check()
+            await webhook.get_by_role("button", name="Save webhook").click()
+            await webhook.get_by_text("chat.message.new").first.wait_for(timeout=5_000)
+            response = await box.client.get("/api/webhooks", headers=auth)
+            edited_webhooks = await response.json()
             await webhook.get_by_role("button", name="Send test event").click()
             await receiver.wait_for_events("webhook.test", 1)
             log = webhook.get_by_role("table", name=f"Deliveries to {receiver_url}")
@@ -308,6 +330,11 @@ async def test_ui_admin_webhook_created(aiohttp_client, tmp_path):
     assert unnamed == []
     assert [item["url"] for item in api_webhooks] == [receiver_url]
     assert api_webhooks[0]["events"] == ["stream.live", "webhook.test"]
+    assert edited_webhooks[0]["events"] == [
+        "stream.live",
+        "chat.message.new",
+        "webhook.test",
+    ]
     assert "delivered" in first_log
     assert all(request.verified for request in receiver.requests)
     assert webhooks_after == []

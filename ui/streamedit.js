@@ -1,5 +1,6 @@
 // The settings form of a stream's page: title, description, playback
-// policy, bitrate limit, recording and the transcoding profile.
+// policy, bitrate limit, recording and the transcoding profile, and the
+// button that revokes the stream's playback tokens.
 
 import { request } from "./api.js";
 import { el, errorBox, field, selectField, showError } from "./dom.js";
@@ -52,6 +53,18 @@ export async function streamSettings(stream, { onSaved }) {
     }
   };
 
+  const revokeNote = el("p", { "aria-live": "polite" });
+  const revoke = async () => {
+    const sure = confirm("Revoke every playback token of this stream? Players with one stop at their next playlist reload; tokens issued afterwards work.");
+    if (!sure) return;
+    try {
+      const result = await request("POST", `/api/streams/${stream.id}/playback-token/revoke`);
+      revokeNote.textContent = `Every token issued before ${new Date(result.revoked_at).toLocaleString()} is revoked.`;
+    } catch (exc) {
+      showError(revokeNote, exc);
+    }
+  };
+
   const section = el("section", { "aria-labelledby": "settings-heading" },
     el("h2", { id: "settings-heading" }, "Stream settings"),
     el("form", { onsubmit: save },
@@ -59,7 +72,11 @@ export async function streamSettings(stream, { onSaved }) {
       profile.label,
       el("p", {}, el("a", { href: `#/apps/${stream.app_id}/profiles` }, "Edit the app's transcoding profiles")),
       error, note,
-      el("button", { type: "submit" }, "Save stream")));
+      el("button", { type: "submit" }, "Save stream")),
+    el("h3", {}, "Playback tokens"),
+    el("p", {}, "A signed stream plays only with a playback token. Revoking ends every token issued so far."),
+    el("button", { type: "button", onclick: revoke }, "Revoke playback tokens"),
+    revokeNote);
 
   try {
     const profiles = await request("GET", `/api/transcoding-profiles?app_id=${encodeURIComponent(stream.app_id)}&limit=100`);

@@ -1,5 +1,6 @@
-// An app's webhooks: create with a choice of events, the delivery log of
-// each, redeliver, send a test event, enable or disable, and delete.
+// An app's webhooks: create with a choice of events, change the URL and
+// events, the delivery log of each, redeliver, send a test event, enable
+// or disable, and delete.
 
 import { request } from "./api.js";
 import { closablePanel, copyText, el, errorBox, field, formatTime, showError, table } from "./dom.js";
@@ -150,8 +151,46 @@ function webhookSection(webhook, view) {
       el("button", { type: "button", onclick: test, disabled: webhook.status !== "active" }, "Send test event"),
       el("button", { type: "button", onclick: toggle }, webhook.status === "active" ? "Disable" : "Enable"),
       el("button", { type: "button", onclick: remove, "aria-label": `Delete webhook to ${webhook.url}` }, "Delete")),
+    editForm(webhook, view),
     note,
     deliveries);
+}
+
+// A folded form that changes a webhook's URL and events (the secret stays).
+function editForm(webhook, view) {
+  const url = field("URL", {
+    type: "url", required: true, maxLength: 2048, value: webhook.url,
+    "aria-label": `URL of the webhook to ${webhook.url}`,
+  });
+  const checkboxes = EVENTS.map(([type]) => el("input", {
+    type: "checkbox", value: type, checked: webhook.events.includes(type),
+    "aria-label": `${type} for the webhook to ${webhook.url}`,
+  }));
+  const error = errorBox();
+  const save = async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    const events = checkboxes.filter((box) => box.checked).map((box) => box.value);
+    if (events.length === 0) {
+      error.textContent = "Select at least one event.";
+      return;
+    }
+    try {
+      await request("PUT", `/api/webhooks/${webhook.id}`, { url: url.input.value, events });
+      await refreshWebhooks(view);
+    } catch (exc) {
+      showError(error, exc);
+    }
+  };
+  return el("details", {},
+    el("summary", {}, "Edit URL and events"),
+    el("form", { onsubmit: save },
+      url.label,
+      el("fieldset", {},
+        el("legend", {}, "Events"),
+        checkboxes.map((box) => el("label", { class: "check" }, box, box.value))),
+      error,
+      el("button", { type: "submit" }, "Save webhook")));
 }
 
 async function showDeliveries(webhook, node, view) {
