@@ -51,7 +51,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
   renderObsSettings(obs, stream);
 
   const chat = chatPanel(stream.id);
-  const settings = await streamSettings(stream, { onSaved: (updated) => setTitle(updated.title) });
+  const settings = streamSettings(stream, { onSaved: (updated) => setTitle(updated.title) });
   const recording = new RecordingControl(stream);
   document.getElementById("main").append(recording.section, chat.section, settings, deleteSection(stream));
 

@@ -9,7 +9,9 @@ import { el, errorBox, field, selectField, showError } from "./dom.js";
 // is sent back unchanged, because PUT replaces the whole settings object.
 const EDITED_KEYS = ["playback_policy", "max_bitrate_kbps", "recording", "transcoding_profile_id"];
 
-export async function streamSettings(stream, { onSaved }) {
+// Returns the section at once and fills the profile choices when their
+// request completes, so the page does not wait for it.
+export function streamSettings(stream, { onSaved }) {
   const settings = stream.settings || {};
   const title = field("Stream title", { name: "stream_title", required: true, value: stream.title });
   const description = field("Stream description", { name: "stream_description", value: stream.description || "" });
@@ -78,16 +80,20 @@ export async function streamSettings(stream, { onSaved }) {
     el("button", { type: "button", onclick: revoke }, "Revoke playback tokens"),
     revokeNote);
 
+  loadProfiles(stream, profile.input, error);
+  return section;
+}
+
+async function loadProfiles(stream, select, error) {
   try {
-    const profiles = await request("GET", `/api/transcoding-profiles?app_id=${encodeURIComponent(stream.app_id)}&limit=100`);
+    const query = `app_id=${encodeURIComponent(stream.app_id)}&limit=100`;
+    const profiles = await request("GET", `/api/transcoding-profiles?${query}`);
+    const chosen = stream.settings?.transcoding_profile_id;
     for (const item of profiles) {
       const sizes = item.qualities.map((quality) => quality.name).join(", ");
-      profile.input.append(el("option", {
-        value: item.id, selected: item.id === settings.transcoding_profile_id,
-      }, `${item.name} (${sizes})`));
+      select.append(el("option", { value: item.id, selected: item.id === chosen }, `${item.name} (${sizes})`));
     }
   } catch (exc) {
     showError(error, exc);
   }
-  return section;
 }
