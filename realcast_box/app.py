@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -69,8 +70,35 @@ JWT_SECRET_FILE = "jwt-secret.key"
 API_KEY_HASH_SECRET_FILE = "api-key-hash.key"
 
 
+# Whether the last /healthz failed to read the data directory's disk
+# usage, so that a failure that lasts is logged once, not on every poll.
+_disk_usage_failing = False
+
+
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    global _disk_usage_failing
+    # Free space of the data directory's disk, in bytes: recordings stop
+    # below recordings_min_free_mb, so the admin UI shows it. Both values
+    # are null when the directory cannot be read.
+    try:
+        usage = shutil.disk_usage(request.app[CONFIG].data_path)
+        free, total = usage.free, usage.total
+        _disk_usage_failing = False
+    except OSError as exc:
+        if not _disk_usage_failing:
+            logger.warning(
+                "failed to read the disk usage of the data directory: %s", exc
+            )
+        _disk_usage_failing = True
+        free = total = None
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "data_disk_free_bytes": free,
+            "data_disk_total_bytes": total,
+        }
+    )
 
 
 def create_app(config: Config) -> web.Application:

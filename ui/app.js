@@ -2,9 +2,14 @@
 // and the sign-in, apps and streams pages.
 
 import { getToken, request, setToken } from "./api.js";
+import { auditPage } from "./audit.js";
 import { badge, el, errorBox, field, showError } from "./dom.js";
 import { keysPage } from "./keys.js";
+import { profilesPage } from "./profiles.js";
+import { recordingsPage } from "./recordings.js";
 import { streamPage } from "./stream.js";
+import { systemPage } from "./system.js";
+import { webhooksPage } from "./webhooks.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -32,8 +37,12 @@ function renderNav() {
     setToken(null);
     navigate("#/login");
   };
+  // The link of the section on screen is marked for screen readers.
+  const current = (href) => (location.hash.startsWith(href) ? "page" : undefined);
   nav.append(
-    el("a", { href: "#/apps" }, "Apps"),
+    el("a", { href: "#/apps", "aria-current": current("#/apps") }, "Apps"),
+    el("a", { href: "#/audit", "aria-current": current("#/audit") }, "Audit log"),
+    el("a", { href: "#/system", "aria-current": current("#/system") }, "System"),
     el("button", { type: "button", class: "link", onclick: logOut }, "Log out"),
   );
 }
@@ -163,7 +172,11 @@ async function appPage(appId) {
   };
   page(
     "App",
-    el("p", {}, el("a", { href: "#/apps" }, "← All apps"), " · ",
+    el("nav", { class: "sub", "aria-label": "App" },
+      el("a", { href: "#/apps" }, "← All apps"),
+      el("a", { href: `#/apps/${appId}/recordings` }, "Recordings"),
+      el("a", { href: `#/apps/${appId}/webhooks` }, "Webhooks"),
+      el("a", { href: `#/apps/${appId}/profiles` }, "Transcoding profiles"),
       el("a", { href: `#/apps/${appId}/keys` }, "API keys")),
     el("section", {}, el("h2", {}, "Streams"), error, list),
     el("section", {},
@@ -225,6 +238,7 @@ function appSettings(app) {
 }
 
 async function refreshStreams(appId, list, error) {
+  if (document.hidden) return;
   try {
     const streams = await request("GET", `/api/streams?app_id=${encodeURIComponent(appId)}&limit=100`);
     const statuses = await Promise.all(
@@ -248,6 +262,11 @@ const ROUTES = [
   [/^#\/apps$/, appsPage, true],
   [/^#\/apps\/([\w-]+)$/, appPage, true],
   [/^#\/apps\/([\w-]+)\/keys$/, (id) => keysPage(id, { page, setTitle }), true],
+  [/^#\/apps\/([\w-]+)\/recordings$/, (id) => recordingsPage(id, { page, setTitle, onLeave }), true],
+  [/^#\/apps\/([\w-]+)\/webhooks$/, (id) => webhooksPage(id, { page, setTitle, onLeave }), true],
+  [/^#\/apps\/([\w-]+)\/profiles$/, (id) => profilesPage(id, { page, setTitle }), true],
+  [/^#\/audit$/, () => auditPage({ page }), true],
+  [/^#\/system$/, () => systemPage({ page, onLeave }), true],
   [/^#\/streams\/([\w-]+)$/, (id) => streamPage(id, { page, setTitle, onLeave }), true],
 ];
 

@@ -2,7 +2,7 @@
 // access token (the streamer role), so it can read, send, delete and ban.
 
 import { getToken, request } from "./api.js";
-import { el, errorBox, showError } from "./dom.js";
+import { el, errorBox, formatTime, showError } from "./dom.js";
 
 const RECONNECT_MS = 3000;
 // Close codes after which joining again cannot succeed: unauthorized,
@@ -22,6 +22,8 @@ export function chatPanel(streamId) {
     el("form", { class: "field-row", onsubmit: (event) => send(event) },
       el("label", { for: "chat-text" }, "Message", text),
       el("button", { type: "submit" }, "Send")));
+  const bans = el("ul", { class: "items", "aria-label": "Banned viewers" });
+  section.append(el("h3", {}, "Banned viewers"), bans);
 
   let socket = null;
   let closed = false;
@@ -56,7 +58,10 @@ export function chatPanel(streamId) {
     } else if (frame.type === "deleted") {
       list.querySelector(`[data-message-id="${CSS.escape(frame.message_id)}"]`)?.remove();
     } else if (frame.type === "notice") {
+      // A ban made elsewhere (another tab, the API) that removes a connected
+      // viewer arrives as this notice, so the ban list is fetched again.
       state.textContent = frame.text;
+      if (frame.code === "viewer_banned") refreshBans();
     } else if (frame.type === "error") {
       error.textContent = `Chat error (${frame.code}): ${frame.message}`;
     }
@@ -81,6 +86,7 @@ export function chatPanel(streamId) {
       try {
         await request("POST", `/api/streams/${streamId}/chat/bans`, { viewer_id: message.viewer_id });
         state.textContent = `${message.display_name} is banned.`;
+        await refreshBans();
       } catch (exc) {
         showError(error, exc);
       }
@@ -95,7 +101,37 @@ export function chatPanel(streamId) {
         : null);
   };
 
+  const refreshBans = async () => {
+    try {
+      const active = await request("GET", `/api/streams/${encodeURIComponent(streamId)}/chat/bans`);
+      const items = active.map(banItem);
+      if (items.length === 0) items.push(el("li", {}, "Nobody is banned."));
+      bans.replaceChildren(...items);
+    } catch (exc) {
+      showError(error, exc);
+    }
+  };
+
+  const banItem = (ban) => {
+    const unban = async () => {
+      try {
+        await request("DELETE", `/api/streams/${encodeURIComponent(streamId)}/chat/bans/${ban.id}`);
+        state.textContent = `${ban.viewer_id} may join the chat again.`;
+        await refreshBans();
+      } catch (exc) {
+        showError(error, exc);
+      }
+    };
+    const until = ban.expires_at ? `until ${formatTime(ban.expires_at)}` : "permanently";
+    return el("li", { "data-ban-id": ban.id },
+      el("strong", {}, ban.viewer_id),
+      el("span", {}, `banned ${until}`),
+      ban.reason ? el("span", {}, `(${ban.reason})`) : null,
+      el("button", { type: "button", onclick: unban, "aria-label": `Unban ${ban.viewer_id}` }, "Unban"));
+  };
+
   connect();
+  refreshBans();
   const stop = () => {
     closed = true;
     clearTimeout(timer);

@@ -54,3 +54,54 @@ export async function copyText(text, statusNode) {
     statusNode.textContent = "Copy failed: the browser blocked the clipboard. Select the text and copy it by hand.";
   }
 }
+
+// A labelled <select>, with `options` as a list of [value, text] pairs.
+export function selectField(label, attrs, options, selected) {
+  const select = el("select", attrs,
+    options.map(([value, text]) => el("option", { value, selected: value === selected }, text)));
+  return { label: el("label", {}, label, select), input: select };
+}
+
+// A short date and time in the browser's locale for an ISO 8601 string
+// from the API, or "–" for null.
+export function formatTime(iso) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+export function formatBytes(bytes) {
+  if (bytes === null || bytes === undefined) return "–";
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} bytes` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+// A table with a header row. Each item of `rows` is an array of cells
+// (nodes or text).
+export function table(label, columns, rows) {
+  return el("div", { class: "table-wrap" },
+    el("table", { "aria-label": label },
+      el("thead", {}, el("tr", {}, columns.map((name) => el("th", { scope: "col" }, name)))),
+      el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((cell) => el("td", {}, cell)))))));
+}
+
+// Turns `panel` into a once-only secret panel: Done or the Escape key
+// empties and hides it, and the focus moves to `main` so a keyboard user
+// is not left on a removed button. Returns the Done button.
+export function closablePanel(panel) {
+  const close = () => {
+    panel.hidden = true;
+    panel.replaceChildren();
+    document.getElementById("main").focus();
+  };
+  panel.onkeydown = (event) => {
+    if (event.key === "Escape") close();
+  };
+  return el("button", { type: "button", onclick: close }, "Done");
+}

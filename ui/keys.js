@@ -2,7 +2,7 @@
 // shown once, because the box stores only a hash of it.
 
 import { request } from "./api.js";
-import { copyText, el, errorBox, field, showError } from "./dom.js";
+import { closablePanel, copyText, el, errorBox, field, showError } from "./dom.js";
 
 // The scope names of the API, in the order the API lists them.
 const SCOPES = [
@@ -81,7 +81,7 @@ function showSecret(panel, key) {
     el("div", { class: "field-row" },
       el("label", { for: "new-secret-value" }, "API secret", secret),
       el("button", { type: "button", onclick: () => copyText(secret.value, note) }, "Copy secret"),
-      el("button", { type: "button", onclick: () => { panel.hidden = true; panel.replaceChildren(); } }, "Done")),
+      closablePanel(panel)),
     note,
   );
   panel.hidden = false;

@@ -2,8 +2,11 @@
 // ingest warnings (refreshed while the page is open), and the chat.
 
 import { request } from "./api.js";
+import { SessionChart } from "./chart.js";
 import { chatPanel } from "./chat.js";
+import { RecordingControl } from "./recordcontrol.js";
 import { badge, copyText, el, errorBox, showError } from "./dom.js";
+import { streamSettings } from "./streamedit.js";
 
 const REFRESH_MS = 3000;
 
@@ -18,6 +21,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
   const previewNote = el("p", { "aria-live": "polite" });
   const renditions = el("div", { class: "table-wrap" });
   const warnings = el("ul", { "aria-label": "Ingest warnings" });
+  const chart = new SessionChart();
   page(
     "Stream",
     el("p", {}, el("a", { href: "#/apps" }, "← All apps")),
@@ -30,6 +34,7 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
       el("h2", { id: "renditions-heading" }, "Renditions"), renditions),
     el("section", { "aria-labelledby": "warnings-heading" },
       el("h2", { id: "warnings-heading" }, "Ingest warnings"), warnings),
+    chart.section,
   );
 
   let stream;
@@ -46,11 +51,16 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
   renderObsSettings(obs, stream);
 
   const chat = chatPanel(stream.id);
-  document.getElementById("main").append(chat.section, deleteSection(stream));
+  const settings = streamSettings(stream, { onSaved: (updated) => setTitle(updated.title) });
+  const recording = new RecordingControl(stream);
+  document.getElementById("main").append(recording.section, chat.section, settings, deleteSection(stream));
 
   const player = new PreviewPlayer(video, previewNote, stream, app);
   let stopped = false;
   const refresh = async () => {
+    // A tab in the background skips its polls, so an open but unseen page
+    // sends the box no status requests.
+    if (document.hidden) return;
     try {
       const status = await request("GET", `/api/streams/${stream.id}/status`);
       if (stopped) return;
@@ -58,6 +68,8 @@ export async function streamPage(streamId, { page, setTitle, onLeave }) {
       renderStatus(statusLine, status);
       renderRenditions(renditions, status.renditions || []);
       renderWarnings(warnings, status.ingest_warnings || []);
+      chart.add(status);
+      recording.update(status);
       player.update(status.status);
     } catch (exc) {
       showError(error, exc);
@@ -186,7 +198,7 @@ class PreviewPlayer {
     this.video = video;
     this.note = note;
     this.stream = stream;
-    this.signed = playbackPolicy(stream, app) === "signed";
+    this.app = app;
     this.hls = null;
     this.live = false;
     this.starting = false;
@@ -236,7 +248,9 @@ class PreviewPlayer {
   }
 
   async sourceUrl() {
-    if (!this.signed) return this.stream.hls_url;
+    // Read at each start, so a policy saved on this page applies to the
+    // next session's preview.
+    if (playbackPolicy(this.stream, this.app) !== "signed") return this.stream.hls_url;
     const body = { viewer_id: "admin-preview", expiry_minutes: 60 };
     const token = await request("POST", `/api/streams/${this.stream.id}/playback-token`, body);
     return token.playback_url;

@@ -722,6 +722,18 @@ def _other_schemas() -> dict[str, Any]:
             {
                 "status": {"type": "string", "const": "ok"},
                 "version": {"type": "string"},
+                "data_disk_free_bytes": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "description": "Free bytes on the data directory's disk, "
+                    "null when it cannot be read.",
+                },
+                "data_disk_total_bytes": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "description": "Size in bytes of the data directory's disk, "
+                    "null when it cannot be read.",
+                },
             }
         ),
         "OpenApiDocument": {
