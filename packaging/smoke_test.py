@@ -6,12 +6,12 @@ from HOME, PATH, LANG and TMPDIR, from a temporary directory as its working
 directory, so a missing module or data file in the bundle fails here even
 on a machine that has the repository and its packages installed.
 
-Steps: the bundled files; ``--version``; ``doctor`` on free ports; ``serve`` on 127.0.0.1 with
-a temporary data directory; the admin UI page; sign-up, login, an app and a
-stream through the REST API; 6 s of H.264 and AAC pushed over RTMP by the
-ffmpeg CLI; the HLS playlists and segments fetched over HTTP and decoded
-with PyAV; SIGTERM and a clean exit, with a one-file build's unpack
-directory removed.
+Steps: the bundled files; ``--version``; ``doctor`` on free ports;
+``serve`` on 127.0.0.1 with a temporary data directory; the admin UI page;
+sign-up, login, an app and a stream through the REST API; 6 s of H.264 and
+AAC pushed over RTMP by the ffmpeg CLI; the HLS playlists and segments
+fetched over HTTP and decoded with PyAV; SIGTERM and a clean exit, with a
+one-file build's unpack directory removed.
 
 Usage: python packaging/smoke_test.py dist/realcast-box
 """
