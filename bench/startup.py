@@ -12,8 +12,8 @@ it polls every 10 ms until two things work:
 The startup time of a run is the later of the two. Each command first runs
 once uncounted, which creates its data directory and loads its files into
 the page cache, so the counted runs measure a restart of an installed box.
-Prints every run, the median per command, each build's median over the
-source's, and each build's size on disk.
+The commands then take turns. Prints each build's size on disk, every run,
+the median per command and each median over the source's.
 
 Usage:
 
@@ -132,24 +132,32 @@ def size_on_disk(executable: Path) -> int:
     )
 
 
-def measure(label: str, command: list[str], runs: int, work: Path) -> float:
-    data_dir = work / label.replace(" ", "-") / "data"
-    data_dir.mkdir(parents=True)
+def measure(commands: dict[str, list[str]], runs: int, work: Path) -> dict[str, float]:
+    """Start each command ``runs`` times, in turn; return the median per label.
+
+    The commands take turns, run 1 of each, then run 2 of each, so that a
+    change in the machine's load during the benchmark shifts all of them.
+    """
     # No PYTHONPATH or REALCAST_* variables from the caller's shell.
     env = {"HOME": str(work), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     env["TMPDIR"] = str(work)
-    start_once(command, data_dir, env)
-    totals = []
+    data_dirs = {}
+    for label, command in commands.items():
+        data_dirs[label] = work / label / "data"
+        data_dirs[label].mkdir(parents=True)
+        start_once(command, data_dirs[label], env)
+    totals: dict[str, list[float]] = {label: [] for label in commands}
     for run in range(1, runs + 1):
-        http_at, rtmp_at = start_once(command, data_dir, env)
-        total = max(http_at, rtmp_at)
-        totals.append(total)
-        print(
-            f"{label:<10} run {run}: HTTP {http_at:.3f} s, RTMP {rtmp_at:.3f} s,"
-            f" both {total:.3f} s",
-            flush=True,
-        )
-    return statistics.median(totals)
+        for label, command in commands.items():
+            http_at, rtmp_at = start_once(command, data_dirs[label], env)
+            total = max(http_at, rtmp_at)
+            totals[label].append(total)
+            print(
+                f"{label:<10} run {run}: HTTP {http_at:.3f} s, RTMP {rtmp_at:.3f} s,"
+                f" both {total:.3f} s",
+                flush=True,
+            )
+    return {label: statistics.median(values) for label, values in totals.items()}
 
 
 def main() -> None:
@@ -164,21 +172,17 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
     )
     print(f"python: {sys.version.split()[0]} ({sys.executable})")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    commands = {"source": [sys.executable, "-m", "realcast_box"]}
+    for build in args.builds:
+        executable = build.resolve()
+        label = "onedir" if (executable.parent / "_internal").is_dir() else "onefile"
+        commands[label] = [str(executable)]
+        size = size_on_disk(executable)
+        print(f"{label:<10} size: {size / 2**20:.1f} MiB ({executable})")
     with tempfile.TemporaryDirectory(prefix="realcast-startup-") as temp:
-        work = Path(temp)
-        medians = {
-            "source": measure(
-                "source", [sys.executable, "-m", "realcast_box"], args.runs, work
-            )
-        }
-        for build in args.builds:
-            executable = build.resolve()
-            label = (
-                "onedir" if (executable.parent / "_internal").is_dir() else "onefile"
-            )
-            medians[label] = measure(label, [str(executable)], args.runs, work)
-            size = size_on_disk(executable)
-            print(f"{label:<10} size: {size / 2**20:.1f} MiB ({executable})")
+        medians = measure(commands, args.runs, Path(temp))
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
     print()
     for label, median in medians.items():
