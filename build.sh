@@ -6,8 +6,8 @@
 #
 # The build installs the project, its runtime dependencies and the `build`
 # extra (PyInstaller) into its own virtual environment, build/venv, made
-# with $PYTHON (python3 unless set), so the binary bundles exactly what
-# pyproject.toml asks for and not whatever the calling environment holds.
+# with $PYTHON (python3 unless set), so the binary bundles exactly the
+# packages that pyproject.toml lists, not those of the calling environment.
 # REALCAST_BUILD_MODE=onedir builds a folder, dist/realcast-box/, with the
 # executable dist/realcast-box/realcast-box, in place of the single file.
 set -euo pipefail
@@ -46,7 +46,7 @@ build() {
         --distpath dist --workpath build/pyinstaller \
         packaging/realcast-box.spec
     # The licence texts also ship next to the binary, where a redistributor
-    # sees them without unpacking anything.
+    # finds them without unpacking anything.
     cp -r build/licenses dist/realcast-box-licenses
     ls -l "$BINARY"
 }

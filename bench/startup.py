@@ -65,7 +65,7 @@ def http_ready(port: int) -> bool:
 
 
 def rtmp_ready(port: int) -> bool:
-    """Return True when the RTMP server answers C0+C1 with S0 and S1."""
+    """Return True when the RTMP server replies to C0+C1 with S0 and S1."""
     c1 = bytes(8) + secrets.token_bytes(RTMP_HANDSHAKE_SIZE - 8)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:

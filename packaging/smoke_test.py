@@ -2,9 +2,9 @@
 
 Run by ``./build.sh test`` with build.sh's virtual environment, which has
 PyAV to decode the output. The binary runs with an empty environment apart
-from HOME, PATH, LANG and TMPDIR, from a temporary directory as its working
-directory, so a missing module or data file in the bundle fails here even
-on a machine that has the repository and its packages installed.
+from HOME, PATH, LANG and TMPDIR, in a temporary working directory. So a
+module or data file missing from the bundle fails here, even on a machine
+that has the repository and its packages installed.
 
 Steps: the bundled files; ``--version``; ``doctor`` on free ports;
 ``serve`` on 127.0.0.1 with a temporary data directory; the admin UI page;
@@ -223,15 +223,15 @@ def push_rtmp(url: str) -> None:
     )
 
 
-def wait_for_status(base: str, token: str, stream_id: str, wanted: str) -> None:
+def wait_for_status(base: str, token: str, stream_id: str, expected: str) -> None:
     deadline = time.monotonic() + STATUS_TIMEOUT
     status = None
     while time.monotonic() < deadline:
         status = api(base, "GET", f"/api/streams/{stream_id}/status", 200, token=token)
-        if status["status"] == wanted:
+        if status["status"] == expected:
             return
         time.sleep(0.2)
-    raise SmokeTestError(f"stream status stayed {status} instead of {wanted}")
+    raise SmokeTestError(f"stream status stayed {status} instead of {expected}")
 
 
 def fetch(base: str, path: str) -> bytes:

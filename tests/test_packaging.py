@@ -40,13 +40,13 @@ def test_packaging_example_config_loads(path, tmp_path):
     unknown = sorted(set(values) - set(SETTINGS_BY_NAME))
     assert not unknown, f"{path.name} has keys config.py does not declare: {unknown}"
     if pending:
-        kept = [
+        known_lines = [
             line
             for line in path.read_text().splitlines()
             if not line.startswith(tuple(f"{key} " for key in pending))
         ]
         path = tmp_path / path.name
-        path.write_text("\n".join(kept) + "\n")
+        path.write_text("\n".join(known_lines) + "\n")
 
     config = load_config(path, environ={})
 
