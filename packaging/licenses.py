@@ -146,6 +146,14 @@ def write_ffmpeg_info(dest: Path) -> None:
         lines.append(f"{library} {version}: {meta['license']}")
     configuration = av._core.library_meta["libavcodec"]["configuration"]
     lines += ["", "configure arguments:", configuration]
+    # The wheel's own libraries, with their versions in their file names
+    # (libx264's .so number is x264's API version).
+    libraries = sorted(
+        Path(file.locate()).name
+        for file in distribution.files or []
+        if file.parts[0] == "av.libs"
+    )
+    lines += ["", "libraries in PyAV's wheel (av.libs/):", *libraries]
     (dest / "ffmpeg-build.txt").write_text("\n".join(lines) + "\n")
     (dest / "ffmpeg-build.json").write_text(
         json.dumps(av._core.library_meta, indent=2, default=list) + "\n"
