@@ -25,10 +25,33 @@ SOURCE_UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 INSTALLED_UI_DIR = Path(sys.prefix) / "share" / "realcast-box" / "ui"
 
 
-def find_ui_dir(
-    candidates: Iterable[Path] = (SOURCE_UI_DIR, INSTALLED_UI_DIR),
-) -> Path | None:
-    """Return the first folder of ``candidates`` with an index.html, or None."""
+def bundle_dir() -> Path | None:
+    """Return the folder of a PyInstaller build's data files, or None from source.
+
+    PyInstaller sets ``sys.frozen`` and puts the bundled data under
+    ``sys._MEIPASS``: the temporary unpack folder of a one-file build, or
+    the _internal folder next to a one-folder build's executable.
+    """
+    if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):
+        return Path(sys._MEIPASS)
+    return None
+
+
+def default_ui_dirs() -> tuple[Path, ...]:
+    """Return the folders where ui/ may be, in the order they are tried."""
+    bundle = bundle_dir()
+    if bundle is not None:
+        return (bundle / "ui",)
+    return (SOURCE_UI_DIR, INSTALLED_UI_DIR)
+
+
+def find_ui_dir(candidates: Iterable[Path] | None = None) -> Path | None:
+    """Return the first folder of ``candidates`` with an index.html, or None.
+
+    ``candidates`` defaults to default_ui_dirs().
+    """
+    if candidates is None:
+        candidates = default_ui_dirs()
     for folder in candidates:
         if (folder / "index.html").is_file():
             return folder
@@ -41,9 +64,8 @@ def setup_ui(app: web.Application, ui_dir: Path | None = None) -> None:
         ui_dir = find_ui_dir()
     if ui_dir is None or not (ui_dir / "index.html").is_file():
         logger.warning(
-            "admin UI not served: no index.html in %s or %s",
-            SOURCE_UI_DIR,
-            INSTALLED_UI_DIR,
+            "admin UI not served: no index.html in %s",
+            " or ".join(str(folder) for folder in default_ui_dirs()),
         )
         return
     index = ui_dir / "index.html"
