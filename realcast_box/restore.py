@@ -8,12 +8,14 @@ cannot run while a box runs on that directory.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +38,9 @@ from realcast_box.datalock import LOCK_FILE, DataDirLock, DataDirLocked
 # A manifest lists a handful of files and tables; anything larger is not one.
 MAX_MANIFEST_BYTES = 1024 * 1024
 COPY_CHUNK_BYTES = 1024 * 1024
+# What tarfile and gzip raise on a damaged or truncated archive. EOFError
+# must not reach click, which would print only "Aborted!".
+ARCHIVE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError)
 
 
 @dataclass(frozen=True)
@@ -144,46 +149,62 @@ def restore_backup(
         raise BackupError(f"backup file {source} not found") from None
     except (tarfile.TarError, OSError) as exc:
         raise BackupError(f"{source} is not a RealCast Box backup: {exc}") from None
-    with archive:
-        manifest = read_manifest(archive, source)
-        try:
-            data_path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-        except OSError as exc:
+    except EOFError as exc:
+        raise _damaged(source, exc) from None
+    try:
+        with archive:
+            return _restore_archive(archive, source, data_path, force)
+    except ARCHIVE_ERRORS as exc:
+        raise _damaged(source, exc) from None
+
+
+def _damaged(source: Path, exc: BaseException) -> BackupError:
+    return BackupError(
+        f"{source} is damaged or truncated ({exc}); nothing was restored from it,"
+        " so restore another backup"
+    )
+
+
+def _restore_archive(
+    archive: tarfile.TarFile, source: Path, data_path: Path, force: bool
+) -> RestoreResult:
+    manifest = read_manifest(archive, source)
+    try:
+        data_path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot create data directory {data_path}: {exc.strerror or exc}"
+        ) from None
+    try:
+        lock = DataDirLock(data_path).acquire()
+    except DataDirLocked as exc:
+        raise BackupError(f"cannot restore: {exc}") from None
+    # At once, so a restore that fails below leaves no lock file that
+    # the box's user cannot open.
+    _give_to_owner(data_path, [LOCK_FILE])
+    try:
+        existing = _existing_entries(data_path)
+        if existing and not force:
+            listed = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
             raise BackupError(
-                f"cannot create data directory {data_path}: {exc.strerror or exc}"
-            ) from None
+                f"data directory {data_path} is not empty (it contains"
+                f" {listed}); pass --force to restore over it, which moves the"
+                " database and secret files it replaces into a pre-restore"
+                " folder there"
+            )
+        staged = _stage_files(archive, manifest, data_path, source)
         try:
-            lock = DataDirLock(data_path).acquire()
-        except DataDirLocked as exc:
-            raise BackupError(f"cannot restore: {exc}") from None
-        # At once, so a restore that fails below leaves no lock file that
-        # the box's user cannot open.
-        _give_to_owner(data_path, [LOCK_FILE])
-        try:
-            existing = _existing_entries(data_path)
-            if existing and not force:
-                listed = ", ".join(existing[:5]) + (
-                    ", ..." if len(existing) > 5 else ""
-                )
-                raise BackupError(
-                    f"data directory {data_path} is not empty (it contains"
-                    f" {listed}); pass --force to restore over it, which moves the"
-                    " database and secret files it replaces into a pre-restore"
-                    " folder there"
-                )
-            staged = _stage_files(archive, manifest, data_path, source)
-            try:
-                _check_staged_database(staged[DATABASE_FILE], manifest, source)
-                moved_to = _move_replaced(data_path, list(staged))
-                for name, path in staged.items():
-                    os.replace(path, data_path / name)
-                _fsync_directory(data_path)
-                _give_to_owner(data_path, [*staged, moved_to])
-            finally:
-                for path in staged.values():
-                    path.unlink(missing_ok=True)
+            _check_staged_database(staged[DATABASE_FILE], manifest, source)
+            moved_to = _move_replaced(data_path, list(staged))
+            for name, path in staged.items():
+                os.replace(path, data_path / name)
+            _fsync_directory(data_path)
+            _give_to_owner(data_path, [*staged, moved_to])
         finally:
-            lock.release()
+            for path in staged.values():
+                path.unlink(missing_ok=True)
+    finally:
+        lock.release()
     return RestoreResult(manifest, moved_to)
 
 

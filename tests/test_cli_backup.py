@@ -419,3 +419,18 @@ def test_restore_root_gives_files_to_owner(tmp_path, stopped_box_data):
     for path in target.iterdir():
         assert path.stat().st_uid == 4321, path.name
         assert path.stat().st_gid == 4321, path.name
+
+
+def test_restore_truncated_archive_rejected(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    whole = out.read_bytes()
+    # Cut inside the gzip header, inside the manifest, and inside the database.
+    for cut in (10, 1000, len(whole) // 2):
+        truncated = tmp_path / f"cut-{cut}.tar.gz"
+        truncated.write_bytes(whole[:cut])
+        target = tmp_path / f"fresh-{cut}"
+        result = invoke("restore", str(truncated), "--data-dir", str(target))
+        assert result.exit_code == 1, cut
+        assert f"{truncated} is damaged or truncated" in result.output, cut
+        assert not (target / "realcast.db").exists(), cut
