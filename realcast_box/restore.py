@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +31,7 @@ from realcast_box.backup import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    SECRET_PATTERNS,
     BackupError,
     latest_schema_version,
 )
@@ -101,17 +103,18 @@ def _check_file_list(manifest: dict[str, Any], source: Path) -> None:
         if not isinstance(entry, dict):
             raise BackupError(f"{source}: invalid file entry {entry!r} in manifest")
         name = entry.get("name")
-        # Only plain names: a member may never land outside the data directory.
+        if not _is_backup_file_name(name):
+            raise BackupError(
+                f"{source}: invalid file name {name!r} in manifest; a backup"
+                f" contains only {DATABASE_FILE} and top-level"
+                f" {', '.join(SECRET_PATTERNS)} files"
+            )
+        size = entry.get("size")
         if (
-            not isinstance(name, str)
-            or not name
-            or name != os.path.basename(name)
-            or name.startswith(".")
-            or name in (MANIFEST, LOCK_FILE)
-        ):
-            raise BackupError(f"{source}: invalid file name {name!r} in manifest")
-        if not isinstance(entry.get("sha256"), str) or not isinstance(
-            entry.get("size"), int
+            not isinstance(entry.get("sha256"), str)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
         ):
             raise BackupError(f"{source}: file {name} has no checksum or size")
         names.append(name)
@@ -119,6 +122,22 @@ def _check_file_list(manifest: dict[str, Any], source: Path) -> None:
         raise BackupError(f"{source}: manifest lists a file twice")
     if DATABASE_FILE not in names:
         raise BackupError(f"{source}: manifest lists no {DATABASE_FILE}")
+
+
+def _is_backup_file_name(name: object) -> bool:
+    """Return whether ``name`` is a file that create_backup writes.
+
+    Only plain names, so a member never lands outside the data directory,
+    and only the database and secret files, so a restore never replaces a
+    folder of the box (``recordings``, ``hls``) or the database's ``-wal``.
+    """
+    if not isinstance(name, str) or name != os.path.basename(name):
+        return False
+    if name.startswith("."):
+        return False
+    if name == DATABASE_FILE:
+        return True
+    return any(fnmatchcase(name, pattern) for pattern in SECRET_PATTERNS)
 
 
 def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -235,6 +254,13 @@ def _stage_files(
                 ) from None
             if not member.isfile():
                 raise BackupError(f"{source}: member {name} is not a regular file")
+            # Compared before extracting, so a small archive cannot fill the
+            # disk with a member far larger than the manifest promises.
+            if member.size != entry["size"]:
+                raise BackupError(
+                    f"{source} is damaged: archive member {name} is {member.size}"
+                    f" bytes, but the manifest lists {entry['size']}"
+                )
             path = data_path / f".restore-{name}.tmp"
             staged[name] = path
             digest, size = _extract_checked(archive, member, path)

@@ -434,3 +434,44 @@ def test_restore_truncated_archive_rejected(tmp_path, stopped_box_data):
         assert result.exit_code == 1, cut
         assert f"{truncated} is damaged or truncated" in result.output, cut
         assert not (target / "realcast.db").exists(), cut
+
+
+def test_restore_member_larger_than_manifest(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    manifest, contents = read_archive(out)
+    # 64 MiB of zeros compress to well under 1 MiB: a restore that extracts
+    # before it compares sizes fills the disk from a small file.
+    contents["realcast.db"] += bytes(64 * 1024 * 1024)
+    inflated = tmp_path / "inflated.tar.gz"
+    write_archive(inflated, manifest, contents)
+    target = tmp_path / "fresh"
+    result = invoke("restore", str(inflated), "--data-dir", str(target))
+    assert result.exit_code == 1
+    expected = manifest["files"][0]["size"]
+    assert f"member realcast.db is {len(contents['realcast.db'])} bytes" in (
+        result.output
+    )
+    assert f"the manifest lists {expected}" in result.output
+    assert sorted(path.name for path in target.iterdir()) == ["realcast.lock"]
+
+
+def test_restore_unexpected_file_name_rejected(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    manifest, contents = read_archive(out)
+    # A file named like a folder of the box would replace that folder.
+    for name in ("recordings", "realcast.db-wal"):
+        changed_manifest = json.loads(json.dumps(manifest))
+        changed_manifest["files"].append(
+            {"name": name, "size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}
+        )
+        changed = tmp_path / f"{name}.tar.gz"
+        write_archive(changed, changed_manifest, {**contents, name: b"x"})
+        target = tmp_path / f"box-{name}"
+        (target / "recordings" / "app").mkdir(parents=True)
+        (target / "recordings" / "app" / "a.mp4").write_bytes(b"video")
+        result = invoke("restore", str(changed), "--data-dir", str(target), "--force")
+        assert result.exit_code == 1, name
+        assert f"invalid file name {name!r} in manifest" in result.output, name
+        assert (target / "recordings" / "app" / "a.mp4").read_bytes() == b"video"
