@@ -28,9 +28,11 @@ import tarfile
 import tempfile
 import time
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from realcast_box import __version__
+from realcast_box.datalock import LOCK_FILE
 from realcast_box.errors import RealcastError
 from realcast_box.store.ids import format_timestamp
 from realcast_box.store.migrations import MIGRATIONS
@@ -40,6 +42,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASE_FILE = "realcast.db"
 SECRET_PATTERNS = ("*.key", "*.pem", "*.crt", "*.cert")
+# SQLite's own files next to the database: write-ahead log, shared memory
+# index and rollback journal.
+DATABASE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
 # How long the copy waits for a lock that the box's writer holds.
@@ -76,23 +81,40 @@ def create_backup(data_path: Path, out: Path, *, force: bool = False) -> dict:
     consistent snapshot while the box keeps writing in WAL mode. The archive
     is written to a temporary file next to ``out`` and renamed into place,
     so ``out`` is never a partial archive. Raises BackupError when the
-    database is missing or damaged, or ``out`` exists and ``force`` is false.
+    database is missing or damaged, ``out`` is the database, lock or a secret
+    file of ``data_path``, ``out`` exists and ``force`` is false or it is not
+    a regular file, or ``out`` cannot be written.
     """
     data_path = Path(data_path)
     out = Path(out)
     database = data_path / DATABASE_FILE
     if not database.is_file():
         raise BackupError(f"no database at {database}; check --data-dir or --config")
+    if _is_box_file(out, data_path):
+        raise BackupError(
+            f"{out} is a file of the box's data directory; write the backup"
+            " outside the data directory"
+        )
     if out.exists() and not force:
         raise BackupError(f"{out} already exists; pass --force to replace it")
     if out.is_dir():
         raise BackupError(f"{out} is a directory; name a file for the backup")
+    # Replacing is for an older backup: a device such as /dev/null would be
+    # swapped for a regular file when root runs the command.
+    if out.exists() and not out.is_file():
+        raise BackupError(
+            f"{out} is not a regular file; name a new file or an older backup"
+        )
     if not out.parent.is_dir():
         raise BackupError(f"directory {out.parent} does not exist")
 
-    with tempfile.TemporaryDirectory(
-        prefix=".realcast-backup-", dir=out.parent
-    ) as work:
+    try:
+        work_directory = tempfile.TemporaryDirectory(
+            prefix=".realcast-backup-", dir=out.parent
+        )
+    except OSError as exc:
+        raise _write_failed(out, exc) from None
+    with work_directory as work:
         copy = Path(work) / DATABASE_FILE
         _copy_database(database, copy)
         schema_version, tables = _inspect_database(copy)
@@ -121,8 +143,36 @@ def create_backup(data_path: Path, out: Path, *, force: bool = False) -> dict:
                     "sha256": hashlib.sha256(data).hexdigest(),
                 }
             )
-        _write_archive(out, manifest, contents)
+        try:
+            _write_archive(out, manifest, contents)
+        except OSError as exc:
+            raise _write_failed(out, exc) from None
     return manifest
+
+
+def _is_box_file(out: Path, data_path: Path) -> bool:
+    """Return whether ``out`` names the database, the lock or a secret file.
+
+    Replacing one of them with the archive would destroy what the backup is
+    meant to keep.
+    """
+    try:
+        same_directory = out.parent.resolve() == data_path.resolve()
+    except OSError:
+        return False
+    if not same_directory:
+        return False
+    database_files = [DATABASE_FILE + suffix for suffix in DATABASE_SUFFIXES]
+    if out.name in (*database_files, LOCK_FILE):
+        return True
+    return any(fnmatchcase(out.name, pattern) for pattern in SECRET_PATTERNS)
+
+
+def _write_failed(out: Path, exc: OSError) -> BackupError:
+    return BackupError(
+        f"cannot write backup {out}: {exc.strerror or exc}; choose a --out"
+        " path in a directory that this user can write, with free space"
+    )
 
 
 def _copy_database(source_path: Path, copy_path: Path) -> None:

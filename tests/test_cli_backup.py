@@ -475,3 +475,43 @@ def test_restore_unexpected_file_name_rejected(tmp_path, stopped_box_data):
         assert result.exit_code == 1, name
         assert f"invalid file name {name!r} in manifest" in result.output, name
         assert (target / "recordings" / "app" / "a.mp4").read_bytes() == b"video"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_backup_out_unwritable_fails(tmp_path, stopped_box_data):
+    # Even root cannot create files in /proc, so this works in CI as root.
+    out = Path("/proc/realcast-box.tar.gz")
+    result = invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"cannot write backup {out}" in result.output
+
+
+def test_backup_force_special_file_rejected(tmp_path, stopped_box_data):
+    # As root, --out /dev/null --force would replace the device with a file.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = invoke(
+        "backup", "--data-dir", str(stopped_box_data), "--out", str(fifo), "--force"
+    )
+    assert result.exit_code == 1
+    assert f"{fifo} is not a regular file" in result.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_backup_out_data_file_rejected(tmp_path, stopped_box_data):
+    for name in ("realcast.db", "jwt-secret.key", "realcast.db-wal"):
+        target = stopped_box_data / name
+        before = target.read_bytes() if target.exists() else None
+        result = invoke(
+            "backup",
+            "--data-dir",
+            str(stopped_box_data),
+            "--out",
+            str(target),
+            "--force",
+        )
+        assert result.exit_code == 1, name
+        assert f"{target} is a file of the box's data directory" in result.output
+        after = target.read_bytes() if target.exists() else None
+        assert after == before, name
