@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
 import sys
 
 import aiohttp
@@ -179,3 +180,33 @@ def test_user_create_root_gives_database_to_owner(tmp_path):
     for path in data_dir.iterdir():
         assert path.stat().st_uid == 4321, path.name
         assert path.stat().st_gid == 4321, path.name
+
+
+def run_user_create(
+    data_dir, email: bytes, stdin: bytes
+) -> subprocess.CompletedProcess:
+    """Run the command in a child process, so argv and stdin are raw bytes."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("REALCAST_")
+    }
+    command = [sys.executable, "-m", "realcast_box", "user", "create"]
+    command += ["--data-dir", str(data_dir), "--email", email, "--password-stdin"]
+    return subprocess.run(
+        command, input=stdin, capture_output=True, env=environment, timeout=120
+    )
+
+
+def test_user_create_invalid_utf8_rejected(tmp_path):
+    # A Latin-1 password file, and an address typed in a Latin-1 terminal.
+    cases = [
+        (b"ops@example.com", b"caf\xe9 au lait 2024\n", "password"),
+        (b"caf\xe9@example.com", PASSWORD.encode() + b"\n", "email"),
+    ]
+    for email, stdin, field in cases:
+        completed = run_user_create(tmp_path / "data", email, stdin)
+        stderr = completed.stderr.decode(errors="replace")
+        assert completed.returncode == 1, field
+        assert "Traceback" not in stderr, field
+        assert f"{field}: not valid UTF-8" in stderr, field
