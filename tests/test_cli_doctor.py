@@ -123,6 +123,15 @@ def test_doctor_data_dir_not_writable(tmp_path):
     assert f"data directory {blocker / 'data'} is not writable" in result.output
 
 
+def test_doctor_data_dir_is_file(tmp_path):
+    data_file = tmp_path / "data"
+    data_file.write_text("a file where the data directory belongs")
+    result = run_doctor(data_file)
+    assert result.exit_code == 1
+    assert f"data directory {data_file} is not a directory" in result.output
+    assert "File exists" not in result.output
+
+
 def test_doctor_not_enough_free_space(tmp_path):
     result = run_doctor(tmp_path / "data", "--min-free-mb", str(10**12))
     assert result.exit_code == 1
