@@ -367,10 +367,12 @@ def _give_to_owner(data_path: Path, names: list[str | Path | None]) -> None:
         if name is None:
             continue
         path = data_path / name
-        os.chown(path, owner.st_uid, owner.st_gid)
-        if path.is_dir():
+        # Without following links: a link that the old data directory
+        # contained must not hand its target to the box's user.
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        if path.is_dir() and not path.is_symlink():
             for child in path.iterdir():
-                os.chown(child, owner.st_uid, owner.st_gid)
+                os.chown(child, owner.st_uid, owner.st_gid, follow_symlinks=False)
 
 
 def _fsync_directory(path: Path) -> None:

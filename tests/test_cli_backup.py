@@ -515,3 +515,35 @@ def test_backup_out_data_file_rejected(tmp_path, stopped_box_data):
         assert f"{target} is a file of the box's data directory" in result.output
         after = target.read_bytes() if target.exists() else None
         assert after == before, name
+
+
+def test_datalock_symlink_not_followed(tmp_path):
+    # Whoever can write the data directory could point the lock file at a
+    # file of root's, which serve or restore run as root would then empty.
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "realcast.lock").symlink_to(victim)
+    with pytest.raises(OSError) as caught:
+        DataDirLock(data_dir).acquire()
+    assert f"{data_dir / 'realcast.lock'} is a symbolic link" in str(caught.value)
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can change file owners")
+def test_restore_root_keeps_link_targets(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    victim = tmp_path / "victim"
+    victim.write_text("root's file")
+    target = tmp_path / "service"
+    target.mkdir()
+    (target / "jwt-secret.key").symlink_to(victim)
+    os.chown(target, 4321, 4321)
+    result = invoke("restore", str(out), "--data-dir", str(target), "--force")
+    assert result.exit_code == 0, result.output
+    folders = list(target.glob("pre-restore-*"))
+    assert (folders[0] / "jwt-secret.key").is_symlink()
+    assert victim.stat().st_uid == 0
+    assert victim.read_text() == "root's file"
