@@ -283,7 +283,10 @@ def _extract_checked(
     """Write ``member`` to ``path`` (mode 0600); return its SHA-256 and size."""
     digest = hashlib.sha256()
     size = 0
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    # A new file, never through a link that an earlier run or the box's
+    # user left at this name: O_EXCL does not follow symbolic links.
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     os.fchmod(descriptor, FILE_MODE)
     with os.fdopen(descriptor, "wb") as file:
         for chunk in _member_chunks(archive, member):

@@ -547,3 +547,15 @@ def test_restore_root_keeps_link_targets(tmp_path, stopped_box_data):
     assert (folders[0] / "jwt-secret.key").is_symlink()
     assert victim.stat().st_uid == 0
     assert victim.read_text() == "root's file"
+
+
+def test_restore_staging_link_not_followed(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    victim = tmp_path / "victim"
+    victim.write_text("root's file")
+    (stopped_box_data / ".restore-realcast.db.tmp").symlink_to(victim)
+    result = invoke("restore", str(out), "--data-dir", str(stopped_box_data), "--force")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "root's file"
+    assert table_rows(stopped_box_data / "realcast.db")["users"]
