@@ -99,8 +99,8 @@ def create_backup(data_path: Path, out: Path, *, force: bool = False) -> dict:
         raise BackupError(f"{out} already exists; pass --force to replace it")
     if out.is_dir():
         raise BackupError(f"{out} is a directory; name a file for the backup")
-    # Replacing is for an older backup: a device such as /dev/null would be
-    # swapped for a regular file when root runs the command.
+    # Only a regular file, such as an older backup, is replaced, because
+    # root would otherwise swap a device such as /dev/null for a file.
     if out.exists() and not out.is_file():
         raise BackupError(
             f"{out} is not a regular file; name a new file or an older backup"

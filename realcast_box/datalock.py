@@ -39,9 +39,9 @@ class DataDirLock:
     def acquire(self) -> DataDirLock:
         """Take the lock and write this process's id into the lock file.
 
-        Raises OSError when the lock file is a symbolic link: followed, it
-        would let whoever can write the data directory make a box or restore
-        run as root truncate any file.
+        Raises OSError when the lock file is a symbolic link. Following it
+        would let the box's user, who can write the data directory, make
+        ``serve`` or ``restore`` run as root truncate any file.
         """
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
         try:

@@ -40,8 +40,8 @@ from realcast_box.datalock import LOCK_FILE, DataDirLock, DataDirLocked
 # A manifest lists a handful of files and tables; anything larger is not one.
 MAX_MANIFEST_BYTES = 1024 * 1024
 COPY_CHUNK_BYTES = 1024 * 1024
-# What tarfile and gzip raise on a damaged or truncated archive. EOFError
-# must not reach click, which would print only "Aborted!".
+# Exceptions that tarfile and gzip raise on a damaged or truncated archive.
+# EOFError must not reach click, which would print only "Aborted!".
 ARCHIVE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError)
 
 
@@ -283,8 +283,8 @@ def _extract_checked(
     """Write ``member`` to ``path`` (mode 0600); return its SHA-256 and size."""
     digest = hashlib.sha256()
     size = 0
-    # A new file, never through a link that an earlier run or the box's
-    # user left at this name: O_EXCL does not follow symbolic links.
+    # O_EXCL creates a new file and never follows a symbolic link that an
+    # earlier run or the box's user left at this name.
     path.unlink(missing_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     os.fchmod(descriptor, FILE_MODE)
@@ -370,8 +370,8 @@ def _give_to_owner(data_path: Path, names: list[str | Path | None]) -> None:
         if name is None:
             continue
         path = data_path / name
-        # Without following links: a link that the old data directory
-        # contained must not hand its target to the box's user.
+        # Links are not followed, so a link in the old data directory never
+        # hands its target to the box's user.
         os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
         if path.is_dir() and not path.is_symlink():
             for child in path.iterdir():

@@ -440,8 +440,8 @@ def test_restore_member_larger_than_manifest(tmp_path, stopped_box_data):
     out = tmp_path / "box.tar.gz"
     invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
     manifest, contents = read_archive(out)
-    # 64 MiB of zeros compress to well under 1 MiB: a restore that extracts
-    # before it compares sizes fills the disk from a small file.
+    # 64 MiB of zeros compress to well under 1 MiB, so a restore that
+    # extracts before it compares sizes fills the disk from a small file.
     contents["realcast.db"] += bytes(64 * 1024 * 1024)
     inflated = tmp_path / "inflated.tar.gz"
     write_archive(inflated, manifest, contents)
@@ -518,8 +518,8 @@ def test_backup_out_data_file_rejected(tmp_path, stopped_box_data):
 
 
 def test_datalock_symlink_not_followed(tmp_path):
-    # Whoever can write the data directory could point the lock file at a
-    # file of root's, which serve or restore run as root would then empty.
+    # The box's user can write the data directory and so could point the
+    # lock file at a file of root's, which serve or restore as root empties.
     victim = tmp_path / "victim"
     victim.write_text("precious")
     data_dir = tmp_path / "data"
