@@ -91,8 +91,14 @@ async def create_user(
     try:
         Path(data_path).mkdir(mode=0o700, parents=True, exist_ok=True)
         database = await Database.open(database_path)
-    except (OSError, StoreError) as exc:
+    except OSError as exc:
         raise UserCreateError(f"cannot open database {database_path}: {exc}") from None
+    except StoreError as exc:
+        # Most StoreError messages already name the database file.
+        detail = str(exc)
+        if str(database_path) not in detail:
+            detail = f"cannot open database {database_path}: {detail}"
+        raise UserCreateError(detail) from None
     try:
         _restrict(database_path)
         return await _insert_user(database, email, full_name, password_hash)

@@ -559,3 +559,42 @@ def test_restore_staging_link_not_followed(tmp_path, stopped_box_data):
     assert result.exit_code == 0, result.output
     assert victim.read_text() == "root's file"
     assert table_rows(stopped_box_data / "realcast.db")["users"]
+
+
+def test_serve_unusable_database_fails(tmp_path, stopped_box_data):
+    # A backup archive copied over the database by hand, and a database
+    # from a newer version after a downgrade.
+    newer = sqlite3.connect(stopped_box_data / "realcast.db")
+    newer.execute(f"PRAGMA user_version = {latest_schema_version() + 1}")
+    newer.close()
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "realcast.db").write_bytes(b"not a database, but long enough" * 100)
+    cases = [
+        (garbage, "file is not a database"),
+        (stopped_box_data, "newer than the latest known migration"),
+    ]
+    for data_dir, reason in cases:
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "realcast_box",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                "0",
+                "--rtmp-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert completed.returncode == 1, reason
+        assert "Traceback" not in completed.stderr, reason
+        assert "failed to start: " in completed.stderr, reason
+        assert reason in completed.stderr

@@ -210,3 +210,17 @@ def test_user_create_invalid_utf8_rejected(tmp_path):
         assert completed.returncode == 1, field
         assert "Traceback" not in stderr, field
         assert f"{field}: not valid UTF-8" in stderr, field
+
+
+def test_user_create_damaged_database_fails(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    database = data_dir / "realcast.db"
+    database.write_bytes(b"not a database, but long enough" * 100)
+    result = create_user(
+        data_dir, "--email", EMAIL, "--password-stdin", input=PASSWORD + "\n"
+    )
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"cannot open database {database}" in result.output
+    assert "file is not a database" in result.output
