@@ -95,10 +95,10 @@ def create_backup(data_path: Path, out: Path, *, force: bool = False) -> dict:
             f"{out} is a file of the box's data directory; write the backup"
             " outside the data directory"
         )
-    if out.exists() and not force:
-        raise BackupError(f"{out} already exists; pass --force to replace it")
     if out.is_dir():
         raise BackupError(f"{out} is a directory; name a file for the backup")
+    if out.exists() and not force:
+        raise BackupError(f"{out} already exists; pass --force to replace it")
     # Only a regular file, such as an older backup, is replaced, because
     # root would otherwise swap a device such as /dev/null for a file.
     if out.exists() and not out.is_file():

@@ -598,3 +598,11 @@ def test_serve_unusable_database_fails(tmp_path, stopped_box_data):
         assert "Traceback" not in completed.stderr, reason
         assert "failed to start: " in completed.stderr, reason
         assert reason in completed.stderr
+
+
+def test_backup_out_empty_rejected(tmp_path, stopped_box_data):
+    # --out "$BACKUP" with the variable unset in a cron script.
+    result = invoke("backup", "--data-dir", str(stopped_box_data), "--out", "")
+    assert result.exit_code == 1
+    assert "is a directory; name a file for the backup" in result.output
+    assert "pass --force" not in result.output
