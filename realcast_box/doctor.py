@@ -121,7 +121,9 @@ def check_data_dir(path: Path, min_free_mb: int) -> list[str]:
             " file, or choose another --data-dir"
         ]
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # Private, as serve creates it: serve keeps the mode of an existing
+        # data directory, which contains stream keys and recordings.
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor, name = tempfile.mkstemp(prefix=".doctor-", dir=path)
         os.close(descriptor)
         os.unlink(name)

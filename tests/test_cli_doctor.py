@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -78,6 +79,13 @@ def test_doctor_libx264_available(tmp_path):
 def test_doctor_creates_data_dir(tmp_path):
     run_doctor(tmp_path / "data")
     assert (tmp_path / "data").is_dir()
+
+
+def test_doctor_new_data_dir_private(tmp_path):
+    # serve keeps the mode of a data directory that exists, so one that
+    # doctor creates before the first start must already be private.
+    run_doctor(tmp_path / "data")
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
 
 
 def test_doctor_leaves_no_probe_file(tmp_path):
