@@ -26,6 +26,7 @@ from typing import IO, Any
 from realcast_box import __version__
 from realcast_box.backup import (
     DATABASE_FILE,
+    DATABASE_SUFFIXES,
     DIRECTORY_MODE,
     FILE_MODE,
     FORMAT,
@@ -333,11 +334,13 @@ def _check_staged_database(path: Path, manifest: dict[str, Any], source: Path) -
 def _move_replaced(data_path: Path, names: list[str]) -> Path | None:
     """Move the files that a restore replaces into a new pre-restore folder.
 
-    The database's ``-wal`` and ``-shm`` files move too: left behind, SQLite
-    would apply the old write-ahead log to the restored database.
+    The database's ``-wal``, ``-shm`` and ``-journal`` files move too. Left
+    behind, SQLite would apply the old write-ahead log or roll back the old
+    journal into the restored database, and the old database would lose
+    the changes or the rollback that they carry.
     """
     candidates = list(names)
-    candidates += [DATABASE_FILE + "-wal", DATABASE_FILE + "-shm"]
+    candidates += [DATABASE_FILE + suffix for suffix in DATABASE_SUFFIXES]
     present = [
         name for name in dict.fromkeys(candidates) if (data_path / name).exists()
     ]

@@ -606,3 +606,38 @@ def test_backup_out_empty_rejected(tmp_path, stopped_box_data):
     assert result.exit_code == 1
     assert "is a directory; name a file for the backup" in result.output
     assert "pass --force" not in result.output
+
+
+# Leaves a hot rollback journal, as a box does that dies during a write on a
+# file system without WAL support: pages spill into the database file
+# before the transaction commits, and the journal keeps the old pages.
+CRASH_DURING_WRITE = """
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA journal_mode=DELETE")
+connection.execute("PRAGMA cache_size=1")
+connection.execute("BEGIN")
+connection.execute("CREATE TABLE filler (data BLOB)")
+for _ in range(200):
+    connection.execute("INSERT INTO filler VALUES (?)", (os.urandom(4000),))
+connection.execute("UPDATE users SET email = 'half-written@example.com'")
+os._exit(9)
+"""
+
+
+def test_restore_force_moves_hot_journal(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    database = stopped_box_data / "realcast.db"
+    old_rows = table_rows(database)
+    subprocess.run(
+        [sys.executable, "-c", CRASH_DURING_WRITE, str(database)], timeout=120
+    )
+    assert (stopped_box_data / "realcast.db-journal").is_file()
+    result = invoke("restore", str(out), "--data-dir", str(stopped_box_data), "--force")
+    assert result.exit_code == 0, result.output
+    assert not (stopped_box_data / "realcast.db-journal").exists()
+    folder = next(stopped_box_data.glob("pre-restore-*"))
+    assert (folder / "realcast.db-journal").is_file()
+    # With its journal, the old database rolls back to its last commit.
+    assert table_rows(folder / "realcast.db") == old_rows
