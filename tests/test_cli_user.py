@@ -224,3 +224,24 @@ def test_user_create_damaged_database_fails(tmp_path):
     assert isinstance(result.exception, SystemExit), result.exception
     assert f"cannot open database {database}" in result.output
     assert "file is not a database" in result.output
+
+
+def test_user_create_open_error_no_restore_hint(tmp_path):
+    # SQLite does not open a -wal file through a symbolic link. The database
+    # itself is fine, so the message must not send the owner to a restore.
+    data_dir = tmp_path / "data"
+    first = create_user(
+        data_dir, "--email", EMAIL, "--password-stdin", input=PASSWORD + "\n"
+    )
+    assert first.exit_code == 0, first.output
+    (data_dir / "realcast.db-wal").symlink_to(tmp_path / "elsewhere")
+    result = create_user(
+        data_dir,
+        "--email",
+        "second@example.com",
+        "--password-stdin",
+        input=PASSWORD + "\n",
+    )
+    assert result.exit_code == 1
+    assert "unable to open database file" in result.output
+    assert "restore a backup" not in result.output

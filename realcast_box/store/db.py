@@ -65,6 +65,9 @@ class Database:
             connection.row_factory = aiosqlite.Row
             try:
                 await _configure(connection, path)
+            except sqlite3.OperationalError as exc:
+                # Permissions, locks and I/O: the file itself may be fine.
+                raise StoreError(f"cannot open database {path}: {exc}") from None
             except sqlite3.DatabaseError as exc:
                 raise StoreError(
                     f"cannot open database {path}: {exc}; move the file away and"
