@@ -66,7 +66,7 @@ class Database:
             try:
                 await _configure(connection, path)
             except sqlite3.OperationalError as exc:
-                # Permissions, locks and I/O: the file itself may be fine.
+                # Permissions, locks or I/O raise it, so the file may be fine.
                 raise StoreError(f"cannot open database {path}: {exc}") from None
             except sqlite3.DatabaseError as exc:
                 raise StoreError(
