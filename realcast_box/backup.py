@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sqlite3
 import tarfile
 import tempfile
@@ -30,6 +31,7 @@ import time
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import IO
 
 from realcast_box import __version__
 from realcast_box.datalock import LOCK_FILE
@@ -49,6 +51,7 @@ FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
 # How long the copy waits for a lock that the box's writer holds.
 BUSY_TIMEOUT_SECONDS = 30.0
+COPY_CHUNK_BYTES = 1024 * 1024
 
 
 class BackupError(RealcastError):
@@ -119,8 +122,17 @@ def create_backup(data_path: Path, out: Path, *, force: bool = False) -> dict:
         _copy_database(database, copy)
         schema_version, tables = _inspect_database(copy)
         members = {DATABASE_FILE: copy}
+        # Copied first, so the checksum and the archive see the same bytes
+        # even if a file (a renewed TLS certificate) changes meanwhile.
         for path in secret_files(data_path):
-            members[path.name] = path
+            members[path.name] = Path(work) / path.name
+            try:
+                shutil.copyfile(path, members[path.name])
+            except OSError as exc:
+                raise BackupError(
+                    f"cannot read secret file {path}: {exc.strerror or exc}; run"
+                    " the backup as the box's user"
+                ) from None
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -131,20 +143,18 @@ def create_backup(data_path: Path, out: Path, *, force: bool = False) -> dict:
             "tables": tables,
             "files": [],
         }
-        contents = {}
         for name, path in members.items():
-            data = path.read_bytes()
-            contents[name] = data
+            size, digest = _size_and_digest(path)
             manifest["files"].append(
                 {
                     "name": name,
-                    "size": len(data),
+                    "size": size,
                     "mode": f"{FILE_MODE:04o}",
-                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "sha256": digest,
                 }
             )
         try:
-            _write_archive(out, manifest, contents)
+            _write_archive(out, manifest, members)
         except OSError as exc:
             raise _write_failed(out, exc) from None
     return manifest
@@ -222,7 +232,18 @@ def _inspect_database(path: Path) -> tuple[int, dict[str, int]]:
     return int(version), counts
 
 
-def _write_archive(out: Path, manifest: dict, contents: dict[str, bytes]) -> None:
+def _size_and_digest(path: Path) -> tuple[int, str]:
+    """Return the size and SHA-256 of ``path``, read in chunks, not whole."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as file:
+        while chunk := file.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _write_archive(out: Path, manifest: dict, members: dict[str, Path]) -> None:
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -232,9 +253,11 @@ def _write_archive(out: Path, manifest: dict, contents: dict[str, bytes]) -> Non
         with os.fdopen(descriptor, "wb") as file:
             with tarfile.open(fileobj=file, mode="w:gz") as archive:
                 manifest_bytes = json.dumps(manifest, indent=2).encode() + b"\n"
-                _add_member(archive, MANIFEST, manifest_bytes)
-                for name, data in contents.items():
-                    _add_member(archive, name, data)
+                manifest_file = io.BytesIO(manifest_bytes)
+                _add_member(archive, MANIFEST, manifest_file, len(manifest_bytes))
+                for entry in manifest["files"]:
+                    with members[entry["name"]].open("rb") as member:
+                        _add_member(archive, entry["name"], member, entry["size"])
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, out)
@@ -242,9 +265,12 @@ def _write_archive(out: Path, manifest: dict, contents: dict[str, bytes]) -> Non
         temporary.unlink(missing_ok=True)
 
 
-def _add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+def _add_member(
+    archive: tarfile.TarFile, name: str, file: IO[bytes], size: int
+) -> None:
+    """Add the first ``size`` bytes of ``file`` as the member ``name``."""
     info = tarfile.TarInfo(name)
-    info.size = len(data)
+    info.size = size
     info.mode = FILE_MODE
     info.mtime = int(time.time())
-    archive.addfile(info, io.BytesIO(data))
+    archive.addfile(info, file)

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 
 from realcast_box import cli
 from realcast_box.app import create_app
-from realcast_box.backup import latest_schema_version
+from realcast_box.backup import create_backup, latest_schema_version
 from realcast_box.config import load_config
 from realcast_box.datalock import DataDirLock
 from tests.box import start_box, start_publisher
@@ -641,3 +642,27 @@ def test_restore_force_moves_hot_journal(tmp_path, stopped_box_data):
     assert (folder / "realcast.db-journal").is_file()
     # With its journal, the old database rolls back to its last commit.
     assert table_rows(folder / "realcast.db") == old_rows
+
+
+def test_backup_large_database_streams(tmp_path, stopped_box_data):
+    # A box's database grows with chat history and audit entries, and small
+    # boards have little memory, so a backup must not hold the whole file.
+    connection = sqlite3.connect(stopped_box_data / "realcast.db")
+    connection.execute("CREATE TABLE filler (data BLOB)")
+    for _ in range(48):
+        connection.execute("INSERT INTO filler VALUES (?)", (os.urandom(1 << 20),))
+    connection.commit()
+    connection.close()
+    out = tmp_path / "box.tar.gz"
+    tracemalloc.start()
+    try:
+        manifest = create_backup(stopped_box_data, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    database_entry = manifest["files"][0]
+    assert database_entry["size"] > 48 << 20
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB of Python memory"
+    _, contents = read_archive(out)
+    digest = hashlib.sha256(contents["realcast.db"]).hexdigest()
+    assert digest == database_entry["sha256"]
