@@ -44,8 +44,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASE_FILE = "realcast.db"
 SECRET_PATTERNS = ("*.key", "*.pem", "*.crt", "*.cert")
-# SQLite's own files next to the database: write-ahead log, shared memory
-# index and rollback journal.
+# Suffixes of the database file and of SQLite's write-ahead log,
+# shared-memory index and rollback journal next to it.
 DATABASE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
