@@ -20,6 +20,7 @@ from realcast_box.config import Config, load_config
 from realcast_box.datalock import DataDirLock, DataDirLocked
 from realcast_box.errors import ConfigError, StartupError
 from realcast_box.media.encoders import format_table, probe_encoders
+from realcast_box.store.db import StoreError
 
 logger = logging.getLogger("realcast_box")
 
@@ -100,7 +101,7 @@ def serve(config_path: str | None, settings: dict, log_level: str | None) -> Non
     try:
         with _lock_data_dir(config.data_path):
             asyncio.run(_serve(config))
-    except (StartupError, ConfigError) as exc:
+    except (StartupError, ConfigError, StoreError) as exc:
         raise click.ClickException(f"failed to start: {exc}") from None
 
 

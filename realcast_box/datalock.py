@@ -9,6 +9,7 @@ exits, also after a crash or SIGKILL, so a stale file never blocks a start.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -36,8 +37,22 @@ class DataDirLock:
         self._descriptor: int | None = None
 
     def acquire(self) -> DataDirLock:
-        """Take the lock and write this process's id into the lock file."""
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock and write this process's id into the lock file.
+
+        Raises OSError when the lock file is a symbolic link. Following it
+        would let the box's user, who can write the data directory, make
+        ``serve`` or ``restore`` run as root truncate any file.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            descriptor = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise OSError(
+                errno.ELOOP,
+                f"lock file {self.path} is a symbolic link; remove it and start again",
+            ) from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

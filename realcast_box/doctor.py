@@ -117,8 +117,15 @@ def check_data_dir(path: Path, min_free_mb: int) -> list[str]:
             f"data directory {path} is in use by a running box{by}; stop it"
             " or choose another --data-dir"
         ]
+    if path.exists() and not path.is_dir():
+        return [
+            f"data directory {path} is not a directory; remove or rename that"
+            " file, or choose another --data-dir"
+        ]
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # Private, as serve creates it: serve keeps the mode of an existing
+        # data directory, which contains stream keys and recordings.
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor, name = tempfile.mkstemp(prefix=".doctor-", dir=path)
         os.close(descriptor)
         os.unlink(name)

@@ -8,26 +8,31 @@ cannot run while a box runs on that directory.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO, Any
 
 from realcast_box import __version__
 from realcast_box.backup import (
     DATABASE_FILE,
+    DATABASE_SUFFIXES,
     DIRECTORY_MODE,
     FILE_MODE,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    SECRET_PATTERNS,
     BackupError,
     latest_schema_version,
 )
@@ -36,6 +41,9 @@ from realcast_box.datalock import LOCK_FILE, DataDirLock, DataDirLocked
 # A manifest lists a handful of files and tables; anything larger is not one.
 MAX_MANIFEST_BYTES = 1024 * 1024
 COPY_CHUNK_BYTES = 1024 * 1024
+# Exceptions that tarfile and gzip raise on a damaged or truncated archive.
+# EOFError must not reach click, which would print only "Aborted!".
+ARCHIVE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError)
 
 
 @dataclass(frozen=True)
@@ -96,17 +104,18 @@ def _check_file_list(manifest: dict[str, Any], source: Path) -> None:
         if not isinstance(entry, dict):
             raise BackupError(f"{source}: invalid file entry {entry!r} in manifest")
         name = entry.get("name")
-        # Only plain names: a member may never land outside the data directory.
+        if not _is_backup_file_name(name):
+            raise BackupError(
+                f"{source}: invalid file name {name!r} in manifest; a backup"
+                f" contains only {DATABASE_FILE} and top-level"
+                f" {', '.join(SECRET_PATTERNS)} files"
+            )
+        size = entry.get("size")
         if (
-            not isinstance(name, str)
-            or not name
-            or name != os.path.basename(name)
-            or name.startswith(".")
-            or name in (MANIFEST, LOCK_FILE)
-        ):
-            raise BackupError(f"{source}: invalid file name {name!r} in manifest")
-        if not isinstance(entry.get("sha256"), str) or not isinstance(
-            entry.get("size"), int
+            not isinstance(entry.get("sha256"), str)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
         ):
             raise BackupError(f"{source}: file {name} has no checksum or size")
         names.append(name)
@@ -114,6 +123,22 @@ def _check_file_list(manifest: dict[str, Any], source: Path) -> None:
         raise BackupError(f"{source}: manifest lists a file twice")
     if DATABASE_FILE not in names:
         raise BackupError(f"{source}: manifest lists no {DATABASE_FILE}")
+
+
+def _is_backup_file_name(name: object) -> bool:
+    """Return whether ``name`` is a file that create_backup writes.
+
+    Only plain names, so a member never lands outside the data directory,
+    and only the database and secret files, so a restore never replaces a
+    folder of the box (``recordings``, ``hls``) or the database's ``-wal``.
+    """
+    if not isinstance(name, str) or name != os.path.basename(name):
+        return False
+    if name.startswith("."):
+        return False
+    if name == DATABASE_FILE:
+        return True
+    return any(fnmatchcase(name, pattern) for pattern in SECRET_PATTERNS)
 
 
 def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -144,46 +169,62 @@ def restore_backup(
         raise BackupError(f"backup file {source} not found") from None
     except (tarfile.TarError, OSError) as exc:
         raise BackupError(f"{source} is not a RealCast Box backup: {exc}") from None
-    with archive:
-        manifest = read_manifest(archive, source)
-        try:
-            data_path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-        except OSError as exc:
+    except EOFError as exc:
+        raise _damaged(source, exc) from None
+    try:
+        with archive:
+            return _restore_archive(archive, source, data_path, force)
+    except ARCHIVE_ERRORS as exc:
+        raise _damaged(source, exc) from None
+
+
+def _damaged(source: Path, exc: BaseException) -> BackupError:
+    return BackupError(
+        f"{source} is damaged or truncated ({exc}); nothing was restored from it,"
+        " so restore another backup"
+    )
+
+
+def _restore_archive(
+    archive: tarfile.TarFile, source: Path, data_path: Path, force: bool
+) -> RestoreResult:
+    manifest = read_manifest(archive, source)
+    try:
+        data_path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot create data directory {data_path}: {exc.strerror or exc}"
+        ) from None
+    try:
+        lock = DataDirLock(data_path).acquire()
+    except DataDirLocked as exc:
+        raise BackupError(f"cannot restore: {exc}") from None
+    # At once, so a restore that fails below leaves no lock file that
+    # the box's user cannot open.
+    _give_to_owner(data_path, [LOCK_FILE])
+    try:
+        existing = _existing_entries(data_path)
+        if existing and not force:
+            listed = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
             raise BackupError(
-                f"cannot create data directory {data_path}: {exc.strerror or exc}"
-            ) from None
+                f"data directory {data_path} is not empty (it contains"
+                f" {listed}); pass --force to restore over it, which moves the"
+                " database and secret files it replaces into a pre-restore"
+                " folder there"
+            )
+        staged = _stage_files(archive, manifest, data_path, source)
         try:
-            lock = DataDirLock(data_path).acquire()
-        except DataDirLocked as exc:
-            raise BackupError(f"cannot restore: {exc}") from None
-        # At once, so a restore that fails below leaves no lock file that
-        # the box's user cannot open.
-        _give_to_owner(data_path, [LOCK_FILE])
-        try:
-            existing = _existing_entries(data_path)
-            if existing and not force:
-                listed = ", ".join(existing[:5]) + (
-                    ", ..." if len(existing) > 5 else ""
-                )
-                raise BackupError(
-                    f"data directory {data_path} is not empty (it contains"
-                    f" {listed}); pass --force to restore over it, which moves the"
-                    " database and secret files it replaces into a pre-restore"
-                    " folder there"
-                )
-            staged = _stage_files(archive, manifest, data_path, source)
-            try:
-                _check_staged_database(staged[DATABASE_FILE], manifest, source)
-                moved_to = _move_replaced(data_path, list(staged))
-                for name, path in staged.items():
-                    os.replace(path, data_path / name)
-                _fsync_directory(data_path)
-                _give_to_owner(data_path, [*staged, moved_to])
-            finally:
-                for path in staged.values():
-                    path.unlink(missing_ok=True)
+            _check_staged_database(staged[DATABASE_FILE], manifest, source)
+            moved_to = _move_replaced(data_path, list(staged))
+            for name, path in staged.items():
+                os.replace(path, data_path / name)
+            _fsync_directory(data_path)
+            _give_to_owner(data_path, [*staged, moved_to])
         finally:
-            lock.release()
+            for path in staged.values():
+                path.unlink(missing_ok=True)
+    finally:
+        lock.release()
     return RestoreResult(manifest, moved_to)
 
 
@@ -214,6 +255,13 @@ def _stage_files(
                 ) from None
             if not member.isfile():
                 raise BackupError(f"{source}: member {name} is not a regular file")
+            # Compared before extracting, so a small archive cannot fill the
+            # disk with a member far larger than the manifest promises.
+            if member.size != entry["size"]:
+                raise BackupError(
+                    f"{source} is damaged: archive member {name} is {member.size}"
+                    f" bytes, but the manifest lists {entry['size']}"
+                )
             path = data_path / f".restore-{name}.tmp"
             staged[name] = path
             digest, size = _extract_checked(archive, member, path)
@@ -236,7 +284,10 @@ def _extract_checked(
     """Write ``member`` to ``path`` (mode 0600); return its SHA-256 and size."""
     digest = hashlib.sha256()
     size = 0
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    # O_EXCL creates a new file and never follows a symbolic link that an
+    # earlier run or the box's user left at this name.
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     os.fchmod(descriptor, FILE_MODE)
     with os.fdopen(descriptor, "wb") as file:
         for chunk in _member_chunks(archive, member):
@@ -283,11 +334,13 @@ def _check_staged_database(path: Path, manifest: dict[str, Any], source: Path) -
 def _move_replaced(data_path: Path, names: list[str]) -> Path | None:
     """Move the files that a restore replaces into a new pre-restore folder.
 
-    The database's ``-wal`` and ``-shm`` files move too: left behind, SQLite
-    would apply the old write-ahead log to the restored database.
+    The database's ``-wal``, ``-shm`` and ``-journal`` files move too. Left
+    behind, SQLite would apply the old write-ahead log or roll back the old
+    journal into the restored database, and the old database would lose
+    the changes or the rollback that they carry.
     """
     candidates = list(names)
-    candidates += [DATABASE_FILE + "-wal", DATABASE_FILE + "-shm"]
+    candidates += [DATABASE_FILE + suffix for suffix in DATABASE_SUFFIXES]
     present = [
         name for name in dict.fromkeys(candidates) if (data_path / name).exists()
     ]
@@ -320,10 +373,12 @@ def _give_to_owner(data_path: Path, names: list[str | Path | None]) -> None:
         if name is None:
             continue
         path = data_path / name
-        os.chown(path, owner.st_uid, owner.st_gid)
-        if path.is_dir():
+        # Links are not followed, so a link in the old data directory never
+        # hands its target to the box's user.
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        if path.is_dir() and not path.is_symlink():
             for child in path.iterdir():
-                os.chown(child, owner.st_uid, owner.st_gid)
+                os.chown(child, owner.st_uid, owner.st_gid, follow_symlinks=False)
 
 
 def _fsync_directory(path: Path) -> None:

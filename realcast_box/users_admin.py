@@ -41,6 +41,9 @@ def read_password_stdin(stream: TextIO) -> str:
 
 def check_fields(email: str, password: str, full_name: str) -> tuple[str, str, str]:
     """Check the fields as the register API does; UserCreateError names the field."""
+    fields = {"email": email, "password": password, "full_name": full_name}
+    for field, value in fields.items():
+        _require_utf8(value, field)
     try:
         email = validation.email_value(email, "email")
         password = validation.password_value(password, "password")
@@ -50,6 +53,21 @@ def check_fields(email: str, password: str, full_name: str) -> tuple[str, str, s
     except ApiError as exc:
         raise UserCreateError(exc.detail) from None
     return email, password, full_name.strip()
+
+
+def _require_utf8(value: str, field: str) -> None:
+    """Raise UserCreateError when ``value`` came from bytes that are not UTF-8.
+
+    Python decodes such argv and stdin bytes to lone surrogates, which the
+    password hasher and SQLite cannot encode.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserCreateError(
+            f"{field}: not valid UTF-8; type it in a UTF-8 terminal or convert"
+            " the input, for example with iconv -f latin1 -t utf-8"
+        ) from None
 
 
 async def create_user(
@@ -73,8 +91,14 @@ async def create_user(
     try:
         Path(data_path).mkdir(mode=0o700, parents=True, exist_ok=True)
         database = await Database.open(database_path)
-    except (OSError, StoreError) as exc:
+    except OSError as exc:
         raise UserCreateError(f"cannot open database {database_path}: {exc}") from None
+    except StoreError as exc:
+        # Most StoreError messages already name the database file.
+        detail = str(exc)
+        if str(database_path) not in detail:
+            detail = f"cannot open database {database_path}: {detail}"
+        raise UserCreateError(detail) from None
     try:
         _restrict(database_path)
         return await _insert_user(database, email, full_name, password_hash)

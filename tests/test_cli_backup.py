@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 
 from realcast_box import cli
 from realcast_box.app import create_app
-from realcast_box.backup import latest_schema_version
+from realcast_box.backup import create_backup, latest_schema_version
 from realcast_box.config import load_config
 from realcast_box.datalock import DataDirLock
 from tests.box import start_box, start_publisher
@@ -419,3 +420,249 @@ def test_restore_root_gives_files_to_owner(tmp_path, stopped_box_data):
     for path in target.iterdir():
         assert path.stat().st_uid == 4321, path.name
         assert path.stat().st_gid == 4321, path.name
+
+
+def test_restore_truncated_archive_rejected(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    whole = out.read_bytes()
+    # Cut inside the gzip header, inside the manifest, and inside the database.
+    for cut in (10, 1000, len(whole) // 2):
+        truncated = tmp_path / f"cut-{cut}.tar.gz"
+        truncated.write_bytes(whole[:cut])
+        target = tmp_path / f"fresh-{cut}"
+        result = invoke("restore", str(truncated), "--data-dir", str(target))
+        assert result.exit_code == 1, cut
+        assert f"{truncated} is damaged or truncated" in result.output, cut
+        assert not (target / "realcast.db").exists(), cut
+
+
+def test_restore_member_larger_than_manifest(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    manifest, contents = read_archive(out)
+    # 64 MiB of zeros compress to well under 1 MiB, so a restore that
+    # extracts before it compares sizes fills the disk from a small file.
+    contents["realcast.db"] += bytes(64 * 1024 * 1024)
+    inflated = tmp_path / "inflated.tar.gz"
+    write_archive(inflated, manifest, contents)
+    target = tmp_path / "fresh"
+    result = invoke("restore", str(inflated), "--data-dir", str(target))
+    assert result.exit_code == 1
+    expected = manifest["files"][0]["size"]
+    assert f"member realcast.db is {len(contents['realcast.db'])} bytes" in (
+        result.output
+    )
+    assert f"the manifest lists {expected}" in result.output
+    assert sorted(path.name for path in target.iterdir()) == ["realcast.lock"]
+
+
+def test_restore_unexpected_file_name_rejected(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    manifest, contents = read_archive(out)
+    # A file named like a folder of the box would replace that folder.
+    for name in ("recordings", "realcast.db-wal"):
+        changed_manifest = json.loads(json.dumps(manifest))
+        changed_manifest["files"].append(
+            {"name": name, "size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}
+        )
+        changed = tmp_path / f"{name}.tar.gz"
+        write_archive(changed, changed_manifest, {**contents, name: b"x"})
+        target = tmp_path / f"box-{name}"
+        (target / "recordings" / "app").mkdir(parents=True)
+        (target / "recordings" / "app" / "a.mp4").write_bytes(b"video")
+        result = invoke("restore", str(changed), "--data-dir", str(target), "--force")
+        assert result.exit_code == 1, name
+        assert f"invalid file name {name!r} in manifest" in result.output, name
+        assert (target / "recordings" / "app" / "a.mp4").read_bytes() == b"video"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_backup_out_unwritable_fails(tmp_path, stopped_box_data):
+    # Even root cannot create files in /proc, so this works in CI as root.
+    out = Path("/proc/realcast-box.tar.gz")
+    result = invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"cannot write backup {out}" in result.output
+
+
+def test_backup_force_special_file_rejected(tmp_path, stopped_box_data):
+    # As root, --out /dev/null --force would replace the device with a file.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = invoke(
+        "backup", "--data-dir", str(stopped_box_data), "--out", str(fifo), "--force"
+    )
+    assert result.exit_code == 1
+    assert f"{fifo} is not a regular file" in result.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_backup_out_data_file_rejected(tmp_path, stopped_box_data):
+    for name in ("realcast.db", "jwt-secret.key", "realcast.db-wal"):
+        target = stopped_box_data / name
+        before = target.read_bytes() if target.exists() else None
+        result = invoke(
+            "backup",
+            "--data-dir",
+            str(stopped_box_data),
+            "--out",
+            str(target),
+            "--force",
+        )
+        assert result.exit_code == 1, name
+        assert f"{target} is a file of the box's data directory" in result.output
+        after = target.read_bytes() if target.exists() else None
+        assert after == before, name
+
+
+def test_datalock_symlink_not_followed(tmp_path):
+    # The box's user can write the data directory and so could point the
+    # lock file at a file of root's, which serve or restore as root empties.
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "realcast.lock").symlink_to(victim)
+    with pytest.raises(OSError) as caught:
+        DataDirLock(data_dir).acquire()
+    assert f"{data_dir / 'realcast.lock'} is a symbolic link" in str(caught.value)
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can change file owners")
+def test_restore_root_keeps_link_targets(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    victim = tmp_path / "victim"
+    victim.write_text("root's file")
+    target = tmp_path / "service"
+    target.mkdir()
+    (target / "jwt-secret.key").symlink_to(victim)
+    os.chown(target, 4321, 4321)
+    result = invoke("restore", str(out), "--data-dir", str(target), "--force")
+    assert result.exit_code == 0, result.output
+    folders = list(target.glob("pre-restore-*"))
+    assert (folders[0] / "jwt-secret.key").is_symlink()
+    assert victim.stat().st_uid == 0
+    assert victim.read_text() == "root's file"
+
+
+def test_restore_staging_link_not_followed(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    victim = tmp_path / "victim"
+    victim.write_text("root's file")
+    (stopped_box_data / ".restore-realcast.db.tmp").symlink_to(victim)
+    result = invoke("restore", str(out), "--data-dir", str(stopped_box_data), "--force")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "root's file"
+    assert table_rows(stopped_box_data / "realcast.db")["users"]
+
+
+def test_serve_unusable_database_fails(tmp_path, stopped_box_data):
+    # A backup archive copied over the database by hand, and a database
+    # from a newer version after a downgrade.
+    newer = sqlite3.connect(stopped_box_data / "realcast.db")
+    newer.execute(f"PRAGMA user_version = {latest_schema_version() + 1}")
+    newer.close()
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "realcast.db").write_bytes(b"not a database, but long enough" * 100)
+    cases = [
+        (garbage, "file is not a database"),
+        (stopped_box_data, "newer than the latest known migration"),
+    ]
+    for data_dir, reason in cases:
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "realcast_box",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                "0",
+                "--rtmp-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert completed.returncode == 1, reason
+        assert "Traceback" not in completed.stderr, reason
+        assert "failed to start: " in completed.stderr, reason
+        assert reason in completed.stderr
+
+
+def test_backup_out_empty_rejected(tmp_path, stopped_box_data):
+    # --out "$BACKUP" with the variable unset in a cron script.
+    result = invoke("backup", "--data-dir", str(stopped_box_data), "--out", "")
+    assert result.exit_code == 1
+    assert "is a directory; name a file for the backup" in result.output
+    assert "pass --force" not in result.output
+
+
+# Leaves a hot rollback journal, as a box does that dies during a write on a
+# file system without WAL support: pages spill into the database file
+# before the transaction commits, and the journal keeps the old pages.
+CRASH_DURING_WRITE = """
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA journal_mode=DELETE")
+connection.execute("PRAGMA cache_size=1")
+connection.execute("BEGIN")
+connection.execute("CREATE TABLE filler (data BLOB)")
+for _ in range(200):
+    connection.execute("INSERT INTO filler VALUES (?)", (os.urandom(4000),))
+connection.execute("UPDATE users SET email = 'half-written@example.com'")
+os._exit(9)
+"""
+
+
+def test_restore_force_moves_hot_journal(tmp_path, stopped_box_data):
+    out = tmp_path / "box.tar.gz"
+    invoke("backup", "--data-dir", str(stopped_box_data), "--out", str(out))
+    database = stopped_box_data / "realcast.db"
+    old_rows = table_rows(database)
+    subprocess.run(
+        [sys.executable, "-c", CRASH_DURING_WRITE, str(database)], timeout=120
+    )
+    assert (stopped_box_data / "realcast.db-journal").is_file()
+    result = invoke("restore", str(out), "--data-dir", str(stopped_box_data), "--force")
+    assert result.exit_code == 0, result.output
+    assert not (stopped_box_data / "realcast.db-journal").exists()
+    folder = next(stopped_box_data.glob("pre-restore-*"))
+    assert (folder / "realcast.db-journal").is_file()
+    # With its journal, the old database rolls back to its last commit.
+    assert table_rows(folder / "realcast.db") == old_rows
+
+
+def test_backup_large_database_streams(tmp_path, stopped_box_data):
+    # A box's database grows with chat history and audit entries, and small
+    # boards have little memory, so a backup must not hold the whole file.
+    connection = sqlite3.connect(stopped_box_data / "realcast.db")
+    connection.execute("CREATE TABLE filler (data BLOB)")
+    for _ in range(48):
+        connection.execute("INSERT INTO filler VALUES (?)", (os.urandom(1 << 20),))
+    connection.commit()
+    connection.close()
+    out = tmp_path / "box.tar.gz"
+    tracemalloc.start()
+    try:
+        manifest = create_backup(stopped_box_data, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    database_entry = manifest["files"][0]
+    assert database_entry["size"] > 48 << 20
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB of Python memory"
+    _, contents = read_archive(out)
+    digest = hashlib.sha256(contents["realcast.db"]).hexdigest()
+    assert digest == database_entry["sha256"]

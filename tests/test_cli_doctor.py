@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,6 +81,13 @@ def test_doctor_creates_data_dir(tmp_path):
     assert (tmp_path / "data").is_dir()
 
 
+def test_doctor_new_data_dir_private(tmp_path):
+    # serve keeps the mode of a data directory that exists, so one that
+    # doctor creates before the first start must already be private.
+    run_doctor(tmp_path / "data")
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
 def test_doctor_leaves_no_probe_file(tmp_path):
     run_doctor(tmp_path / "data")
     assert list((tmp_path / "data").iterdir()) == []
@@ -121,6 +129,15 @@ def test_doctor_data_dir_not_writable(tmp_path):
     result = run_doctor(blocker / "data")
     assert result.exit_code == 1
     assert f"data directory {blocker / 'data'} is not writable" in result.output
+
+
+def test_doctor_data_dir_is_file(tmp_path):
+    data_file = tmp_path / "data"
+    data_file.write_text("a file where the data directory belongs")
+    result = run_doctor(data_file)
+    assert result.exit_code == 1
+    assert f"data directory {data_file} is not a directory" in result.output
+    assert "File exists" not in result.output
 
 
 def test_doctor_not_enough_free_space(tmp_path):

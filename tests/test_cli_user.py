@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
 import sys
 
 import aiohttp
@@ -179,3 +180,68 @@ def test_user_create_root_gives_database_to_owner(tmp_path):
     for path in data_dir.iterdir():
         assert path.stat().st_uid == 4321, path.name
         assert path.stat().st_gid == 4321, path.name
+
+
+def run_user_create(
+    data_dir, email: bytes, stdin: bytes
+) -> subprocess.CompletedProcess:
+    """Run the command in a child process, so argv and stdin are raw bytes."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("REALCAST_")
+    }
+    command = [sys.executable, "-m", "realcast_box", "user", "create"]
+    command += ["--data-dir", str(data_dir), "--email", email, "--password-stdin"]
+    return subprocess.run(
+        command, input=stdin, capture_output=True, env=environment, timeout=120
+    )
+
+
+def test_user_create_invalid_utf8_rejected(tmp_path):
+    # A Latin-1 password file, and an address typed in a Latin-1 terminal.
+    cases = [
+        (b"ops@example.com", b"caf\xe9 au lait 2024\n", "password"),
+        (b"caf\xe9@example.com", PASSWORD.encode() + b"\n", "email"),
+    ]
+    for email, stdin, field in cases:
+        completed = run_user_create(tmp_path / "data", email, stdin)
+        stderr = completed.stderr.decode(errors="replace")
+        assert completed.returncode == 1, field
+        assert "Traceback" not in stderr, field
+        assert f"{field}: not valid UTF-8" in stderr, field
+
+
+def test_user_create_damaged_database_fails(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    database = data_dir / "realcast.db"
+    database.write_bytes(b"not a database, but long enough" * 100)
+    result = create_user(
+        data_dir, "--email", EMAIL, "--password-stdin", input=PASSWORD + "\n"
+    )
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"cannot open database {database}" in result.output
+    assert "file is not a database" in result.output
+
+
+def test_user_create_open_error_no_restore_hint(tmp_path):
+    # SQLite does not open a -wal file through a symbolic link. The database
+    # itself is fine, so the message must not send the owner to a restore.
+    data_dir = tmp_path / "data"
+    first = create_user(
+        data_dir, "--email", EMAIL, "--password-stdin", input=PASSWORD + "\n"
+    )
+    assert first.exit_code == 0, first.output
+    (data_dir / "realcast.db-wal").symlink_to(tmp_path / "elsewhere")
+    result = create_user(
+        data_dir,
+        "--email",
+        "second@example.com",
+        "--password-stdin",
+        input=PASSWORD + "\n",
+    )
+    assert result.exit_code == 1
+    assert "unable to open database file" in result.output
+    assert "restore a backup" not in result.output

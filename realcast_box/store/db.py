@@ -50,16 +50,29 @@ class Database:
     ) -> Database:
         """Open (or create) the database at ``path`` and apply pending migrations.
 
-        Creates missing parent directories. Raises StoreError when a migration
-        fails (that migration is rolled back) or the file's schema is newer
+        Creates missing parent directories. Raises StoreError when the file
+        cannot be opened or is not a SQLite database, when a migration fails
+        (that migration is rolled back), or when the file's schema is newer
         than ``migrations``.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            connection = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
         try:
             connection.row_factory = aiosqlite.Row
-            await _configure(connection, path)
+            try:
+                await _configure(connection, path)
+            except sqlite3.OperationalError as exc:
+                # Permissions, locks or I/O raise it, so the file may be fine.
+                raise StoreError(f"cannot open database {path}: {exc}") from None
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(
+                    f"cannot open database {path}: {exc}; move the file away and"
+                    " restore a backup with realcast-box restore"
+                ) from None
             await apply_migrations(connection, migrations)
         except BaseException:
             await connection.close()
