@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import av
 import pytest
 from flvfile import AUDIO_TAG, VIDEO_TAG, FlvTag, encode_flv, read_tags
 
-from realcast_box.hls import fmp4
+from realcast_box.hls import fmp4, playback
 from realcast_box.hls.output import RenditionFiles, VariantSource
 from realcast_box.hls.playlist import (
     LowLatency,
@@ -32,7 +32,12 @@ from realcast_box.hls.segmenter import Segmenter
 from realcast_box.media.codecs import parse_avc_config
 from realcast_box.media.flv import parse_audio_tag, parse_video_tag
 from tests.box import Box, start_box, start_publisher
-from tests.hls_helpers import issue_token, playlist_uris, query_value
+from tests.hls_helpers import (
+    create_app_and_stream,
+    issue_token,
+    playlist_uris,
+    query_value,
+)
 from tests.llhls_check import (
     Part,
     Playlist,
@@ -41,6 +46,7 @@ from tests.llhls_check import (
     parse_playlist,
     part_keyframes,
 )
+from tests.test_transcode_e2e import create_ladder_stream
 
 PART_TARGET = 0.333
 
@@ -317,3 +323,319 @@ async def test_llhls_wait_times_out(tmp_path) -> None:
     )
 
     assert await files.wait_for_part(0, 0, timeout=0.01) is False
+
+
+def test_llhls_directive_limits(tmp_path, av_tags) -> None:
+    files = RenditionFiles(
+        tmp_path,
+        "source",
+        target_duration=2.0,
+        window=6,
+        first_sequence=100,
+        log_name="test",
+        part_duration=PART_TARGET,
+    )
+    track, fragment = video_fragment(av_tags)
+    files.write_init([track])
+    files.write_part(
+        [fragment],
+        discontinuity=False,
+        program_date_time=datetime(2026, 1, 1, tzinfo=UTC),
+        variant=VariantSource(None, None, None, None),
+    )
+
+    assert files.check_delivery_directive(102, None) is None
+    assert "at most 2 segments ahead" in (
+        files.check_delivery_directive(103, None) or ""
+    )
+    # The Advance Part Limit is 3 s of parts: ceil(3 / 0.333) = 10.
+    assert files.check_delivery_directive(100, 10) is None
+    assert "at most 10 parts ahead" in (files.check_delivery_directive(100, 11) or "")
+    assert files.check_delivery_directive(101, 20) is None
+    assert "at most 1000" in (files.check_delivery_directive(101, 5000) or "")
+
+
+def test_llhls_signature_added_to_part_uris() -> None:
+    text = (
+        '#EXT-X-PART:DURATION=0.30000,URI="part-7.0.m4s",INDEPENDENT=YES\n'
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-7.1.m4s"\n'
+        '#EXT-X-RENDITION-REPORT:URI="../low/index.m3u8",LAST-MSN=7,LAST-PART=0\n'
+    )
+
+    rewritten = playback.add_query_to_uris(text, "session", "abc")
+
+    assert rewritten.splitlines() == [
+        '#EXT-X-PART:DURATION=0.30000,URI="part-7.0.m4s?session=abc",INDEPENDENT=YES',
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-7.1.m4s?session=abc"',
+        '#EXT-X-RENDITION-REPORT:URI="../low/index.m3u8?session=abc",LAST-MSN=7,'
+        "LAST-PART=0",
+    ]
+
+
+# A box with a live RTMP push.
+
+LIVE_SETTINGS = {"hls_segment_duration": 1.0}
+
+
+def with_query(path: str, **parameters: object) -> str:
+    separator = "&" if "?" in path else "?"
+    return path + separator + "&".join(f"{k}={v}" for k, v in parameters.items())
+
+
+async def get_text(box: Box, path: str) -> str:
+    response = await box.client.get(path)
+    assert response.status == 200, f"{path}: {response.status} {await response.text()}"
+    return await response.text()
+
+
+async def wait_for_media_playlist(
+    box: Box, stream_id: str, query: str = "", timeout: float = 30.0
+) -> str:
+    """Wait for the multivariant playlist; return its first media playlist's path."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await box.client.get(f"/hls/{stream_id}/index.m3u8{query}")
+        if response.status == 200:
+            return f"/hls/{stream_id}/{playlist_uris(await response.text())[0]}"
+        assert asyncio.get_running_loop().time() < deadline, "no HLS output"
+        await asyncio.sleep(0.1)
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+
+
+def part_end(playlist: Playlist, part: Part) -> datetime:
+    """Return the wall-clock time at which ``part``'s media ends."""
+    msn, index = part.position
+    segment = playlist.segment(msn)
+    if segment is not None:
+        start, parts = segment.program_date_time, segment.parts
+    else:
+        start, parts = playlist.open_date_time, playlist.open_parts
+    assert start is not None
+    seconds = sum(p.duration for p in parts if p.position[1] <= index)
+    return start + timedelta(seconds=seconds)
+
+
+@dataclass
+class Followed:
+    parts: list[bytes]
+    blocked: int  # requests sent before their part existed
+    # Wall-clock arrival of each part, and the end of its media on the
+    # box's timeline (seconds since the first keyframe).
+    arrivals: list[tuple[float, float]]
+
+
+async def follow_parts(box: Box, media_path: str, stream_id: str, count: int):
+    """Follow the newest parts as a low-latency player does, ``count`` steps.
+
+    Each step sends the blocking playlist request for the next part together
+    with a request for the hinted part, and checks both answers.
+    """
+    base = media_path.split("?")[0].rsplit("/", 1)[0]
+    live = box.hub.live_rendition(stream_id, base.rsplit("/", 1)[1])
+    assert live is not None
+    playlist = check_playlist(await get_text(box, media_path))
+    init = await read_body(box, f"{base}/{playlist.map_uri}")
+    followed = Followed([init], 0, [])
+    msn, index = playlist.open_msn, 0
+    for _ in range(count):
+        existed = live.part_available(msn, index)
+        hint = playlist.preload_hint or {}
+        hinted = Part(hint.get("URI", "part-0.0.m4s"), 0.0, False)
+        requests = [
+            box.client.get(with_query(media_path, _HLS_msn=msn, _HLS_part=index))
+        ]
+        if hinted.position == (msn, index):
+            requests.append(box.client.get(f"{base}/{hinted.uri}"))
+        responses = await asyncio.gather(*requests)
+        arrived = time.time()
+        assert responses[0].status == 200, await responses[0].text()
+        playlist = check_playlist(await responses[0].text())
+        part = playlist.part(msn, index)
+        if part is None:
+            # Segment msn ended with fewer parts: the request meant part 0 of
+            # the next segment, which the playlist now lists.
+            assert playlist.segment(msn) is not None
+            if len(responses) > 1:
+                assert responses[1].status == 404
+            msn, index = msn + 1, 0
+            part = playlist.part(msn, index)
+            assert part is not None
+            data = await read_body(box, f"{base}/{part.uri}")
+        elif len(responses) > 1:
+            assert responses[1].status == 200
+            data = await responses[1].read()
+        else:
+            data = await read_body(box, f"{base}/{part.uri}")
+        assert data == await read_body(box, f"{base}/{part.uri}")
+        followed.parts.append(data)
+        followed.blocked += not existed
+        origin = box.hub.publication(stream_id).segmenter.wall_time(0.0)
+        media_end = (part_end(playlist, part) - origin).total_seconds()
+        followed.arrivals.append((arrived, media_end))
+        index += 1
+    return followed
+
+
+async def read_body(box: Box, path: str) -> bytes:
+    response = await box.client.get(path)
+    assert response.status == 200, f"{path}: {response.status}"
+    return await response.read()
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_client_follows_live_push(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]),
+        *("--seconds", "10", "--realtime", "--print-start"),
+    )
+    try:
+        line = await asyncio.wait_for(publisher.stdout.readline(), 30)
+        sent_start = float(line.split()[1])
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        followed = await follow_parts(box, media_path, stream["id"], count=12)
+    finally:
+        await stop(publisher)
+    # The publisher sends frame N at sent_start + N / fps, and its first
+    # frame, a keyframe, is media time 0 on the box's timeline.
+    lags = [arrived - (sent_start + end) for arrived, end in followed.arrivals]
+    (tmp_path / "parts.mp4").write_bytes(b"".join(followed.parts))
+    with av.open(str(tmp_path / "parts.mp4")) as container:
+        times = [
+            frame.pts
+            for packet in container.demux(video=0)
+            for frame in packet.decode()
+        ]
+    samples = sum(len(part_keyframes(data)) for data in followed.parts[1:])
+    print(
+        f"live-edge lag of {len(lags)} parts on loopback: median "
+        f"{statistics.median(lags):.3f} s, max {max(lags):.3f} s"
+    )
+
+    assert followed.blocked >= 1
+    assert part_keyframes(followed.parts[1])[0]
+    assert len(times) == samples
+    assert times == sorted(times)
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_directive_errors(aiohttp_client, tmp_path) -> None:
+    box = await start_box(
+        aiohttp_client, tmp_path, reconnect_window_seconds=30, **LIVE_SETTINGS
+    )
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "30", "--realtime"
+    )
+    try:
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        assert "?session=" in media_path
+        playlist = check_playlist(await get_text(box, media_path))
+        bad_queries = [
+            "_HLS_msn=abc",
+            "_HLS_msn=-1",
+            "_HLS_msn=1.5",
+            "_HLS_msn=",
+            "_HLS_msn=18446744073709551616",
+            "_HLS_part=0",
+            f"_HLS_msn={playlist.open_msn}&_HLS_part=x",
+            f"_HLS_msn={playlist.open_msn}&_HLS_part=5000",
+            f"_HLS_msn={playlist.open_msn + 10}",
+        ]
+        for query in bad_queries:
+            response = await box.client.get(f"{media_path}&{query}")
+            body = await response.json()
+            assert response.status == 400, query
+            assert body["status_code"] == 400, query
+            assert "_HLS_" in body["detail"], query
+    finally:
+        # Killed, the publisher drops its connection without unpublishing,
+        # so the session waits for it and its playlist stays live.
+        await stop(publisher)
+    await box.wait_for_status(stream["id"], "reconnecting")
+    playlist = check_playlist(await get_text(box, media_path))
+
+    response = await box.client.get(
+        with_query(media_path, _HLS_msn=playlist.open_msn, _HLS_part=0)
+    )
+    body = await response.json()
+
+    assert response.status == 503
+    assert body["status_code"] == 503
+    assert "was not written within 3 s" in body["detail"]
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_signed_stream_parts(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_app_and_stream(
+        box, stream_settings={"playback_policy": "signed"}
+    )
+    token = (await issue_token(box, stream["id"]))["playback_token"]
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "8", "--realtime"
+    )
+    try:
+        media_path = await wait_for_media_playlist(
+            box, stream["id"], query=f"?token={token}"
+        )
+        playlist = check_playlist(await get_text(box, media_path))
+        base = media_path.split("?")[0].rsplit("/", 1)[0]
+        hint = playlist.preload_hint["URI"]
+        blocking = with_query(
+            media_path, _HLS_msn=playlist.open_msn, _HLS_part=len(playlist.open_parts)
+        )
+        hinted_response, blocked_text = await asyncio.gather(
+            box.client.get(f"{base}/{hint}"), get_text(box, blocking)
+        )
+        blocked = check_playlist(blocked_text)
+        unsigned = await box.client.get(f"{base}/{blocked.parts[-1].name}")
+        followed = await follow_parts(box, media_path, stream["id"], count=3)
+    finally:
+        await stop(publisher)
+
+    assert query_value(hint, "session")
+    assert hinted_response.status == 200
+    assert all(query_value(part.uri, "session") for part in blocked.parts)
+    assert query_value(blocked.preload_hint["URI"], "session")
+    assert unsigned.status == 401
+    assert len(followed.parts) == 4
+
+
+@pytest.mark.timeout(180)
+async def test_llhls_transcoded_rendition(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_ladder_stream(
+        box, [{"name": "low", "width": 160, "height": 120, "bitrate": 150, "fps": 25}]
+    )
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "10", "--realtime"
+    )
+    try:
+        source_path = await wait_for_media_playlist(box, stream["id"])
+        multivariant = await get_text(box, f"/hls/{stream['id']}/index.m3u8")
+        rendition_uri = playlist_uris(multivariant)[1]
+        rendition_path = f"/hls/{stream['id']}/{rendition_uri}"
+        followed = await follow_parts(box, rendition_path, stream["id"], count=4)
+        source = check_playlist(await get_text(box, source_path))
+        rendition = check_playlist(await get_text(box, rendition_path))
+    finally:
+        await stop(publisher)
+    source_name = source_path.split("/")[3]
+    rendition_name = rendition_uri.split("/")[0]
+
+    source_reports = [r["URI"].split("?")[0] for r in source.reports]
+    rendition_reports = [r["URI"].split("?")[0] for r in rendition.reports]
+
+    assert source_reports == [f"../{rendition_name}/index.m3u8"]
+    assert rendition_reports == [f"../{source_name}/index.m3u8"]
+    # Reports carry the viewer's session signature, as every other URI does.
+    assert query_value(source.reports[0]["URI"], "session")
+    assert rendition.part_target == source.part_target
+    assert part_keyframes(followed.parts[1])[0]
