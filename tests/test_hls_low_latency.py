@@ -20,7 +20,7 @@ import pytest
 from flvfile import AUDIO_TAG, VIDEO_TAG, FlvTag, encode_flv, read_tags
 
 from realcast_box.hls import fmp4, playback
-from realcast_box.hls.output import RenditionFiles, VariantSource
+from realcast_box.hls.output import RenditionFiles
 from realcast_box.hls.playlist import (
     LowLatency,
     PartEntry,
@@ -302,7 +302,6 @@ async def test_llhls_waiters_share_one_future(tmp_path, av_tags) -> None:
         [fragment],
         discontinuity=False,
         program_date_time=datetime(2026, 1, 1, tzinfo=UTC),
-        variant=VariantSource(None, None, None, None),
     )
     results = await asyncio.gather(*waiters)
 
@@ -341,7 +340,6 @@ def test_llhls_directive_limits(tmp_path, av_tags) -> None:
         [fragment],
         discontinuity=False,
         program_date_time=datetime(2026, 1, 1, tzinfo=UTC),
-        variant=VariantSource(None, None, None, None),
     )
 
     assert files.check_delivery_directive(102, None) is None

@@ -326,9 +326,8 @@ class RenditionFiles:
         *,
         discontinuity: bool,
         program_date_time: datetime,
-        variant: VariantSource,
     ) -> None:
-        """Write one partial segment of the open segment, then the playlists.
+        """Write one partial segment of the open segment, then the media playlist.
 
         ``discontinuity`` and ``program_date_time`` describe the open
         segment; only those given with its first part are used.
@@ -336,12 +335,11 @@ class RenditionFiles:
         if self._part_duration is None or not fragments:
             return
         self._add_part(fragments, discontinuity, program_date_time)
+        # NOTE: the multivariant playlist still waits for the first complete
+        # segment, because players without low-latency support (FFmpeg's HLS
+        # demuxer among them) give up on a media playlist without segments.
+        # So players start a segment after the first keyframe, not a part.
         self._write_media_playlist(ended=False)
-        if not self.ready and variant.hinted_bitrate:
-            # The first part is playable, and onMetaData gave the bit rate
-            # that the multivariant playlist needs before any segment.
-            self._write_multivariant_playlist(variant)
-            self.ready = self._multivariant.written
         self._wake_waiters()
 
     def write_segment(

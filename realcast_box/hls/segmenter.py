@@ -703,7 +703,6 @@ class Segmenter:
             discontinuity=self._discontinuity_pending
             or sequence in self._forced_discontinuities,
             program_date_time=self._date_of(fragments[0]),
-            variant=self._variant_source(),
         )
 
     def _close_segment(self, *, ended: bool = False) -> bool:
