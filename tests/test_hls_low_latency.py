@@ -431,7 +431,7 @@ async def follow_parts(box: Box, media_path: str, stream_id: str, count: int):
     """Follow the newest parts as a low-latency player does, ``count`` steps.
 
     Each step sends the blocking playlist request for the next part together
-    with a request for the hinted part, and checks both answers.
+    with a request for the hinted part, and checks both responses.
     """
     base = media_path.split("?")[0].rsplit("/", 1)[0]
     live = box.hub.live_rendition(stream_id, base.rsplit("/", 1)[1])

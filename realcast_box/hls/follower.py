@@ -146,8 +146,8 @@ class FollowerPackager:
             buffer.take_fragment()
         if self._files.open_part_count:
             self._write_open_segment()
-            return
-        self._open = Cut(self._open.sequence, self._open.discontinuity)
+        else:
+            self._open = Cut(self._open.sequence, self._open.discontinuity)
         self._video_config = None  # the restarted encoder gets a new init
 
     def finish(self, *, flush: bool = True) -> None:

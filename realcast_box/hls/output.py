@@ -33,10 +33,11 @@ BANDWIDTH_HEADROOM = 1.1
 # than this fraction from the published value.
 AVERAGE_BANDWIDTH_CHANGE = 0.1
 # Complete segments whose parts a low-latency playlist still lists. RFC 8216bis
-# asks to drop parts more than three target durations from the end, and
-# players start at PART-HOLD-BACK (about a second) from it.
+# recommends removing parts more than three target durations from the end,
+# and players start at PART-HOLD-BACK (about a second) from it.
 PART_SEGMENTS_LISTED = 2
-# PART-HOLD-BACK in part targets; RFC 8216bis asks for at least three.
+# PART-HOLD-BACK in part targets. RFC 8216bis requires at least two and
+# recommends at least three.
 PART_HOLD_BACK_PARTS = 3
 # A blocked playlist or part request waits this many target durations at
 # most, as RFC 8216bis suggests, and then gets a 503.

@@ -51,7 +51,7 @@ CORS_METHODS = "GET, HEAD, OPTIONS"
 CORS_REQUEST_HEADERS = "Range, Authorization"
 CORS_EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, ETag"
 CORS_MAX_AGE_SECONDS = 86400
-# Delivery directives of a blocking playlist reload (RFC 8216bis 6.2.5.2).
+# Delivery directives of a blocking playlist reload (RFC 8216bis).
 MSN_DIRECTIVE = "_HLS_msn"
 PART_DIRECTIVE = "_HLS_part"
 # A decimal-integer of RFC 8216: at most 20 digits, up to 2**64 - 1.
@@ -184,7 +184,7 @@ def _live_rendition(
     if not separator or "/" in name:
         return None
     files = request.app[HUB].live_rendition(stream_id, rendition)
-    if files is None or files.part_duration is None:
+    if files is None or files.part_duration is None or files.ended:
         return None
     return files
 
