@@ -637,3 +637,29 @@ async def test_llhls_transcoded_rendition(aiohttp_client, tmp_path) -> None:
     assert query_value(source.reports[0]["URI"], "session")
     assert rendition.part_target == source.part_target
     assert part_keyframes(followed.parts[1])[0]
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_disabled_by_setting(aiohttp_client, tmp_path) -> None:
+    box = await start_box(
+        aiohttp_client, tmp_path, hls_low_latency=False, **LIVE_SETTINGS
+    )
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "30", "--realtime"
+    )
+    try:
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        text = await get_text(box, media_path)
+        # Without low-latency HLS, delivery directives are ignored.
+        ignored = await box.client.get(f"{media_path}&_HLS_msn=abc")
+    finally:
+        await stop(publisher)
+    rendition = box.hub.hls_root / stream["id"] / media_path.split("/")[3]
+
+    assert "#EXTINF:" in text
+    assert "#EXT-X-PART" not in text
+    assert "#EXT-X-SERVER-CONTROL" not in text
+    assert "#EXT-X-PRELOAD-HINT" not in text
+    assert ignored.status == 200
+    assert not list(rendition.glob("part-*"))
