@@ -539,6 +539,12 @@ def load_config(
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _convert(setting, value, "command line")
 
+    if values["hls_part_duration"] > values["hls_segment_duration"]:
+        raise ConfigError(
+            f"invalid value {values['hls_part_duration']!r} for hls_part_duration:"
+            " a part cannot be longer than a segment; expected at most"
+            f" hls_segment_duration ({values['hls_segment_duration']!r})"
+        )
     return Config(**values)
 
 
