@@ -176,6 +176,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             reconnect_window=config.reconnect_window_seconds,
             choose_encoder=app[ENCODERS].choose,
             events=events,
+            part_duration=config.hls_part_duration if config.hls_low_latency else None,
         )
         app[HUB] = hub
         # Registered before the hub's close, so it runs after it: the

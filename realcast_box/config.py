@@ -166,6 +166,22 @@ SETTINGS: tuple[Setting, ...] = (
         100,
     ),
     Setting(
+        "hls_low_latency",
+        bool,
+        True,
+        "Low-latency HLS: partial segments, preload hints and blocking playlist "
+        "reload. Players without it play the same playlists as regular HLS.",
+    ),
+    Setting(
+        "hls_part_duration",
+        float,
+        0.333,
+        "Target duration in seconds of a low-latency HLS partial segment "
+        "(PART-TARGET); parts are cut at video frames and never exceed it.",
+        0.1,
+        2.0,
+    ),
+    Setting(
         "hls_cors_origins",
         str,
         "*",
@@ -417,6 +433,8 @@ class Config:
     login_rate_limit_per_minute: int
     hls_segment_duration: float
     hls_window: int
+    hls_low_latency: bool
+    hls_part_duration: float
     hls_cors_origins: str
     hls_viewer_window: float
     hls_max_viewer_sessions: int
@@ -579,6 +597,12 @@ def load_config(
         values[key] = _convert(setting, value, "command line")
 
     _check_tls_settings(values)
+    if values["hls_part_duration"] > values["hls_segment_duration"]:
+        raise ConfigError(
+            f"invalid value {values['hls_part_duration']!r} for hls_part_duration:"
+            " a part cannot be longer than a segment; expected at most"
+            f" hls_segment_duration ({values['hls_segment_duration']!r})"
+        )
     return Config(**values)
 
 

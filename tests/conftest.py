@@ -59,6 +59,7 @@ def make_hub(config: Config, database: Database) -> Hub:
         segment_duration=config.hls_segment_duration,
         window=config.hls_window,
         takeover_after=config.rtmp_takeover_after,
+        part_duration=config.hls_part_duration if config.hls_low_latency else None,
     )
 
 

@@ -70,6 +70,10 @@ def publish(args: argparse.Namespace) -> tuple[int, int]:
     audio_time = 0.0
     media_time = 0.0
     wall_start = time.monotonic()
+    if args.print_start:
+        # Frame N is sent at this Unix time plus N / fps, or late if the
+        # encoder falls behind, so tests can measure the lag behind it.
+        print(f"start {time.time():.6f}", flush=True)
     total_frames = round(args.seconds * args.fps)
     for _ in range(total_frames):
         if video_stream is not None:
@@ -112,6 +116,7 @@ def main() -> int:
     parser.add_argument("--no-audio", dest="audio", action="store_false")
     parser.add_argument("--no-video", dest="video", action="store_false")
     parser.add_argument("--realtime", action="store_true")
+    parser.add_argument("--print-start", action="store_true")
     args = parser.parse_args()
     try:
         video, audio = publish(args)

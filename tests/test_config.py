@@ -97,3 +97,14 @@ def test_config_missing_file(tmp_path):
 def test_config_data_path_defaults_to_platformdirs():
     config = load_config(None, environ={})
     assert "realcast-box" in str(config.data_path)
+
+
+def test_config_part_longer_than_segment_rejected():
+    with pytest.raises(ConfigError, match="hls_part_duration") as excinfo:
+        load_config(
+            None,
+            environ={},
+            overrides={"hls_segment_duration": 0.5, "hls_part_duration": 1.0},
+        )
+
+    assert "at most hls_segment_duration (0.5)" in str(excinfo.value)

@@ -59,6 +59,7 @@ class FollowerPackager:
         source_segment: Callable[[int], tuple[float, bool]],
         wall_time: Callable[[float], datetime],
         log_name: str,
+        part_duration: float | None = None,
     ) -> None:
         self._files = RenditionFiles(
             directory,
@@ -68,6 +69,7 @@ class FollowerPackager:
             first_sequence=0,
             log_name=log_name,
             multivariant=multivariant,
+            part_duration=part_duration,
         )
         self._bitrate = bitrate
         self.frame_rate = frame_rate
@@ -112,7 +114,9 @@ class FollowerPackager:
         if self._open is None or self._video is None:
             return  # no segment to put it in until the next cut
         self._release_audio(packet.pts, inclusive=True)
+        self._write_part_if_due(next_dts=packet.pts)
         self._video.push(PendingSample(packet.pts, packet.data, packet.keyframe, 0))
+        self._write_part_if_due()
 
     def end_segment(self) -> None:
         """Write the open segment now: the source's media ended here."""
@@ -125,7 +129,11 @@ class FollowerPackager:
         self._write_open_segment()
 
     def drop_open_segment(self) -> None:
-        """Forget the segment being filled (its encoder failed part way)."""
+        """Forget the segment being filled (its encoder failed part way).
+
+        Parts of it that players may already have stay: the segment is
+        written short, with those parts only.
+        """
         if self._open is None:
             return
         logger.info(
@@ -136,7 +144,10 @@ class FollowerPackager:
         for buffer in self._buffers():
             buffer.pending = None
             buffer.take_fragment()
-        self._open = Cut(self._open.sequence, self._open.discontinuity)
+        if self._files.open_part_count:
+            self._write_open_segment()
+        else:
+            self._open = Cut(self._open.sequence, self._open.discontinuity)
         self._video_config = None  # the restarted encoder gets a new init
 
     def finish(self, *, flush: bool = True) -> None:
@@ -163,6 +174,7 @@ class FollowerPackager:
         if self._open is not None and self._video is not None:
             # The cut frame gives the last frame of the open segment its length.
             self._release_audio(packet.pts, inclusive=False)
+            self._write_part_if_due(next_dts=packet.pts)
             if self._video.pending is not None:
                 self._video.push(sample)
                 self._video.pending = None
@@ -232,29 +244,59 @@ class FollowerPackager:
         )
         return self._files.init_count > 1
 
+    def _write_part_if_due(self, next_dts: int | None = None) -> None:
+        """Write the open part of a low-latency rendition once it is full."""
+        open_cut = self._open
+        if open_cut is None or self._video is None:
+            return
+        if not self._files.part_due(self._video, next_dts):
+            return
+        fragments = [f for b in self._buffers() if (f := b.take_part())]
+        if not self._files.open_part_count:
+            self._number_segment(open_cut.sequence)
+        self._files.write_part(
+            fragments,
+            discontinuity=open_cut.discontinuity,
+            program_date_time=self._wall_time(
+                fragments[0].base_decode_time / VIDEO_TIMESCALE
+            ),
+        )
+
     def _write_open_segment(self, *, ended: bool = False) -> bool:
         open_cut = self._open
         assert open_cut is not None
         fragments = [f for b in self._buffers() if (f := b.take_fragment())]
         self._open = None
-        if not fragments or fragments[0].track.track_id != VIDEO_TRACK_ID:
+        has_parts = self._files.open_part_count > 0
+        if not has_parts and (
+            not fragments or fragments[0].track.track_id != VIDEO_TRACK_ID
+        ):
             return False
-        if self._files.next_sequence != open_cut.sequence:
-            if self._files.segment_count:
-                self._fill_gaps(open_cut.sequence)
-            else:
-                self._files.skip_to(open_cut.sequence)
-        start = fragments[0].base_decode_time / VIDEO_TIMESCALE
+        if not has_parts:
+            self._number_segment(open_cut.sequence)
+        # With parts written, RenditionFiles keeps the date of the first part.
+        start = fragments[0].base_decode_time / VIDEO_TIMESCALE if fragments else 0.0
         self._files.write_segment(
             fragments,
             discontinuity=open_cut.discontinuity,
             program_date_time=self._wall_time(start),
-            variant=VariantSource(
-                self._video_config, self._audio_config, self._bitrate, self.frame_rate
-            ),
+            variant=self._variant_source(),
             ended=ended,
         )
         return True
+
+    def _number_segment(self, sequence: int) -> None:
+        """Make ``sequence`` the number of the next segment written."""
+        if self._files.next_sequence != sequence:
+            if self._files.segment_count:
+                self._fill_gaps(sequence)
+            else:
+                self._files.skip_to(sequence)
+
+    def _variant_source(self) -> VariantSource:
+        return VariantSource(
+            self._video_config, self._audio_config, self._bitrate, self.frame_rate
+        )
 
     def _release_audio(self, pts: int | None, *, inclusive: bool) -> None:
         """Move held audio up to video time ``pts`` (None: all) into the segment."""

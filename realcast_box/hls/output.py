@@ -7,15 +7,18 @@ file system propagates to the caller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from realcast_box.hls import fmp4, playlist
+from realcast_box.hls.timeline import TrackBuffer
 from realcast_box.media.codecs import AacConfig, AvcConfig
 
 logger = logging.getLogger(__name__)
@@ -29,6 +32,19 @@ BANDWIDTH_HEADROOM = 1.1
 # AVERAGE-BANDWIDTH is rewritten when the measured average moves further
 # than this fraction from the published value.
 AVERAGE_BANDWIDTH_CHANGE = 0.1
+# Complete segments whose parts a low-latency playlist still lists. RFC 8216bis
+# recommends removing parts more than three target durations from the end,
+# and players start at PART-HOLD-BACK (about a second) from it.
+PART_SEGMENTS_LISTED = 2
+# PART-HOLD-BACK in part targets. RFC 8216bis requires at least two and
+# recommends at least three.
+PART_HOLD_BACK_PARTS = 3
+# A blocked playlist or part request waits this many target durations at
+# most, as RFC 8216bis suggests, and then gets a 503.
+BLOCKING_TIMEOUT_TARGETS = 3
+# Highest _HLS_part index accepted: a segment of MAX_SEGMENT_SECONDS (60 s)
+# in parts of the smallest part target (0.1 s) has 600 parts.
+MAX_PART_INDEX = 1000
 
 
 @dataclass(frozen=True)
@@ -57,10 +73,33 @@ class Multivariant:
         self._order: list[str] = []
         self._waiting: set[str] = set()
         self._written: tuple[playlist.VariantEntry, ...] | None = None
+        # Every rendition packaged into this folder, for rendition reports
+        # and blocking requests.
+        self._renditions: dict[str, RenditionFiles] = {}
 
     @property
     def written(self) -> bool:
         return self._written is not None
+
+    def register(self, files: RenditionFiles) -> None:
+        """Make ``files`` findable by ``rendition`` and listed in reports."""
+        self._renditions[files.rendition] = files
+
+    def rendition(self, name: str) -> RenditionFiles | None:
+        """Return the live rendition whose folder is ``name``, if any."""
+        return self._renditions.get(name)
+
+    def rendition_reports(self, exclude: str) -> list[playlist.RenditionReport]:
+        """Return the newest part of every other listed low-latency rendition."""
+        reports = []
+        for name, files in self._renditions.items():
+            last_part = files.last_part
+            if name == exclude or name not in self._entries or last_part is None:
+                continue
+            reports.append(
+                playlist.RenditionReport(f"../{name}/index.m3u8", *last_part)
+            )
+        return reports
 
     def expect(self, names: Sequence[str]) -> None:
         """Wait for entries of ``names`` before the first write."""
@@ -78,6 +117,7 @@ class Multivariant:
     def remove(self, name: str) -> None:
         """Leave a variant out from now on (a rendition that stopped)."""
         self._entries.pop(name, None)
+        self._renditions.pop(name, None)
         self._waiting.discard(name)
         self._write()
 
@@ -103,6 +143,13 @@ class RenditionFiles:
     Layout of ``directory``: ``index.m3u8`` (multivariant), and below
     ``rendition/`` the media playlist ``index.m3u8``, ``init-N.mp4`` and
     ``seg-N.m4s``, where N of a segment is its media sequence number.
+
+    With ``part_duration`` set, the rendition is low-latency HLS: media is
+    written as partial segments ``part-N.K.m4s`` (K counts from 0 within
+    segment N), each one moof and mdat, and each segment file is the
+    concatenation of its parts. Waiters for a part (blocking playlist reload,
+    preload hints) are woken once the part and the playlist that lists it
+    are on disk.
     """
 
     def __init__(
@@ -115,7 +162,13 @@ class RenditionFiles:
         first_sequence: int,
         log_name: str,
         multivariant: Multivariant | None = None,
+        part_duration: float | None = None,
     ) -> None:
+        if part_duration is not None and not 0 < part_duration <= target_duration:
+            raise ValueError(
+                f"invalid part_duration {part_duration!r}: expected seconds > 0 and "
+                f"at most the target duration {target_duration!r}"
+            )
         self._directory = directory
         self._multivariant = multivariant or Multivariant(directory)
         self._rendition = rendition
@@ -135,6 +188,22 @@ class RenditionFiles:
         self._total_seconds = 0.0
         self._variant: playlist.VariantEntry | None = None
         self.ready = False
+        self._ended = False
+
+        self._part_duration = part_duration
+        # The open segment's parts: entries, bytes, and the tags before them.
+        self._open_parts: list[playlist.PartEntry] = []
+        self._open_data: list[bytes] = []
+        self._open_header: playlist.SegmentEntry | None = None
+        # mfhd sequence number of the next moof; it increases per part.
+        self._fragment_number = 1
+        # (media sequence number, part index) of the newest part.
+        self._last_part: tuple[int, int] | None = None
+        # Part file names of complete segments, oldest first, for removal.
+        self._part_files: deque[list[str]] = deque()
+        # Futures of blocked requests, keyed by the part position they wait for.
+        self._waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
+        self._multivariant.register(self)
 
     @property
     def rendition(self) -> str:
@@ -171,9 +240,34 @@ class RenditionFiles:
     def current_init(self) -> str:
         return self._init_names[-1]
 
+    @property
+    def part_duration(self) -> float | None:
+        """The part target in seconds, or None when low-latency HLS is off."""
+        return self._part_duration
+
+    @property
+    def open_part_count(self) -> int:
+        """Number of parts written of the segment not yet complete."""
+        return len(self._open_parts)
+
+    @property
+    def last_part(self) -> tuple[int, int] | None:
+        """(media sequence number, part index) of the newest part, if any."""
+        return self._last_part
+
+    @property
+    def ended(self) -> bool:
+        """Whether the media playlist has EXT-X-ENDLIST."""
+        return self._ended
+
+    @property
+    def blocking_timeout(self) -> float:
+        """Seconds a blocked request waits at most before its 503."""
+        return BLOCKING_TIMEOUT_TARGETS * self._target_duration
+
     def skip_to(self, sequence: int) -> None:
         """Number the first segment ``sequence``; only before any segment."""
-        if self._entries or sequence < self._next_sequence:
+        if self._entries or self._open_parts or sequence < self._next_sequence:
             raise RuntimeError(
                 f"{self._log_name}: cannot skip to segment {sequence} after "
                 f"segment {self._next_sequence - 1}"
@@ -206,6 +300,49 @@ class RenditionFiles:
         self._init_count += 1
         return name
 
+    def part_due(self, primary: TrackBuffer, next_dts: int | None = None) -> bool:
+        """Return whether the open part is full: one more sample would overflow it.
+
+        ``primary`` is the track that times parts: video, or audio alone.
+        Called with the DTS of the sample about to be pushed, this checks the
+        pending sample, whose duration that DTS gives, so no part ever
+        exceeds the part target (unless one sample does). Called without,
+        it predicts the next sample from the last one with 1 ms of slack,
+        so a part is written as soon as it is full rather than a frame late.
+        """
+        if self._part_duration is None or not primary.samples:
+            return False
+        limit = self._part_duration * primary.track.timescale
+        if next_dts is not None:
+            if primary.pending is None:
+                return False
+            upcoming = next_dts - primary.pending.dts
+        else:
+            upcoming = primary.last_duration + primary.track.timescale // 1000
+        return primary.part_ticks + upcoming > limit
+
+    def write_part(
+        self,
+        fragments: Sequence[fmp4.Fragment],
+        *,
+        discontinuity: bool,
+        program_date_time: datetime,
+    ) -> None:
+        """Write one partial segment of the open segment, then the media playlist.
+
+        ``discontinuity`` and ``program_date_time`` describe the open
+        segment; only those given with its first part are used.
+        """
+        if self._part_duration is None or not fragments:
+            return
+        self._add_part(fragments, discontinuity, program_date_time)
+        # NOTE: the multivariant playlist still waits for the first complete
+        # segment, because players without low-latency support (FFmpeg's HLS
+        # demuxer among them) give up on a media playlist without segments.
+        # So players start a segment after the first keyframe, not a part.
+        self._write_media_playlist(ended=False)
+        self._wake_waiters()
+
     def write_segment(
         self,
         fragments: Sequence[fmp4.Fragment],
@@ -217,16 +354,34 @@ class RenditionFiles:
     ) -> float:
         """Write one media segment, then the playlists that list it.
 
-        Returns the segment's duration in seconds.
+        With low-latency HLS, ``fragments`` (which may be empty) become the
+        segment's last part. Returns the segment's duration in seconds.
         """
-        primary = fragments[0]  # video when the segment has video
-        timescale = primary.track.timescale
-        duration = sum(sample.duration for sample in primary.samples) / timescale
+        parts: tuple[playlist.PartEntry, ...] = ()
+        if self._part_duration is not None:
+            if fragments:
+                self._add_part(fragments, discontinuity, program_date_time)
+            header = self._open_header
+            if header is None:
+                raise ValueError("a media segment needs at least one sample")
+            parts = tuple(self._open_parts)
+            data = b"".join(self._open_data)
+            duration = sum(part.duration for part in parts)
+            discontinuity = header.discontinuity
+            program_date_time = header.program_date_time or program_date_time
+            self._part_files.append([part.uri for part in parts])
+            self._open_parts = []
+            self._open_data = []
+            self._open_header = None
+        else:
+            primary = fragments[0]  # video when the segment has video
+            timescale = primary.track.timescale
+            duration = sum(sample.duration for sample in primary.samples) / timescale
+            # mfhd holds 32 bits, too few for clock-derived media sequence
+            # numbers, and only has to increase within the session.
+            data = fmp4.media_segment(self._next_fragment_number(), fragments)
 
         sequence = self._next_sequence
-        # mfhd holds 32 bits, too few for clock-derived media sequence numbers,
-        # and only has to increase within the session.
-        data = fmp4.media_segment(self.segment_count + 1, fragments)
         name = f"seg-{sequence}.m4s"
         self._write_file(name, data)
         self._entries.append(
@@ -236,6 +391,7 @@ class RenditionFiles:
                 map_uri=self._init_names[-1],
                 discontinuity=discontinuity,
                 program_date_time=program_date_time,
+                parts=parts,
             )
         )
         self._next_sequence += 1
@@ -248,25 +404,139 @@ class RenditionFiles:
         )
 
         self._remove_old_files()
+        self._ended = ended
         self._write_media_playlist(ended=ended)
         self._write_multivariant_playlist(variant)
         self.ready = True
+        self._wake_waiters()
         return duration
 
     def end(self) -> None:
         """End the media playlist with EXT-X-ENDLIST, if it lists any segment."""
         if self._entries:
+            self._ended = True
             self._write_media_playlist(ended=True)
+        self._wake_waiters()
 
     def variant(self) -> playlist.VariantEntry | None:
         """Return the entry this rendition last gave the multivariant playlist."""
         return self._variant
+
+    # Blocking requests.
+
+    def check_delivery_directive(self, msn: int, part: int | None) -> str | None:
+        """Return why a request for part ``part`` of segment ``msn`` is invalid.
+
+        RFC 8216bis: a segment more than two past the newest one, or a part
+        more than the Advance Part Limit past the newest part, is a bad
+        request. Returns None for a valid request.
+        """
+        if self._last_part is not None:
+            last_msn, last_index = self._last_part
+        else:
+            last_msn, last_index = self._next_sequence - 1, -1
+        if msn > last_msn + 2:
+            return (
+                f"invalid _HLS_msn {msn}: the newest segment of this playlist is "
+                f"{last_msn}, and a request may be at most 2 segments ahead of it"
+            )
+        if part is None or self._part_duration is None:
+            return None
+        if part > MAX_PART_INDEX:
+            return f"invalid _HLS_part {part}: expected at most {MAX_PART_INDEX}"
+        # Three parts ahead, or three seconds of parts for targets under 1 s.
+        limit = math.ceil(3 / min(self._part_duration, 1.0))
+        if msn == last_msn and part > last_index + limit:
+            return (
+                f"invalid _HLS_part {part}: the newest part of segment {msn} is "
+                f"{last_index}, and a request may be at most {limit} parts ahead"
+            )
+        return None
+
+    def part_available(self, msn: int, part: int) -> bool:
+        """Return whether the playlist lists part ``part`` of segment ``msn`` or later.
+
+        A part index beyond the last part of a complete segment counts as
+        part 0 of the next segment (RFC 8216bis). An ended playlist has
+        everything it will ever have.
+        """
+        if self._ended:
+            return True
+        if self._last_part is None:
+            return False
+        return (msn, part) <= self._last_part
+
+    async def wait_for_part(self, msn: int, part: int, timeout: float) -> bool:
+        """Wait until ``part_available(msn, part)``; False after ``timeout`` s.
+
+        Waiters of the same position share one future, so a thousand
+        blocked players cost one wake-up per part written.
+        """
+        position = (msn, part)
+        if self.part_available(msn, part):
+            return True
+        future = self._waiters.get(position)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._waiters[position] = future
+        # asyncio.wait, unlike wait_for, never cancels the shared future.
+        await asyncio.wait({future}, timeout=timeout)
+        return self.part_available(msn, part)
+
+    def _wake_waiters(self) -> None:
+        if not self._waiters:
+            return
+        for position in list(self._waiters):
+            if self._ended or (
+                self._last_part is not None and position <= self._last_part
+            ):
+                future = self._waiters.pop(position)
+                if not future.done():
+                    future.set_result(None)
+
+    # Internals.
+
+    def _add_part(
+        self,
+        fragments: Sequence[fmp4.Fragment],
+        discontinuity: bool,
+        program_date_time: datetime,
+    ) -> None:
+        """Write one part file and add it to the open segment."""
+        sequence = self._next_sequence
+        index = len(self._open_parts)
+        data = fmp4.media_segment(self._next_fragment_number(), fragments)
+        name = f"part-{sequence}.{index}.m4s"
+        self._write_file(name, data)
+        primary = fragments[0]  # video when the part has video
+        duration = sum(s.duration for s in primary.samples) / primary.track.timescale
+        first_video = next((f for f in fragments if f.track.is_video), None)
+        independent = first_video is None or first_video.samples[0].keyframe
+        if self._open_header is None:
+            self._open_header = playlist.SegmentEntry(
+                uri=f"seg-{sequence}.m4s",
+                duration=0.0,
+                map_uri=self._init_names[-1],
+                discontinuity=discontinuity,
+                program_date_time=program_date_time,
+            )
+        self._open_parts.append(playlist.PartEntry(name, duration, independent))
+        self._open_data.append(data)
+        self._last_part = (sequence, index)
+
+    def _next_fragment_number(self) -> int:
+        number = self._fragment_number
+        self._fragment_number = number % 0xFFFFFFFF + 1
+        return number
 
     def _remove_old_files(self) -> None:
         while len(self._entries) > self._window + EXTRA_SEGMENTS_KEPT:
             old = self._entries.pop(0)
             self._removed_discontinuities += old.discontinuity
             (self._rendition_directory / old.uri).unlink(missing_ok=True)
+        while len(self._part_files) > PART_SEGMENTS_LISTED + EXTRA_SEGMENTS_KEPT:
+            for name in self._part_files.popleft():
+                (self._rendition_directory / name).unlink(missing_ok=True)
         needed = {entry.map_uri for entry in self._entries}
         needed.add(self._init_names[-1])
         for name in [name for name in self._init_names if name not in needed]:
@@ -279,6 +549,15 @@ class RenditionFiles:
         self._target_duration = playlist.target_duration(
             (entry.duration for entry in listed), minimum=self._target_duration
         )
+        low_latency = None
+        if self._part_duration is not None:
+            # Only the newest complete segments keep their parts.
+            cut = len(listed) - PART_SEGMENTS_LISTED
+            listed = [
+                replace(entry, parts=()) if i < cut and entry.parts else entry
+                for i, entry in enumerate(listed)
+            ]
+            low_latency = self._low_latency()
         text = playlist.media_playlist(
             listed,
             target_duration=self._target_duration,
@@ -286,8 +565,26 @@ class RenditionFiles:
             discontinuity_sequence=self._removed_discontinuities
             + sum(entry.discontinuity for entry in hidden),
             ended=ended,
+            low_latency=low_latency,
         )
         self._write_file("index.m3u8", text.encode())
+
+    def _low_latency(self) -> playlist.LowLatency:
+        assert self._part_duration is not None
+        open_segment = None
+        if self._open_header is not None:
+            open_segment = replace(self._open_header, parts=tuple(self._open_parts))
+        next_part = f"part-{self._next_sequence}.{len(self._open_parts)}.m4s"
+        return playlist.LowLatency(
+            part_target=self._part_duration,
+            part_hold_back=math.ceil(PART_HOLD_BACK_PARTS * self._part_duration * 1000)
+            / 1000,
+            open_segment=open_segment,
+            preload_hint=next_part,
+            rendition_reports=self._multivariant.rendition_reports(
+                exclude=self._rendition
+            ),
+        )
 
     def _write_multivariant_playlist(self, source: VariantSource) -> None:
         needed = max(self._peak_bitrate, source.hinted_bitrate or 0)

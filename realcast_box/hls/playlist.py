@@ -24,6 +24,43 @@ class SegmentEntry:
     # EXT-X-GAP: the segment is missing from this rendition (its encoder was
     # restarting), and players skip it or take it from another rendition.
     gap: bool = False
+    # Low-latency HLS partial segments (EXT-X-PART) written before the EXTINF
+    # line. Empty for a segment whose parts have left the playlist.
+    parts: tuple[PartEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartEntry:
+    """One partial segment (EXT-X-PART) of a media segment."""
+
+    uri: str
+    duration: float  # seconds
+    independent: bool  # starts with a keyframe, or contains only audio
+
+
+@dataclass(frozen=True)
+class RenditionReport:
+    """EXT-X-RENDITION-REPORT: the newest part of another rendition."""
+
+    uri: str  # relative to the media playlist that contains the report
+    last_msn: int
+    last_part: int
+
+
+@dataclass(frozen=True)
+class LowLatency:
+    """The low-latency HLS tags of one media playlist (RFC 8216bis).
+
+    ``open_segment`` is the segment being written: the tags before its parts
+    (``uri`` and ``duration`` unused) and its parts so far. ``preload_hint``
+    is the URI of the next part, None once the playlist has ended.
+    """
+
+    part_target: float  # seconds, EXT-X-PART-INF:PART-TARGET
+    part_hold_back: float  # seconds, at least 3 part targets
+    open_segment: SegmentEntry | None = None
+    preload_hint: str | None = None
+    rendition_reports: Sequence[RenditionReport] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +111,7 @@ def media_playlist(
     media_sequence: int,
     discontinuity_sequence: int = 0,
     ended: bool = False,
+    low_latency: LowLatency | None = None,
 ) -> str:
     """Return a media playlist that lists ``segments`` in order.
 
@@ -81,40 +119,81 @@ def media_playlist(
     ``discontinuity_sequence`` counts the EXT-X-DISCONTINUITY tags of
     segments that have left the list. EXT-X-MAP is written before the first
     entry and again wherever the init segment changes.
+
+    With ``low_latency``, the playlist also carries EXT-X-SERVER-CONTROL
+    (blocking reload, HOLD-BACK of three target durations), the part
+    target, the parts of each segment that has them, the open segment's
+    parts, the preload hint and the rendition reports. Players without
+    low-latency support ignore those tags and play the segments.
     """
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{PLAYLIST_VERSION}",
         f"#EXT-X-TARGETDURATION:{target_duration}",
-        f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}",
     ]
+    if low_latency is not None:
+        lines.append(
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+            f"HOLD-BACK={3 * target_duration:.3f},"
+            f"PART-HOLD-BACK={low_latency.part_hold_back:.3f}"
+        )
+        lines.append(f"#EXT-X-PART-INF:PART-TARGET={low_latency.part_target:.5f}")
+    lines.append(f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}")
     if discontinuity_sequence:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
     lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
 
     current_map = None
     for segment in segments:
-        if segment.discontinuity:
-            lines.append("#EXT-X-DISCONTINUITY")
-        if segment.map_uri != current_map:
-            lines.append(f'#EXT-X-MAP:URI="{segment.map_uri}"')
-            current_map = segment.map_uri
-        if segment.program_date_time is not None:
-            if segment.program_date_time.tzinfo is None:
-                raise ValueError(
-                    f"program_date_time of {segment.uri} has no time zone; "
-                    "EXT-X-PROGRAM-DATE-TIME needs one"
-                )
-            stamp = segment.program_date_time.isoformat(timespec="milliseconds")
-            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{stamp}")
+        current_map = _segment_tags(lines, segment, current_map)
         if segment.gap:
             lines.append("#EXT-X-GAP")
         lines.append(f"#EXTINF:{segment.duration:.3f},")
         lines.append(segment.uri)
 
+    if low_latency is not None and not ended:
+        if low_latency.open_segment is not None:
+            _segment_tags(lines, low_latency.open_segment, current_map)
+        if low_latency.preload_hint is not None:
+            lines.append(
+                f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{low_latency.preload_hint}"'
+            )
     if ended:
         lines.append("#EXT-X-ENDLIST")
+    if low_latency is not None:
+        for report in low_latency.rendition_reports:
+            lines.append(
+                f'#EXT-X-RENDITION-REPORT:URI="{report.uri}",'
+                f"LAST-MSN={report.last_msn},LAST-PART={report.last_part}"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _segment_tags(
+    lines: list[str], segment: SegmentEntry, current_map: str | None
+) -> str:
+    """Append the tags that precede a segment's EXTINF, parts included.
+
+    Returns the URI of the init segment in effect after the segment.
+    """
+    if segment.discontinuity:
+        lines.append("#EXT-X-DISCONTINUITY")
+    if segment.map_uri != current_map:
+        lines.append(f'#EXT-X-MAP:URI="{segment.map_uri}"')
+    if segment.program_date_time is not None:
+        if segment.program_date_time.tzinfo is None:
+            raise ValueError(
+                f"program_date_time of {segment.uri} has no time zone; "
+                "EXT-X-PROGRAM-DATE-TIME needs one"
+            )
+        stamp = segment.program_date_time.isoformat(timespec="milliseconds")
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{stamp}")
+    for part in segment.parts:
+        independent = ",INDEPENDENT=YES" if part.independent else ""
+        lines.append(
+            f'#EXT-X-PART:DURATION={part.duration:.5f},URI="{part.uri}"{independent}'
+        )
+    return segment.map_uri
 
 
 def multivariant_playlist(variants: Sequence[VariantEntry]) -> str:

@@ -11,21 +11,31 @@ Segment names are unique per publishing session, so segments are immutable:
 long-lived ``Cache-Control``, ``ETag``, range requests and HEAD. An HTTP
 cache or CDN in front of /hls can keep them once if it leaves the
 ``session`` parameter out of its cache key.
+
+Low-latency HLS (RFC 8216bis) adds two kinds of blocking request on a
+rendition that a live session is writing. A media playlist request with
+``_HLS_msn`` (and optionally ``_HLS_part``) waits until the playlist lists
+that part, and a request for the part that EXT-X-PRELOAD-HINT names waits
+until the part is written. Both wait on a future that the packager resolves,
+so blocked requests cost nothing between parts.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from realcast_box.api.errors import ApiError
 from realcast_box.appkeys import CONFIG, HUB
 from realcast_box.errors import StartupError
 from realcast_box.hls import playback
 from realcast_box.hls.access import Grant, Resource, authorize_hls, classify
+from realcast_box.hls.output import RenditionFiles
 from realcast_box.hls.viewers import VIEWERS, ViewerTracker, publishing_session_id
 
 CONTENT_TYPES = {
@@ -41,6 +51,12 @@ CORS_METHODS = "GET, HEAD, OPTIONS"
 CORS_REQUEST_HEADERS = "Range, Authorization"
 CORS_EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, ETag"
 CORS_MAX_AGE_SECONDS = 86400
+# Delivery directives of a blocking playlist reload (RFC 8216bis).
+MSN_DIRECTIVE = "_HLS_msn"
+PART_DIRECTIVE = "_HLS_part"
+# A decimal-integer of RFC 8216: at most 20 digits, up to 2**64 - 1.
+DECIMAL_INTEGER_PATTERN = re.compile(r"^[0-9]{1,20}$")
+PART_NAME_PATTERN = re.compile(r"^part-([0-9]{1,20})\.([0-9]{1,6})\.m4s$")
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,12 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
 
     resource = classify(relative)
     grant = await authorize_hls(request, stream_id, resource, cors)
+    live = _live_rendition(request, stream_id, relative)
+    if live is not None:
+        if resource is Resource.MEDIA_PLAYLIST:
+            await _block_for_directives(request, live, cors)
+        elif resource is Resource.SEGMENT:
+            await _wait_for_part_file(live, relative.rpartition("/")[2])
     path = resolve_hls_path(request.app[HUB].hls_root, stream_id, relative)
     if path is None:
         raise _not_found(stream_id, relative, cors)
@@ -152,6 +174,100 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
             publishing_session_id(request.app[HUB], stream_id),
         )
     return response
+
+
+def _live_rendition(
+    request: web.Request, stream_id: str, relative: str
+) -> RenditionFiles | None:
+    """Return the low-latency rendition being written that ``relative`` is in."""
+    rendition, separator, name = relative.partition("/")
+    if not separator or "/" in name:
+        return None
+    files = request.app[HUB].live_rendition(stream_id, rendition)
+    if files is None or files.part_duration is None or files.ended:
+        return None
+    return files
+
+
+def parse_delivery_directives(
+    query: Mapping[str, str], headers: Mapping[str, str] | None = None
+) -> tuple[int, int] | None:
+    """Return the (segment, part) that ``_HLS_msn`` and ``_HLS_part`` request.
+
+    None without ``_HLS_msn``. A request without ``_HLS_part`` waits for the
+    segment's first part, as players such as Safari expect. Raises ApiError
+    400 for a value that is not a decimal integer, and for ``_HLS_part``
+    without ``_HLS_msn``; the error carries ``headers``.
+    """
+    msn_text = query.get(MSN_DIRECTIVE)
+    part_text = query.get(PART_DIRECTIVE)
+    if msn_text is None:
+        if part_text is not None:
+            raise ApiError(
+                400,
+                f"invalid request: {PART_DIRECTIVE} needs {MSN_DIRECTIVE}, the media"
+                " sequence number of the segment that contains the part",
+                headers=headers,
+            )
+        return None
+    msn = _directive_number(MSN_DIRECTIVE, msn_text, headers)
+    part = 0
+    if part_text is not None:
+        part = _directive_number(PART_DIRECTIVE, part_text, headers)
+    return msn, part
+
+
+def _directive_number(name: str, text: str, headers: Mapping[str, str] | None) -> int:
+    if not DECIMAL_INTEGER_PATTERN.match(text) or int(text) >= 2**64:
+        raise ApiError(
+            400,
+            f"invalid {name} {text[:40]!r}: expected a decimal integer from 0"
+            " to 18446744073709551615",
+            headers=headers,
+        )
+    return int(text)
+
+
+async def _block_for_directives(
+    request: web.Request, live: RenditionFiles, cors: dict[str, str]
+) -> None:
+    """Wait until the playlist lists the part that the request's directives name.
+
+    Raises ApiError 400 for invalid directives and 503 when the part is not
+    written within the rendition's blocking timeout.
+    """
+    position = parse_delivery_directives(request.query, cors)
+    if position is None:
+        return
+    msn, part = position
+    problem = live.check_delivery_directive(
+        msn, part if PART_DIRECTIVE in request.query else None
+    )
+    if problem is not None:
+        raise ApiError(400, problem, headers=cors)
+    timeout = live.blocking_timeout
+    if not await live.wait_for_part(msn, part, timeout):
+        raise ApiError(
+            503,
+            f"part {part} of segment {msn} of {live.rendition} was not written"
+            f" within {timeout:g} s; reload the playlist without {MSN_DIRECTIVE}",
+            headers={**cors, "Cache-Control": "no-store"},
+        )
+
+
+async def _wait_for_part_file(live: RenditionFiles, name: str) -> None:
+    """Wait for a part that is not written yet, such as a preload hint's.
+
+    Returns at once for other names and for parts too far ahead to wait
+    for. Once it returns, the part exists, or never will (a 404 follows).
+    """
+    match = PART_NAME_PATTERN.match(name)
+    if match is None:
+        return
+    msn, part = int(match.group(1)), int(match.group(2))
+    if live.part_available(msn, part) or live.check_delivery_directive(msn, part):
+        return
+    await live.wait_for_part(msn, part, live.blocking_timeout)
 
 
 def _playlist_response(

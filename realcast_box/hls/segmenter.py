@@ -139,6 +139,7 @@ class Segmenter:
         rendition: str = "source",
         first_sequence: int = 0,
         multivariant: Multivariant | None = None,
+        part_duration: float | None = None,
     ) -> None:
         if not target_duration > 0:
             raise ValueError(
@@ -166,6 +167,7 @@ class Segmenter:
             first_sequence=first_sequence,
             log_name=self._log_name,
             multivariant=multivariant,
+            part_duration=part_duration,
         )
         # Listeners of the packaged media: the transcoding ladder, recorders.
         self._taps: list[SegmenterTap] = []
@@ -475,6 +477,7 @@ class Segmenter:
         if self._video is not None:
             # Pushing the keyframe gives the frame before it its duration.
             keyframe = self._video_sample(self._video, time_ms, tag)
+            self._write_part_if_due(self._video, next_dts=keyframe.dts)
             self._video.push(keyframe)
         if self._audio is not None:
             self._audio.flush_pending()
@@ -570,9 +573,12 @@ class Segmenter:
                 elapsed,
             )
             due = True
+        self._write_part_if_due(buffer, next_dts=sample.dts)
         buffer.push(sample)
         if due or self._segment_full():
             self._cut()
+        else:
+            self._write_part_if_due(buffer)
         self._tap_video(sample)
 
     def _tap_video(self, sample: PendingSample) -> None:
@@ -623,12 +629,16 @@ class Segmenter:
         # NOTE: with a video track only video keyframes cut segments, so if
         # the video stops while audio goes on, the playlist stops growing.
         sample = PendingSample(dts, data, True, 0)
+        if self._video is None:
+            self._write_part_if_due(buffer, next_dts=dts)
         buffer.push(sample)
         if self._active_audio is not None:
             for tap in list(self._taps):
                 tap.audio_sample(self._active_audio, sample)
         if due or self._segment_full():
             self._cut()
+        elif self._video is None:
+            self._write_part_if_due(buffer)
 
     def _audio_dts(self, buffer: TrackBuffer, time_ms: int) -> int | None:
         """Return the DTS of the next AAC frame, or None to drop it.
@@ -680,16 +690,28 @@ class Segmenter:
 
     # Output.
 
+    def _write_part_if_due(
+        self, primary: TrackBuffer, next_dts: int | None = None
+    ) -> None:
+        """Write the open part of a low-latency rendition once it is full."""
+        if not self._files.part_due(primary, next_dts):
+            return
+        fragments = [f for b in self._buffers() if (f := b.take_part())]
+        sequence = self._files.next_sequence
+        self._files.write_part(
+            fragments,
+            discontinuity=self._discontinuity_pending
+            or sequence in self._forced_discontinuities,
+            program_date_time=self._date_of(fragments[0]),
+        )
+
     def _close_segment(self, *, ended: bool = False) -> bool:
         """Write the open segment and the playlists; False when it was empty."""
         fragments = [f for b in self._buffers() if (f := b.take_fragment())]
-        if not fragments:
+        if not fragments and not self._files.open_part_count:
             return False
-        primary = fragments[0]  # video when the segment has video
-        # The date of a segment is that of its first picture, so a source
-        # with B-frames dates segments as the renditions without them do.
-        first_pts = primary.base_decode_time + primary.samples[0].composition_offset
-        start_seconds = first_pts / primary.track.timescale
+        # With parts written, RenditionFiles keeps the date of the first part.
+        date = self._date_of(fragments[0]) if fragments else self.wall_time(0.0)
         sequence = self._files.next_sequence
         forced = sequence in self._forced_discontinuities
         self._forced_discontinuities.discard(sequence)
@@ -697,21 +719,31 @@ class Segmenter:
         duration = self._files.write_segment(
             fragments,
             discontinuity=discontinuity,
-            program_date_time=datetime.fromtimestamp(
-                self._wall_origin + start_seconds, UTC
-            ),
-            variant=VariantSource(
-                self._active_video,
-                self._active_audio,
-                self._hints.bitrate,
-                self._hints.frame_rate,
-            ),
+            program_date_time=date,
+            variant=self._variant_source(),
             ended=ended,
         )
         self._discontinuity_pending = False
         for tap in list(self._taps):
             tap.segment_written(sequence, duration, discontinuity)
         return True
+
+    def _date_of(self, primary: fmp4.Fragment) -> datetime:
+        """Return the EXT-X-PROGRAM-DATE-TIME of media starting with ``primary``.
+
+        The date is that of the first picture, so a source with B-frames
+        dates segments as the renditions without them do.
+        """
+        first_pts = primary.base_decode_time + primary.samples[0].composition_offset
+        return self.wall_time(first_pts / primary.track.timescale)
+
+    def _variant_source(self) -> VariantSource:
+        return VariantSource(
+            self._active_video,
+            self._active_audio,
+            self._hints.bitrate,
+            self._hints.frame_rate,
+        )
 
     def _check_open(self) -> None:
         if self._finished:

@@ -83,6 +83,8 @@ class TrackBuffer:
     """The samples of one track in the open segment.
 
     The newest sample is pending until the next one gives its duration.
+    ``samples`` are the committed samples not yet written: the whole open
+    segment, or with low-latency HLS the open partial segment.
     """
 
     def __init__(self, track: fmp4.Track, default_duration: int) -> None:
@@ -93,13 +95,17 @@ class TrackBuffer:
         self.last_dts: int | None = None
         self.last_duration = default_duration
         self.next_audio_dts: int | None = None
-        # Bytes of media in ``samples``, which the segmenter caps per segment.
+        # Bytes of media in the open segment, which the segmenter caps.
         self.byte_count = 0
+        # Duration of ``samples``, in the track's timescale.
+        self.part_ticks = 0
+        # DTS of the open segment's first committed sample.
+        self._segment_base_dts: int | None = None
 
     @property
     def segment_start(self) -> int | None:
-        if self.samples:
-            return self.base_dts
+        if self._segment_base_dts is not None:
+            return self._segment_base_dts
         return self.pending.dts if self.pending is not None else None
 
     def push(self, sample: PendingSample) -> None:
@@ -113,12 +119,20 @@ class TrackBuffer:
         if self.pending is not None:
             self._commit(self.last_duration)
 
-    def take_fragment(self) -> fmp4.Fragment | None:
+    def take_part(self) -> fmp4.Fragment | None:
+        """Return the committed samples as a fragment; the segment stays open."""
         if not self.samples:
             return None
         fragment = fmp4.Fragment(self.track, self.base_dts, self.samples)
         self.samples = []
+        self.part_ticks = 0
+        return fragment
+
+    def take_fragment(self) -> fmp4.Fragment | None:
+        """Return the committed samples not yet taken and close the segment."""
+        fragment = self.take_part()
         self.byte_count = 0
+        self._segment_base_dts = None
         return fragment
 
     def _commit(self, duration: int) -> None:
@@ -126,10 +140,13 @@ class TrackBuffer:
         assert pending is not None
         if not self.samples:
             self.base_dts = pending.dts
+        if self._segment_base_dts is None:
+            self._segment_base_dts = pending.dts
         sample = fmp4.Sample(
             pending.data, duration, pending.keyframe, pending.composition_offset
         )
         self.samples.append(sample)
         self.byte_count += len(pending.data)
+        self.part_ticks += duration
         self.last_duration = duration
         self.pending = None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from realcast_box.errors import RealcastError
 from realcast_box.events import EventBus
+from realcast_box.hls.output import RenditionFiles
 from realcast_box.hls.playlist import clock_media_sequence
 from realcast_box.live.ladder import LiveLadder
 from realcast_box.live.publication import Disconnect, Publication, Publisher, State
@@ -71,6 +72,7 @@ class Hub:
         reconnect_window: float = 0.0,
         choose_encoder: EncoderChoice = _software_only,
         events: EventBus | None = None,
+        part_duration: float | None = None,
     ) -> None:
         if reconnect_window < 0:
             raise ValueError(
@@ -80,6 +82,8 @@ class Hub:
         self._hls_root = hls_root
         self._segment_duration = segment_duration
         self._window = window
+        # Low-latency HLS part target in seconds; None turns it off.
+        self._part_duration = part_duration
         self._takeover_after = takeover_after
         self._reconnect_window = reconnect_window
         self._choose_encoder = choose_encoder
@@ -99,6 +103,16 @@ class Hub:
     @property
     def segment_duration(self) -> float:
         return self._segment_duration
+
+    def live_rendition(self, stream_id: str, rendition: str) -> RenditionFiles | None:
+        """Return the files of a rendition that the stream's session is writing.
+
+        None for a rendition of an ended session, or of no session.
+        """
+        publication = self._publications.get(stream_id)
+        if publication is None:
+            return None
+        return publication.segmenter.files.multivariant.rendition(rendition)
 
     def is_live(self, stream_id: str) -> bool:
         """Return whether a publisher is connected to ``stream_id`` now."""
@@ -242,6 +256,7 @@ class Hub:
             segment_duration=self._segment_duration,
             window=self._window,
             first_sequence=clock_media_sequence(time.time()),
+            part_duration=self._part_duration,
         )
         await self._start_ladder(publication, stream)
         publisher = publication.attach(client_address, disconnect)
@@ -291,6 +306,7 @@ class Hub:
                 hardware_encoder=encoder,
                 segment_duration=self._segment_duration,
                 window=self._window,
+                part_duration=self._part_duration,
             )
         except Exception:
             logger.exception(

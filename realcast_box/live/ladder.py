@@ -94,9 +94,12 @@ class LiveLadder:
         segment_duration: float,
         window: int,
         realtime: bool = True,
+        part_duration: float | None = None,
     ) -> None:
         """``realtime`` False waits for the transcoder instead of dropping
-        frames or shedding renditions, for offline runs (the benchmark)."""
+        frames or shedding renditions, for offline runs (the benchmark).
+        ``part_duration`` makes the renditions low-latency HLS with that
+        part target, as the source is."""
         self._stream_id = stream_id
         self._realtime = realtime
         self._session_id = session_id
@@ -105,6 +108,7 @@ class LiveLadder:
         self._qualities = [Quality.from_json(q) for q in profile["qualities"]]
         self._segment_duration = segment_duration
         self._window = window
+        self._part_duration = part_duration
         self._log_name = f"stream {stream_id} ladder"
         self._loop = asyncio.get_running_loop()
         self._directory = source.files.multivariant_directory
@@ -274,6 +278,7 @@ class LiveLadder:
                 source_segment=self._source_segment,
                 wall_time=self._source.wall_time,
                 log_name=f"{self._directory.name}/{directory_name}",
+                part_duration=self._part_duration,
             )
             names.append(directory_name)
         self._planned = True

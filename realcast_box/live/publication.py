@@ -83,6 +83,7 @@ class Publication:
         segment_duration: float,
         window: int,
         first_sequence: int = 0,
+        part_duration: float | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.app_id = app_id
@@ -107,6 +108,7 @@ class Publication:
             window=window,
             rendition=f"source-{self.session_id}",
             first_sequence=first_sequence,
+            part_duration=part_duration,
         )
         # The transcoded renditions, when the stream has a profile.
         self.ladder: LiveLadder | None = None

@@ -1,0 +1,665 @@
+"""Low-latency HLS: parts, preload hints, blocking reload and rendition reports.
+
+The packager tests feed real FLV tags (libx264 with B-frames, FFmpeg AAC)
+one at a time and check every playlist version against RFC 8216bis. The
+end-to-end tests run a box with a live RTMP push from tests/publisher.py
+and follow the parts as a low-latency player does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import av
+import pytest
+from flvfile import AUDIO_TAG, VIDEO_TAG, FlvTag, encode_flv, read_tags
+
+from realcast_box.hls import fmp4, playback
+from realcast_box.hls.output import RenditionFiles
+from realcast_box.hls.playlist import (
+    LowLatency,
+    PartEntry,
+    RenditionReport,
+    SegmentEntry,
+    media_playlist,
+)
+from realcast_box.hls.segmenter import Segmenter
+from realcast_box.media.codecs import parse_avc_config
+from realcast_box.media.flv import parse_audio_tag, parse_video_tag
+from tests.box import Box, start_box, start_publisher
+from tests.hls_helpers import (
+    create_app_and_stream,
+    issue_token,
+    playlist_uris,
+    query_value,
+)
+from tests.llhls_check import (
+    Part,
+    Playlist,
+    check_playlist,
+    constant_tags,
+    parse_playlist,
+    part_keyframes,
+)
+from tests.test_transcode_e2e import create_ladder_stream
+
+PART_TARGET = 0.333
+
+
+def feed_tag(segmenter: Segmenter, tag: FlvTag) -> None:
+    if tag.kind == VIDEO_TAG:
+        segmenter.add_video(tag.timestamp, parse_video_tag(tag.payload))
+    elif tag.kind == AUDIO_TAG:
+        segmenter.add_audio(tag.timestamp, parse_audio_tag(tag.payload))
+
+
+@dataclass
+class Packaged:
+    versions: list[str]  # each version of the media playlist, in order
+    parts: dict[tuple[int, int], bytes]  # every part, read when first listed
+
+
+def package_tag_by_tag(directory: Path, tags: list[FlvTag]) -> Packaged:
+    """Feed ``tags`` one at a time and keep each new version of the playlist.
+
+    After each version, checks that a segment just completed is the
+    concatenation of its part files, while those files are still on disk.
+    """
+    segmenter = Segmenter(
+        directory, target_duration=1.0, part_duration=PART_TARGET, window=100
+    )
+    playlist_path = directory / "source" / "index.m3u8"
+    versions: list[str] = []
+    parts: dict[tuple[int, int], bytes] = {}
+    for tag in tags:
+        feed_tag(segmenter, tag)
+        if not playlist_path.exists():
+            continue
+        text = playlist_path.read_text()
+        if versions and versions[-1] == text:
+            continue
+        versions.append(text)
+        for part in parse_playlist(text).parts:
+            if part.position not in parts:
+                path = directory / "source" / part.uri
+                parts[part.position] = path.read_bytes()
+        newest = parse_playlist(text).segments[-1:]
+        for segment in newest:
+            if segment.parts:
+                joined = b"".join(
+                    (directory / "source" / part.uri).read_bytes()
+                    for part in segment.parts
+                )
+                assert (directory / "source" / segment.uri).read_bytes() == joined
+    segmenter.finish()
+    versions.append(playlist_path.read_text())
+    for part in parse_playlist(versions[-1]).parts:
+        if part.position not in parts:
+            parts[part.position] = (directory / "source" / part.uri).read_bytes()
+    return Packaged(versions, parts)
+
+
+@pytest.fixture(scope="module")
+def av_tags() -> list[FlvTag]:
+    """6 s of 30 fps High profile with B-frames, GOP 1 s, 44.1 kHz AAC."""
+    return read_tags(
+        encode_flv(seconds=6, gop=30, bframes=2, profile="high", preset="veryfast")
+    )
+
+
+@pytest.fixture(scope="module")
+def av_output(
+    tmp_path_factory: pytest.TempPathFactory, av_tags: list[FlvTag]
+) -> tuple[Path, Packaged]:
+    directory = tmp_path_factory.mktemp("llhls") / "stream"
+    return directory, package_tag_by_tag(directory, av_tags)
+
+
+# Playlists written by the packager.
+
+
+def test_llhls_every_playlist_version_valid(av_output) -> None:
+    _, packaged = av_output
+    versions = packaged.versions
+
+    assert len(versions) > 10
+    for text in versions:
+        check_playlist(text)
+
+
+def test_llhls_part_target_never_changes(av_output) -> None:
+    _, packaged = av_output
+    versions = packaged.versions
+    playlists = [parse_playlist(text) for text in versions]
+
+    assert {constant_tags(playlist) for playlist in playlists} == {
+        constant_tags(playlists[0])
+    }
+    assert playlists[0].part_target == PART_TARGET
+
+
+def test_llhls_first_playlist_has_parts_only(av_output) -> None:
+    _, packaged = av_output
+    versions = packaged.versions
+    first = parse_playlist(versions[0])
+
+    assert first.segments == []
+    assert len(first.open_parts) == 1
+    assert first.map_uri == "init-0.mp4"
+
+
+def test_llhls_independent_flags_match_keyframes(av_output) -> None:
+    directory, packaged = av_output
+    versions = packaged.versions
+    checked = 0
+    for text in versions[:-1]:
+        for part in parse_playlist(text).parts:
+            path = directory / "source" / part.uri
+            if not path.exists():
+                continue  # removed after it left the playlist
+            keyframes = part_keyframes(path.read_bytes())
+            assert keyframes, f"{part.uri} has no video"
+            assert part.independent == keyframes[0], part.uri
+            checked += 1
+
+    assert checked > 10
+
+
+def test_llhls_parts_decode_in_order(av_output, av_tags, tmp_path) -> None:
+    directory, packaged = av_output
+    data = (directory / "source" / "init-0.mp4").read_bytes()
+    data += b"".join(packaged.parts[key] for key in sorted(packaged.parts))
+    (tmp_path / "all.mp4").write_bytes(data)
+
+    with av.open(str(tmp_path / "all.mp4")) as container:
+        frames = [
+            frame.pts
+            for packet in container.demux(video=0)
+            for frame in packet.decode()
+        ]
+
+    pushed = sum(1 for tag in av_tags if tag.kind == VIDEO_TAG and tag.is_media_frame)
+    assert len(frames) == pushed
+    assert frames == sorted(frames)
+
+
+def test_llhls_only_newest_segments_keep_parts(av_output) -> None:
+    _, packaged = av_output
+    versions = packaged.versions
+    final = parse_playlist(versions[-1])
+
+    assert len(final.segments) >= 5
+    assert [bool(s.parts) for s in final.segments][:-2] == [False] * (
+        len(final.segments) - 2
+    )
+    assert all(segment.parts for segment in final.segments[-2:])
+
+
+def test_llhls_old_part_files_removed(av_output) -> None:
+    directory, packaged = av_output
+    versions = packaged.versions
+    final = parse_playlist(versions[-1])
+    oldest = final.segments[0].msn
+
+    assert not list((directory / "source").glob(f"part-{oldest}.*.m4s"))
+    assert (directory / "source" / final.segments[0].uri).exists()
+
+
+def test_llhls_audio_only_parts(tmp_path) -> None:
+    tags = read_tags(encode_flv(seconds=3, video=False, sample_rate=48000))
+    versions = package_tag_by_tag(tmp_path / "stream", tags).versions
+
+    for text in versions:
+        playlist = check_playlist(text)
+        assert all(part.independent for part in playlist.parts)
+    assert parse_playlist(versions[-1]).ended
+
+
+def test_llhls_off_writes_regular_playlist(tmp_path, av_tags) -> None:
+    segmenter = Segmenter(tmp_path / "stream")
+    for tag in av_tags:
+        feed_tag(segmenter, tag)
+    segmenter.finish()
+    text = (tmp_path / "stream" / "source" / "index.m3u8").read_text()
+
+    assert "#EXT-X-PART" not in text
+    assert "#EXT-X-SERVER-CONTROL" not in text
+    assert not list((tmp_path / "stream" / "source").glob("part-*"))
+
+
+def test_llhls_playlist_tag_order() -> None:
+    part = PartEntry("part-7.0.m4s", 0.3, True)
+    text = media_playlist(
+        [SegmentEntry("seg-7.m4s", 0.3, "init-0.mp4", parts=(part,))],
+        target_duration=2,
+        media_sequence=7,
+        low_latency=LowLatency(
+            part_target=0.333,
+            part_hold_back=1.0,
+            open_segment=SegmentEntry(
+                "seg-8.m4s",
+                0.0,
+                "init-0.mp4",
+                parts=(PartEntry("part-8.0.m4s", 0.3, True),),
+            ),
+            preload_hint="part-8.1.m4s",
+            rendition_reports=[RenditionReport("../low/index.m3u8", 8, 0)],
+        ),
+    )
+    lines = text.splitlines()
+
+    assert lines[3] == (
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,HOLD-BACK=6.000,PART-HOLD-BACK=1.000"
+    )
+    assert lines[4] == "#EXT-X-PART-INF:PART-TARGET=0.33300"
+    assert lines[-6:] == [
+        '#EXT-X-PART:DURATION=0.30000,URI="part-7.0.m4s",INDEPENDENT=YES',
+        "#EXTINF:0.300,",
+        "seg-7.m4s",
+        '#EXT-X-PART:DURATION=0.30000,URI="part-8.0.m4s",INDEPENDENT=YES',
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-8.1.m4s"',
+        '#EXT-X-RENDITION-REPORT:URI="../low/index.m3u8",LAST-MSN=8,LAST-PART=0',
+    ]
+
+
+# Waiting for parts, without a server.
+
+
+def video_fragment(av_tags: list[FlvTag]) -> tuple[fmp4.Track, fmp4.Fragment]:
+    header = next(t for t in av_tags if t.kind == VIDEO_TAG and t.is_sequence_header)
+    frame = next(t for t in av_tags if t.kind == VIDEO_TAG and t.is_media_frame)
+    track = fmp4.Track(1, 90000, parse_avc_config(parse_video_tag(header.payload).data))
+    sample = fmp4.Sample(parse_video_tag(frame.payload).data, 3000, True)
+    return track, fmp4.Fragment(track, 0, [sample])
+
+
+async def test_llhls_waiters_share_one_future(tmp_path, av_tags) -> None:
+    files = RenditionFiles(
+        tmp_path,
+        "source",
+        target_duration=2.0,
+        window=6,
+        first_sequence=10,
+        log_name="test",
+        part_duration=PART_TARGET,
+    )
+    track, fragment = video_fragment(av_tags)
+    files.write_init([track])
+    waiters = [
+        asyncio.create_task(files.wait_for_part(10, 0, timeout=60)) for _ in range(1000)
+    ]
+    await asyncio.sleep(0)
+
+    assert len(files._waiters) == 1
+    assert not any(waiter.done() for waiter in waiters)
+
+    files.write_part(
+        [fragment],
+        discontinuity=False,
+        program_date_time=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    results = await asyncio.gather(*waiters)
+
+    assert results == [True] * 1000
+    assert files._waiters == {}
+    assert (tmp_path / "source" / "part-10.0.m4s").exists()
+
+
+async def test_llhls_wait_times_out(tmp_path) -> None:
+    files = RenditionFiles(
+        tmp_path,
+        "source",
+        target_duration=2.0,
+        window=6,
+        first_sequence=0,
+        log_name="test",
+        part_duration=PART_TARGET,
+    )
+
+    assert await files.wait_for_part(0, 0, timeout=0.01) is False
+
+
+def test_llhls_directive_limits(tmp_path, av_tags) -> None:
+    files = RenditionFiles(
+        tmp_path,
+        "source",
+        target_duration=2.0,
+        window=6,
+        first_sequence=100,
+        log_name="test",
+        part_duration=PART_TARGET,
+    )
+    track, fragment = video_fragment(av_tags)
+    files.write_init([track])
+    files.write_part(
+        [fragment],
+        discontinuity=False,
+        program_date_time=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+    assert files.check_delivery_directive(102, None) is None
+    assert "at most 2 segments ahead" in (
+        files.check_delivery_directive(103, None) or ""
+    )
+    # The Advance Part Limit is 3 s of parts: ceil(3 / 0.333) = 10.
+    assert files.check_delivery_directive(100, 10) is None
+    assert "at most 10 parts ahead" in (files.check_delivery_directive(100, 11) or "")
+    assert files.check_delivery_directive(101, 20) is None
+    assert "at most 1000" in (files.check_delivery_directive(101, 5000) or "")
+
+
+def test_llhls_signature_added_to_part_uris() -> None:
+    text = (
+        '#EXT-X-PART:DURATION=0.30000,URI="part-7.0.m4s",INDEPENDENT=YES\n'
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-7.1.m4s"\n'
+        '#EXT-X-RENDITION-REPORT:URI="../low/index.m3u8",LAST-MSN=7,LAST-PART=0\n'
+    )
+
+    rewritten = playback.add_query_to_uris(text, "session", "abc")
+
+    assert rewritten.splitlines() == [
+        '#EXT-X-PART:DURATION=0.30000,URI="part-7.0.m4s?session=abc",INDEPENDENT=YES',
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-7.1.m4s?session=abc"',
+        '#EXT-X-RENDITION-REPORT:URI="../low/index.m3u8?session=abc",LAST-MSN=7,'
+        "LAST-PART=0",
+    ]
+
+
+# A box with a live RTMP push.
+
+LIVE_SETTINGS = {"hls_segment_duration": 1.0}
+
+
+def with_query(path: str, **parameters: object) -> str:
+    separator = "&" if "?" in path else "?"
+    return path + separator + "&".join(f"{k}={v}" for k, v in parameters.items())
+
+
+async def get_text(box: Box, path: str) -> str:
+    response = await box.client.get(path)
+    assert response.status == 200, f"{path}: {response.status} {await response.text()}"
+    return await response.text()
+
+
+async def wait_for_media_playlist(
+    box: Box, stream_id: str, query: str = "", timeout: float = 30.0
+) -> str:
+    """Wait for the multivariant playlist; return its first media playlist's path."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await box.client.get(f"/hls/{stream_id}/index.m3u8{query}")
+        if response.status == 200:
+            return f"/hls/{stream_id}/{playlist_uris(await response.text())[0]}"
+        assert asyncio.get_running_loop().time() < deadline, "no HLS output"
+        await asyncio.sleep(0.1)
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+
+
+def part_end(playlist: Playlist, part: Part) -> datetime:
+    """Return the wall-clock time at which ``part``'s media ends."""
+    msn, index = part.position
+    segment = playlist.segment(msn)
+    if segment is not None:
+        start, parts = segment.program_date_time, segment.parts
+    else:
+        start, parts = playlist.open_date_time, playlist.open_parts
+    assert start is not None
+    seconds = sum(p.duration for p in parts if p.position[1] <= index)
+    return start + timedelta(seconds=seconds)
+
+
+@dataclass
+class Followed:
+    parts: list[bytes]
+    blocked: int  # requests sent before their part existed
+    # Wall-clock arrival of each part, and the end of its media on the
+    # box's timeline (seconds since the first keyframe).
+    arrivals: list[tuple[float, float]]
+
+
+async def follow_parts(box: Box, media_path: str, stream_id: str, count: int):
+    """Follow the newest parts as a low-latency player does, ``count`` steps.
+
+    Each step sends the blocking playlist request for the next part together
+    with a request for the hinted part, and checks both responses.
+    """
+    base = media_path.split("?")[0].rsplit("/", 1)[0]
+    live = box.hub.live_rendition(stream_id, base.rsplit("/", 1)[1])
+    assert live is not None
+    playlist = check_playlist(await get_text(box, media_path))
+    init = await read_body(box, f"{base}/{playlist.map_uri}")
+    followed = Followed([init], 0, [])
+    msn, index = playlist.open_msn, 0
+    for _ in range(count):
+        existed = live.part_available(msn, index)
+        hint = playlist.preload_hint or {}
+        hinted = Part(hint.get("URI", "part-0.0.m4s"), 0.0, False)
+        requests = [
+            box.client.get(with_query(media_path, _HLS_msn=msn, _HLS_part=index))
+        ]
+        if hinted.position == (msn, index):
+            requests.append(box.client.get(f"{base}/{hinted.uri}"))
+        responses = await asyncio.gather(*requests)
+        arrived = time.time()
+        assert responses[0].status == 200, await responses[0].text()
+        playlist = check_playlist(await responses[0].text())
+        part = playlist.part(msn, index)
+        if part is None:
+            # Segment msn ended with fewer parts: the request meant part 0 of
+            # the next segment, which the playlist now lists.
+            assert playlist.segment(msn) is not None
+            if len(responses) > 1:
+                assert responses[1].status == 404
+            msn, index = msn + 1, 0
+            part = playlist.part(msn, index)
+            assert part is not None
+            data = await read_body(box, f"{base}/{part.uri}")
+        elif len(responses) > 1:
+            assert responses[1].status == 200
+            data = await responses[1].read()
+        else:
+            data = await read_body(box, f"{base}/{part.uri}")
+        assert data == await read_body(box, f"{base}/{part.uri}")
+        followed.parts.append(data)
+        followed.blocked += not existed
+        origin = box.hub.publication(stream_id).segmenter.wall_time(0.0)
+        media_end = (part_end(playlist, part) - origin).total_seconds()
+        followed.arrivals.append((arrived, media_end))
+        index += 1
+    return followed
+
+
+async def read_body(box: Box, path: str) -> bytes:
+    response = await box.client.get(path)
+    assert response.status == 200, f"{path}: {response.status}"
+    return await response.read()
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_client_follows_live_push(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]),
+        *("--seconds", "10", "--realtime", "--print-start"),
+    )
+    try:
+        line = await asyncio.wait_for(publisher.stdout.readline(), 30)
+        sent_start = float(line.split()[1])
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        followed = await follow_parts(box, media_path, stream["id"], count=12)
+    finally:
+        await stop(publisher)
+    # The publisher sends frame N at sent_start + N / fps, and its first
+    # frame, a keyframe, is media time 0 on the box's timeline.
+    lags = [arrived - (sent_start + end) for arrived, end in followed.arrivals]
+    (tmp_path / "parts.mp4").write_bytes(b"".join(followed.parts))
+    with av.open(str(tmp_path / "parts.mp4")) as container:
+        times = [
+            frame.pts
+            for packet in container.demux(video=0)
+            for frame in packet.decode()
+        ]
+    samples = sum(len(part_keyframes(data)) for data in followed.parts[1:])
+    print(
+        f"live-edge lag of {len(lags)} parts on loopback: median "
+        f"{statistics.median(lags):.3f} s, max {max(lags):.3f} s"
+    )
+
+    assert followed.blocked >= 1
+    assert part_keyframes(followed.parts[1])[0]
+    assert len(times) == samples
+    assert times == sorted(times)
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_directive_errors(aiohttp_client, tmp_path) -> None:
+    box = await start_box(
+        aiohttp_client, tmp_path, reconnect_window_seconds=30, **LIVE_SETTINGS
+    )
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "30", "--realtime"
+    )
+    try:
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        assert "?session=" in media_path
+        playlist = check_playlist(await get_text(box, media_path))
+        bad_queries = [
+            "_HLS_msn=abc",
+            "_HLS_msn=-1",
+            "_HLS_msn=1.5",
+            "_HLS_msn=",
+            "_HLS_msn=18446744073709551616",
+            "_HLS_part=0",
+            f"_HLS_msn={playlist.open_msn}&_HLS_part=x",
+            f"_HLS_msn={playlist.open_msn}&_HLS_part=5000",
+            f"_HLS_msn={playlist.open_msn + 10}",
+        ]
+        for query in bad_queries:
+            response = await box.client.get(f"{media_path}&{query}")
+            body = await response.json()
+            assert response.status == 400, query
+            assert body["status_code"] == 400, query
+            assert "_HLS_" in body["detail"], query
+    finally:
+        # Killed, the publisher drops its connection without unpublishing,
+        # so the session waits for it and its playlist stays live.
+        await stop(publisher)
+    await box.wait_for_status(stream["id"], "reconnecting")
+    playlist = check_playlist(await get_text(box, media_path))
+
+    response = await box.client.get(
+        with_query(media_path, _HLS_msn=playlist.open_msn, _HLS_part=0)
+    )
+    body = await response.json()
+
+    assert response.status == 503
+    assert body["status_code"] == 503
+    assert "was not written within 3 s" in body["detail"]
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_signed_stream_parts(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_app_and_stream(
+        box, stream_settings={"playback_policy": "signed"}
+    )
+    token = (await issue_token(box, stream["id"]))["playback_token"]
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "8", "--realtime"
+    )
+    try:
+        media_path = await wait_for_media_playlist(
+            box, stream["id"], query=f"?token={token}"
+        )
+        playlist = check_playlist(await get_text(box, media_path))
+        base = media_path.split("?")[0].rsplit("/", 1)[0]
+        hint = playlist.preload_hint["URI"]
+        blocking = with_query(
+            media_path, _HLS_msn=playlist.open_msn, _HLS_part=len(playlist.open_parts)
+        )
+        hinted_response, blocked_text = await asyncio.gather(
+            box.client.get(f"{base}/{hint}"), get_text(box, blocking)
+        )
+        blocked = check_playlist(blocked_text)
+        unsigned = await box.client.get(f"{base}/{blocked.parts[-1].name}")
+        followed = await follow_parts(box, media_path, stream["id"], count=3)
+    finally:
+        await stop(publisher)
+
+    assert query_value(hint, "session")
+    assert hinted_response.status == 200
+    assert all(query_value(part.uri, "session") for part in blocked.parts)
+    assert query_value(blocked.preload_hint["URI"], "session")
+    assert unsigned.status == 401
+    assert len(followed.parts) == 4
+
+
+@pytest.mark.timeout(180)
+async def test_llhls_transcoded_rendition(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_ladder_stream(
+        box, [{"name": "low", "width": 160, "height": 120, "bitrate": 150, "fps": 25}]
+    )
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "10", "--realtime"
+    )
+    try:
+        source_path = await wait_for_media_playlist(box, stream["id"])
+        multivariant = await get_text(box, f"/hls/{stream['id']}/index.m3u8")
+        rendition_uri = playlist_uris(multivariant)[1]
+        rendition_path = f"/hls/{stream['id']}/{rendition_uri}"
+        followed = await follow_parts(box, rendition_path, stream["id"], count=4)
+        source = check_playlist(await get_text(box, source_path))
+        rendition = check_playlist(await get_text(box, rendition_path))
+    finally:
+        await stop(publisher)
+    source_name = source_path.split("/")[3]
+    rendition_name = rendition_uri.split("/")[0]
+
+    source_reports = [r["URI"].split("?")[0] for r in source.reports]
+    rendition_reports = [r["URI"].split("?")[0] for r in rendition.reports]
+
+    assert source_reports == [f"../{rendition_name}/index.m3u8"]
+    assert rendition_reports == [f"../{source_name}/index.m3u8"]
+    # Reports carry the viewer's session signature, as every other URI does.
+    assert query_value(source.reports[0]["URI"], "session")
+    assert rendition.part_target == source.part_target
+    assert part_keyframes(followed.parts[1])[0]
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_disabled_by_setting(aiohttp_client, tmp_path) -> None:
+    box = await start_box(
+        aiohttp_client, tmp_path, hls_low_latency=False, **LIVE_SETTINGS
+    )
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "30", "--realtime"
+    )
+    try:
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        text = await get_text(box, media_path)
+        # Without low-latency HLS, delivery directives are ignored.
+        ignored = await box.client.get(f"{media_path}&_HLS_msn=abc")
+    finally:
+        await stop(publisher)
+    rendition = box.hub.hls_root / stream["id"] / media_path.split("/")[3]
+
+    assert "#EXTINF:" in text
+    assert "#EXT-X-PART" not in text
+    assert "#EXT-X-SERVER-CONTROL" not in text
+    assert "#EXT-X-PRELOAD-HINT" not in text
+    assert ignored.status == 200
+    assert not list(rendition.glob("part-*"))
