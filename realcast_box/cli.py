@@ -125,14 +125,19 @@ def doctor_command(config_path: str | None, settings: dict, min_free_mb: int) ->
     statuses = probe_encoders()
     click.echo(format_table(statuses))
     click.echo()
-    problems = []
+    failed = 0
     for result in doctor.run_checks(config, statuses, min_free_mb):
         click.echo(f"{result.status:<4}  {result.label}")
+        # Each reason under its own line, so the fix sits next to the check.
+        for problem in result.problems:
+            click.echo(f"      problem: {problem}")
         for warning in result.warnings:
             click.echo(f"      warning: {warning}")
-        problems.extend(result.problems)
-    if problems:
-        raise click.ClickException("; ".join(problems))
+        failed += bool(result.problems)
+    if failed:
+        raise click.ClickException(
+            f"{failed} check(s) failed; the problems are listed under each FAIL line"
+        )
     click.echo("\nThe box can run here.")
 
 
@@ -167,9 +172,17 @@ def _lock_data_dir(data_path: Path) -> DataDirLock:
 @click.option(
     "--out-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help=f"Directory for {tls.CERT_FILE_NAME} and {tls.KEY_FILE_NAME}.",
+    default=None,
+    help=f"Directory for {tls.CERT_FILE_NAME} and {tls.KEY_FILE_NAME}. Default: "
+    "the data directory, where `realcast-box backup` includes them.",
+)
+@click.option("--data-dir", "data_dir", help=DATA_DIR_HELP)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="REALCAST_CONFIG",
+    help="TOML settings file; its data_dir is the default --out-dir.",
 )
 @click.option(
     "--days",
@@ -180,12 +193,29 @@ def _lock_data_dir(data_path: Path) -> DataDirLock:
     "certificates valid for more than 825 days.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
-def cert_command(hosts: tuple[str, ...], out_dir: Path, days: int, force: bool) -> None:
+def cert_command(
+    hosts: tuple[str, ...],
+    out_dir: Path | None,
+    data_dir: str | None,
+    config_path: str | None,
+    days: int,
+    force: bool,
+) -> None:
     """Make a self-signed TLS certificate and key for RTMPS and HTTPS on a LAN.
 
     Prints the certificate's SHA-256 fingerprint, to compare with what a
     browser or OBS shows on first connect, and the settings that turn TLS on.
     """
+    if out_dir is None:
+        out_dir = load_settings(config_path, {"data_dir": data_dir}).data_path
+        try:
+            # A new data directory is private, as serve would make it.
+            out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot create data directory {out_dir}: {exc.strerror or exc}; "
+                "pass --out-dir or --data-dir"
+            ) from None
     try:
         pair = tls.make_self_signed(list(hosts), days)
     except ValueError as exc:
@@ -207,7 +237,10 @@ def cert_command(hosts: tuple[str, ...], out_dir: Path, days: int, force: bool) 
     click.echo(f"Valid until: {pair.not_valid_after:%Y-%m-%d %H:%M} UTC")
     click.echo(f"SHA-256 fingerprint: {pair.fingerprint}")
     click.echo()
-    click.echo("Add these lines to the box's TOML config file:")
+    click.echo(
+        "Add these lines to the TOML file that serve reads (--config FILE), or "
+        "set them as REALCAST_TLS_CERT_FILE and REALCAST_TLS_KEY_FILE:"
+    )
     click.echo(f"tls_cert_file = {json.dumps(str(cert_path))}")
     click.echo(f"tls_key_file = {json.dumps(str(key_path))}")
 

@@ -185,10 +185,13 @@ def test_doctor_subprocess_port_in_use(tmp_path, listening_port):
             if not name.startswith("REALCAST_")
         },
     )
+    lines = completed.stdout.splitlines()
+    fail = lines.index(f"FAIL  HTTP port 127.0.0.1:{listening_port}")
     assert completed.returncode == 1
-    assert f"http_port: cannot listen on 127.0.0.1:{listening_port}" in (
-        completed.stderr
+    assert lines[fail + 1].startswith(
+        f"      problem: http_port: cannot listen on 127.0.0.1:{listening_port}"
     )
+    assert "1 check(s) failed" in completed.stderr
 
 
 def test_doctor_prints_ffmpeg_version(tmp_path):

@@ -177,6 +177,16 @@ def test_tls_cert_command_refuses_overwrite(tmp_path):
     assert list(tmp_path.glob(".*.tmp")) == []
 
 
+def test_tls_cert_command_defaults_to_data_dir(tmp_path):
+    data_dir = tmp_path / "data"
+    result = run_cli("cert", "--host", "box.local", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert (data_dir / "tls-cert.pem").is_file()
+    assert stat.S_IMODE((data_dir / "tls-key.pem").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert "REALCAST_TLS_CERT_FILE" in result.stdout
+
+
 def test_tls_cert_command_rejects_invalid_host(tmp_path):
     result = run_cli("cert", "--host", "box local", "--out-dir", str(tmp_path))
     assert result.returncode == 2
