@@ -9,7 +9,9 @@ from realcast_box.app import create_app
 from realcast_box.config import parse_trusted_proxies
 from realcast_box.errors import ConfigError
 from realcast_box.store import recordings as recording_store
+from tests.box import start_box
 from tests.conftest import make_config
+from tests.hls_helpers import write_hls_tree
 from tests.test_api_audit import all_entries
 
 PUBLIC_URL = "https://live.example.com"
@@ -273,3 +275,23 @@ async def test_proxy_audit_ignores_untrusted_header(aiohttp_client, tmp_path):
     assert len(entries) == 2
     for entry in entries:
         assert entry["ip_address"] == "127.0.0.1", entry["action"]
+
+
+@pytest.mark.parametrize(
+    ("trusted_proxies", "expected_viewers"), [("127.0.0.1", 2), ("", 1)]
+)
+async def test_proxy_viewers_counted_per_forwarded_client(
+    aiohttp_client, tmp_path, trusted_proxies, expected_viewers
+):
+    """Viewers without a session parameter count by client address and agent."""
+    box = await start_box(aiohttp_client, tmp_path, trusted_proxies=trusted_proxies)
+    stream = await box.create_stream()
+    write_hls_tree(box, stream["id"])
+    for address in (CLIENT, OTHER_CLIENT, CLIENT):
+        response = await box.client.get(
+            f"/hls/{stream['id']}/source/index.m3u8",
+            headers={"X-Forwarded-For": address},
+        )
+        assert response.status == 200
+    status = await box.status(stream["id"])
+    assert status["viewer_count"] == expected_viewers
