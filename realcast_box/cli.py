@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from aiohttp import web
 
-from realcast_box import __version__, doctor, ops_cli, tls
+from realcast_box import __version__, config_cli, doctor, ops_cli, tls
 from realcast_box.config import Config, load_config
 from realcast_box.datalock import DataDirLock, DataDirLocked
 from realcast_box.errors import ConfigError, StartupError
@@ -40,6 +40,7 @@ def main() -> None:
 
 
 ops_cli.register(main)
+config_cli.register(main)
 
 
 def settings_options(command: Callable) -> Callable:

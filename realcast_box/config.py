@@ -7,12 +7,15 @@ raise ConfigError naming the key, so a typo never starts a box on defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -82,7 +85,25 @@ SETTINGS: tuple[Setting, ...] = (
         "public_host",
         str,
         "",
-        "Host name put into rtmp_url and hls_url; empty uses the host of the request.",
+        "Host name put into rtmp_url, and into hls_url when public_url is empty;"
+        " empty uses the host of the request.",
+    ),
+    Setting(
+        "public_url",
+        str,
+        "",
+        'Base URL at which clients reach the HTTP server, such as "https://live'
+        '.example.com" behind a reverse proxy (scheme, host, optional port, no'
+        " path). When set, hls_url, playback_url and recording URLs start with it;"
+        " rtmp_url still uses public_host.",
+    ),
+    Setting(
+        "trusted_proxies",
+        str,
+        "",
+        "Comma-separated IP addresses and networks (CIDR) of reverse proxies"
+        " whose X-Forwarded-For header gives the client address, such as"
+        ' "127.0.0.1, 10.0.0.0/8"; empty trusts none.',
     ),
     Setting(
         "data_dir",
@@ -422,6 +443,8 @@ class Config:
     rtmps_port: int
     https_port: int
     public_host: str
+    public_url: str
+    trusted_proxies: str
     data_dir: str
     log_level: str
     token_expiry_minutes: int
@@ -603,6 +626,11 @@ def load_config(
             " a part cannot be longer than a segment; expected at most"
             f" hls_segment_duration ({values['hls_segment_duration']!r})"
         )
+    values["public_url"] = normalize_public_url(values["public_url"])
+    try:
+        parse_trusted_proxies(values["trusted_proxies"])
+    except ValueError as exc:
+        raise ConfigError(f"invalid value for trusted_proxies: {exc}") from None
     return Config(**values)
 
 
@@ -630,6 +658,73 @@ def _check_tls_settings(values: Mapping[str, Any]) -> None:
                 f"invalid value {values[secure]} for {secure}: it is also the"
                 f" {plain}; choose two ports"
             )
+
+
+# A DNS name, an IPv4 address, or an IPv6 address in brackets.
+PUBLIC_URL_HOST = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def normalize_public_url(value: str) -> str:
+    """Check public_url and return it as scheme://host[:port], lowercased.
+
+    Raises ConfigError unless the value is empty or an http or https URL
+    with a host, an optional port and no path, query, fragment or user name.
+    """
+    if not value:
+        return ""
+    try:
+        scheme, host, port = _split_public_url(value.strip())
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid value {value!r} for public_url: {exc}; expected a base URL"
+            ' such as "https://live.example.com" or "http://192.0.2.7:8080"'
+        ) from None
+    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
+
+
+def _split_public_url(value: str) -> tuple[str, str, int | None]:
+    """Split a public_url into scheme, host and port, or raise ValueError."""
+    parts = urlsplit(value)
+    port = parts.port  # Raises ValueError for a port that is not 0 to 65535.
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("the scheme must be http or https")
+    if "@" in parts.netloc:
+        raise ValueError("a user name or password is not allowed")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("a path, query or fragment is not allowed")
+    if port == 0:
+        raise ValueError("the port must be from 1 to 65535")
+    host = parts.netloc.lower()
+    if port is not None:
+        host = host.rsplit(":", 1)[0]
+    if PUBLIC_URL_HOST.fullmatch(host) is None:
+        raise ValueError("the host is missing or invalid")
+    if host.startswith("["):
+        ipaddress.IPv6Address(host[1:-1])
+    return scheme, host, port
+
+
+def parse_trusted_proxies(value: str) -> tuple[IpNetwork, ...]:
+    """Parse the trusted_proxies setting into IP networks.
+
+    A bare address becomes a network of that one address. Raises ValueError
+    naming the entry that is neither an address nor a network in CIDR form.
+    """
+    networks = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address or a network such as 10.0.0.0/8"
+            ) from None
+    return tuple(networks)
 
 
 def render_default_toml() -> str:

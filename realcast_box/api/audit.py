@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from realcast_box.api import validation
+from realcast_box.api.client_address import client_ip
 from realcast_box.api.errors import ApiError
 from realcast_box.api.identity import (
     AccessDenied,
@@ -66,10 +67,6 @@ def submit(app: web.Application, entry: AuditEntry) -> None:
         logger.warning("no audit writer running: dropped entry %s", entry.action)
         return
     writer.submit(entry)
-
-
-def client_ip(request: web.Request) -> str | None:
-    return request.remote
 
 
 def user_agent(request: web.Request) -> str | None:

@@ -29,6 +29,7 @@ import jwt
 from aiohttp import WSMsgType, web
 
 from realcast_box.api.audit import record_security_event, submit
+from realcast_box.api.client_address import client_ip
 from realcast_box.api.errors import ApiError
 from realcast_box.api.identity import (
     AccessDenied,
@@ -126,7 +127,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     check_origin(request)
     _limit_send_buffer(request)
     await ws.prepare(request)
-    label = f"{stream_id} {request.remote}"
+    label = f"{stream_id} {client_ip(request)}"
     try:
         async with asyncio.timeout(config.chat_join_timeout_seconds):
             join = await _receive_join(ws)
@@ -570,7 +571,7 @@ async def _delete_message(
             api_key_id=participant.key_id,
             resource_type="chat_message",
             resource_id=message_id,
-            ip_address=request.remote,
+            ip_address=client_ip(request),
             detail=f"deleted over the chat WebSocket of stream {stream_id}",
         ),
     )

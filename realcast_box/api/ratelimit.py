@@ -11,8 +11,8 @@ be dropped whole when its window ends. Each table contains at most
 ``max_keys`` identities; identities beyond that share one overflow counter,
 so a flood of new client addresses cannot grow memory without bound.
 
-NOTE: the client address is the TCP peer. Behind a reverse proxy every
-unauthenticated client shares the proxy's address.
+The client address is the TCP peer, or the X-Forwarded-For client when the
+peer is one of trusted_proxies (see client_address.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from realcast_box.api.audit import record_security_event
+from realcast_box.api.client_address import client_ip
 from realcast_box.api.errors import ApiError
 from realcast_box.api.identity import authenticate
 from realcast_box.appkeys import CONFIG
@@ -184,7 +185,7 @@ async def identity_key(request: web.Request) -> str:
     Credentials that do not verify count against the client address, so
     a client cannot use up another identity's limit by naming it.
     """
-    address = f"address:{request.remote or 'unknown'}"
+    address = f"address:{client_ip(request) or 'unknown'}"
     if "Authorization" not in request.headers:
         return address
     try:
@@ -269,7 +270,7 @@ async def rate_limit_middleware(
     key = await identity_key(request)
     decision = limiter.hit(key, request_limits(request))
     if decision.allowed and _route(request) == LOGIN_ROUTE:
-        key = f"address:{request.remote or 'unknown'}"
+        key = f"address:{client_ip(request) or 'unknown'}"
         decision = limiter.hit(key, [_login_limit(request)])
     if not decision.allowed:
         raise await reject(request, key, decision)

@@ -73,8 +73,11 @@ UPDATE_FIELDS = (
 def base_url(request: web.Request, config: Config) -> str:
     """Return the box's HTTP base URL as clients should use it.
 
-    The scheme is the request's, so a request over HTTPS gets HTTPS URLs.
+    That is config.public_url when set. Otherwise the scheme is the
+    request's, so a request over HTTPS gets HTTPS URLs.
     """
+    if config.public_url:
+        return config.public_url
     scheme, default_port = http_scheme_and_port(request, config)
     if config.public_host:
         return f"{scheme}://{url_host(config.public_host)}:{default_port}"
@@ -176,7 +179,11 @@ def is_own_url(
 ) -> bool:
     """Return whether host and path name this box's live output of ``stream``."""
     config = request.app[CONFIG]
-    own_hosts = {*LOOPBACK_HOSTS, config.public_host.lower().strip("[]")}
+    own_hosts = {
+        *LOOPBACK_HOSTS,
+        config.public_host.lower().strip("[]"),
+        (urlsplit(config.public_url).hostname or "").lower(),
+    }
     request_host, _ = split_host_header(request.host)
     if request_host is not None:
         own_hosts.add(request_host.lower().strip("[]"))

@@ -109,6 +109,7 @@ def public_urls(request: web.Request, config: Config, stream_id: str) -> dict[st
     The host is config.public_host when set, else the host the client used
     to reach the API (the Host header, else the local address). hls_url has
     the scheme of the request, so a request over HTTPS gets an HTTPS URL.
+    When config.public_url is set, hls_url starts with it instead.
     With TLS configured, rtmp_url is the RTMPS URL and plain_rtmp_url the
     RTMP one, for encoders without RTMPS.
     """
@@ -120,10 +121,11 @@ def public_urls(request: web.Request, config: Config, stream_id: str) -> dict[st
         if host is None:
             host = _local_host(request)
         http_port = port or default_port
+    http_base = config.public_url or f"{scheme}://{host}:{http_port}"
     rtmp_url = f"rtmp://{host}:{config.rtmp_port}/live"
     urls = {
         "rtmp_url": rtmp_url,
-        "hls_url": f"{scheme}://{host}:{http_port}/hls/{stream_id}/index.m3u8",
+        "hls_url": f"{http_base}/hls/{stream_id}/index.m3u8",
     }
     if config.tls_enabled:
         urls["rtmp_url"] = f"rtmps://{host}:{config.rtmps_port}/live"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
+from realcast_box.api.client_address import client_ip
 from realcast_box.api.errors import ApiError
 from realcast_box.appkeys import CONFIG, DATABASE
 from realcast_box.hls import playback
@@ -231,7 +232,7 @@ def _client_session_id(check: _Check) -> str:
     client = "|".join(
         (
             check.stream_id,
-            check.request.remote or "",
+            client_ip(check.request) or "",
             check.request.headers.get("User-Agent", ""),
         )
     )
