@@ -4,7 +4,10 @@ Run by ``./build.sh test`` with build.sh's virtual environment, which has
 PyAV to decode the output. The binary runs with an empty environment apart
 from HOME, PATH, LANG and TMPDIR, in a temporary working directory. So a
 module or data file missing from the bundle fails here, even on a machine
-that has the repository and its packages installed.
+that has the repository and its packages installed. Run as root where
+util-linux's unshare exists, the binary also runs in a private mount
+namespace with every Python of the machine hidden
+(packaging/without-python.sh), which shows it needs none.
 
 Steps: the bundled files; ``--version``; ``doctor`` on free ports;
 ``serve`` on 127.0.0.1 with a temporary data directory; the admin UI page;
@@ -18,6 +21,7 @@ Usage: python packaging/smoke_test.py dist/realcast-box
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -27,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import tomllib
@@ -61,6 +66,75 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+HIDE_PYTHON = Path(__file__).with_name("without-python.sh")
+
+
+def python_locations() -> list[str]:
+    """Return the folders and interpreters of the Pythons on this machine.
+
+    The system prefix itself (``/usr``) is never in the list, only what
+    belongs to Python in it: the standard library, site-packages, the
+    interpreters on PATH and the shared libpython.
+    """
+    found: set[Path] = set()
+    for scheme_path in ("stdlib", "platstdlib", "purelib", "platlib"):
+        found.add(Path(sysconfig.get_paths()[scheme_path]))
+    if sys.prefix != sys.base_prefix:
+        found.add(Path(sys.prefix))
+    found.add(Path(sys.base_prefix) / "lib")
+    for pattern in (
+        "/usr/lib/python3*",
+        "/usr/local/lib/python3*",
+        "/usr/lib/*/libpython3*",
+        "/usr/local/lib/libpython3*",
+    ):
+        found.update(Path(match) for match in glob.glob(pattern))
+    for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin"]:
+        for match in glob.glob(os.path.join(folder, "python*")):
+            found.add(Path(match))
+    found.add(Path(sys.executable))
+    # Only the places that exist, and never a folder that holds the system.
+    system = {Path("/"), Path("/usr"), Path("/usr/local"), Path("/usr/lib")}
+    return sorted(str(path) for path in found if path.exists() and path not in system)
+
+
+def launcher() -> list[str]:
+    """Return the prefix that runs the binary with every Python hidden.
+
+    Hiding takes a private mount namespace, so it needs root and util-linux's
+    unshare; elsewhere the binary runs as it is and the test says so.
+    """
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        return []
+    return [unshare, "--mount", str(HIDE_PYTHON), *python_locations(), "--"]
+
+
+def check_no_python(env: dict, cwd: Path) -> None:
+    """Check that the launcher really hides Python from what it runs."""
+    prefix = launcher()
+    if not prefix:
+        print("note  not root or no unshare: the binary runs with Python present")
+        return
+    probe = "import sys; print(sys.version)"
+    for interpreter in ("python3", sys.executable):
+        result = subprocess.run(
+            [*prefix, "/bin/sh", "-c", f'{interpreter} -c "{probe}"'],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        check(
+            result.returncode != 0,
+            f"{interpreter} still runs with Python hidden: {result.stdout!r}",
+        )
+    hidden = len(prefix) - 4
+    print(f"ok    no Python: the binary runs with {hidden} Python paths hidden")
 
 
 def clean_environment(home: Path, tmpdir: Path) -> dict[str, str]:
@@ -113,7 +187,7 @@ def run_binary(
     binary: Path, *args: str, env: dict, cwd: Path
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(binary), *args],
+        [*launcher(), str(binary), *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -310,7 +384,7 @@ def check_serve(
     log = cwd / "serve.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(
-            [str(binary), "serve", "--config", str(config)],
+            [*launcher(), str(binary), "serve", "--config", str(config)],
             env=env,
             cwd=cwd,
             stdout=log_file,
@@ -383,6 +457,7 @@ def main() -> int:
         env = clean_environment(home, tmpdir)
         try:
             check_contents(binary)
+            check_no_python(env, cwd)
             check_version(binary, env, cwd)
             check_doctor(binary, env, cwd, work / "doctor-data")
             check_serve(binary, env, cwd, work / "data", tmpdir)
