@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run a command where no Python can be found: used by packaging/smoke_test.py
+# Run a command where no Python can be found. packaging/smoke_test.py uses it
 # to show that the built binary needs none.
 #
 #   unshare --mount packaging/without-python.sh PATH... -- COMMAND ARGS...
