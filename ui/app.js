@@ -3,7 +3,7 @@
 
 import { getToken, request, setToken } from "./api.js";
 import { auditPage } from "./audit.js";
-import { badge, el, errorBox, field, showError } from "./dom.js";
+import { badge, confirmAction, el, errorBox, field, showError } from "./dom.js";
 import { keysPage } from "./keys.js";
 import { profilesPage } from "./profiles.js";
 import { recordingsPage } from "./recordings.js";
@@ -220,7 +220,7 @@ function appSettings(app) {
     }
   };
   const remove = async () => {
-    const sure = confirm(`Delete the app ${app.name}? Its streams and API keys are deleted too, and live publishers are disconnected.`);
+    const sure = await confirmAction(`Delete the app ${app.name}? Its streams and API keys are deleted too, and live publishers are disconnected.`, "Delete app");
     if (!sure) return;
     try {
       await request("DELETE", `/api/apps/${app.id}`);
