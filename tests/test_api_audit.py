@@ -486,7 +486,7 @@ async def test_audit_action_filter_exact(owner):
 
 async def test_audit_action_filter_prefix(owner, api_app):
     await insert_entry(api_app, timedelta(0), action="login_failed", user_id=owner.id)
-    # "_" must match only itself, as it would not in a LIKE pattern.
+    # "_" matches only itself here, while LIKE would take it as any character.
     await insert_entry(api_app, timedelta(0), action="loginXfailed", user_id=owner.id)
     entries = await read_log(owner, action="login_*")
     assert [entry["action"] for entry in entries] == ["login_failed"]

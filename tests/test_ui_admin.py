@@ -294,6 +294,7 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
         await confirm_in_page(page, "Delete key")
         no_keys = page.get_by_role("listitem").filter(has_text="No API keys yet")
         await no_keys.wait_for(timeout=5_000)
+        focus_after_delete = await page.evaluate("document.activeElement.id")
         deleted_status = (
             await box.client.get(
                 "/api/streams", headers=basic_auth(api_key, new_secret)
@@ -312,6 +313,7 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
     assert old_status == 401
     assert new_status == 200
     assert deleted_status == 401
+    assert focus_after_delete == "main"
     assert not page_errors(console), console
 
 
@@ -554,6 +556,11 @@ async def test_ui_admin_audit_and_system(aiohttp_client, tmp_path):
             state="detached", timeout=5_000
         )
         register_text = await entries.inner_text()
+        await page.get_by_label("Action starts with").fill("log in")
+        await page.get_by_role("button", name="Apply filters").click()
+        invalid_action = page.get_by_role("alert").filter(has_text="action")
+        await invalid_action.wait_for(timeout=5_000)
+        invalid_action_text = await invalid_action.text_content()
 
         await page.get_by_role("link", name="System").click()
         version = page.locator("#box-version")
@@ -578,6 +585,7 @@ async def test_ui_admin_audit_and_system(aiohttp_client, tmp_path):
     assert "register" in all_text
     assert "register" in register_text
     assert "create_app" not in register_text
+    assert invalid_action_text.startswith("The box rejected the input: action:")
     assert version_text == __version__
     assert "iB" in disk_text
     assert "works" in libx264_text

@@ -31,7 +31,7 @@ export async function auditPage({ page }) {
     if (app.input.value) query.set("app_id", app.input.value);
     if (days.input.value) query.set("days", days.input.value);
     const actionPrefix = action.input.value.trim();
-    // A trailing "*" asks the API for a prefix match.
+    // A trailing "*" requests a prefix match from the API.
     if (actionPrefix) query.set("action", `${actionPrefix}*`);
     const path = kind.input.value === "security" ? "/api/audit-logs/security-events" : "/api/audit-logs";
     try {

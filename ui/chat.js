@@ -8,7 +8,7 @@ const RECONNECT_MS = 3000;
 // How often the ban list is fetched while the panel is open. A ban sends
 // the chat a notice, but an unban through the API or another tab, an
 // expired ban and a ban made while the socket was reconnecting do not.
-// One small GET; skipped while the tab is hidden.
+// Each refresh is one small GET, skipped while the tab is hidden.
 const BANS_REFRESH_MS = 5000;
 // Close codes after which joining again cannot succeed: unauthorized,
 // forbidden, stream not found.
@@ -63,8 +63,8 @@ export function chatPanel(streamId) {
     } else if (frame.type === "deleted") {
       list.querySelector(`[data-message-id="${CSS.escape(frame.message_id)}"]`)?.remove();
     } else if (frame.type === "notice") {
-      // A ban made elsewhere (another tab, the API) that removes a connected
-      // viewer arrives as this notice, so the ban list is fetched again.
+      // A ban made elsewhere (another tab, the API) arrives as this notice,
+      // so the ban list is fetched again.
       state.textContent = frame.text;
       if (frame.code === "viewer_banned") refreshBans();
     } else if (frame.type === "error") {

@@ -126,8 +126,8 @@ export function confirmAction(message, confirmLabel) {
     const cancel = el("button", { type: "button", onclick: () => finish(false) }, "Cancel");
     const accept = el("button", { type: "button", class: "danger", onclick: () => finish(true) }, confirmLabel);
     dialog.append(el("div", { class: "field-row" }, cancel, accept));
-    // Escape fires "cancel" on a modal dialog; the dialog is closed here so
-    // that the focus is restored the same way as with the Cancel button.
+    // Escape fires "cancel" on a modal dialog. The handler closes the dialog
+    // itself, so the focus returns as it does after Cancel.
     dialog.addEventListener("cancel", (event) => {
       event.preventDefault();
       finish(false);

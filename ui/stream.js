@@ -94,8 +94,8 @@ function pointBackLinkAt(appId) {
 function deleteSection(stream) {
   const error = errorBox();
   const remove = async () => {
-    const sure = await confirmAction(`Delete the stream ${stream.title}? A live publisher is disconnected.`, "Delete stream");
-    if (!sure) return;
+    const confirmed = await confirmAction(`Delete the stream ${stream.title}? A live publisher is disconnected.`, "Delete stream");
+    if (!confirmed) return;
     try {
       await request("DELETE", `/api/streams/${stream.id}`);
       location.hash = `#/apps/${stream.app_id}`;
@@ -131,8 +131,8 @@ function renderObsSettings(section, stream) {
     reveal.setAttribute("aria-pressed", String(hidden));
   });
   const reset = async () => {
-    const sure = await confirmAction("Reset the stream key? The old key stops working at once and a live publisher is disconnected.", "Reset key");
-    if (!sure) return;
+    const confirmed = await confirmAction("Reset the stream key? The old key stops working at once and a live publisher is disconnected.", "Reset key");
+    if (!confirmed) return;
     try {
       const updated = await request("POST", `/api/streams/${stream.id}/reset-key`);
       key.value = updated.stream_key;

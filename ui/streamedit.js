@@ -57,8 +57,8 @@ export function streamSettings(stream, { onSaved }) {
 
   const revokeNote = el("p", { "aria-live": "polite" });
   const revoke = async () => {
-    const sure = await confirmAction("Revoke every playback token of this stream? Players with one stop at their next playlist reload; tokens issued afterwards work.", "Revoke tokens");
-    if (!sure) return;
+    const confirmed = await confirmAction("Revoke every playback token of this stream? Players with one stop at their next playlist reload; tokens issued afterwards work.", "Revoke tokens");
+    if (!confirmed) return;
     try {
       const result = await request("POST", `/api/streams/${stream.id}/playback-token/revoke`);
       revokeNote.textContent = `Every token issued before ${new Date(result.revoked_at).toLocaleString()} is revoked.`;

@@ -143,10 +143,10 @@ function webhookSection(webhook, view) {
     return call("PUT", `/api/webhooks/${webhook.id}`, { body: { status }, text: `The webhook is ${status}.`, reload: true });
   };
   const rotate = async () => {
-    const sure = await confirmAction(
+    const confirmed = await confirmAction(
       `Rotate the signing secret of the webhook to ${webhook.url}? Deliveries are signed with the new secret from the next attempt on, so update your receiver at once.`,
       "Rotate secret");
-    if (!sure) return;
+    if (!confirmed) return;
     note.textContent = "";
     try {
       const secret = newSecret();
