@@ -257,6 +257,7 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
         dialog = page.get_by_role("dialog", name="Are you sure?")
         await dialog.wait_for(timeout=5_000)
         dialog_text = await dialog.inner_text()
+        await page.screenshot(path=tmp_path / "confirm-dialog.png", full_page=True)
         focus_in_dialog = await page.evaluate(
             "document.activeElement.closest('dialog') !== null"
         )
