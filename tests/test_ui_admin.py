@@ -258,6 +258,7 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
         await dialog.wait_for(timeout=5_000)
         dialog_text = await dialog.inner_text()
         await page.screenshot(path=tmp_path / "confirm-dialog.png", full_page=True)
+        unnamed = await page.evaluate(UNNAMED_CONTROLS)
         focus_in_dialog = await page.evaluate(
             "document.activeElement.closest('dialog') !== null"
         )
@@ -302,6 +303,7 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
             )
         ).status
 
+    assert unnamed == []
     assert "Regenerate the secret of Scoreboard?" in dialog_text
     assert focus_in_dialog
     assert focused_in_dialog == "Cancel"
@@ -502,6 +504,7 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
         await saved.wait_for(timeout=5_000)
         await item.get_by_text("The whole show, edited").wait_for(timeout=5_000)
         edited_text = await item.inner_text()
+        await page.screenshot(path=tmp_path / "recording-edited.png", full_page=True)
         auth = await log_in_over_api(box)
         response = await box.client.get("/api/recordings", headers=auth)
         edited = await response.json()
