@@ -477,9 +477,45 @@ async def test_audit_days_filter(owner, api_app):
     assert old.id in [entry["id"] for entry in everything]
 
 
+async def test_audit_action_filter_exact(owner):
+    await owner.create_app("Second")
+    entries = await read_log(owner, action="create_app")
+    assert len(entries) == 2
+    assert {entry["action"] for entry in entries} == {"create_app"}
+
+
+async def test_audit_action_filter_prefix(owner, api_app):
+    await insert_entry(api_app, timedelta(0), action="login_failed", user_id=owner.id)
+    # "_" matches only itself here, while LIKE would take it as any character.
+    await insert_entry(api_app, timedelta(0), action="loginXfailed", user_id=owner.id)
+    entries = await read_log(owner, action="login_*")
+    assert [entry["action"] for entry in entries] == ["login_failed"]
+
+
+async def test_audit_action_filter_exact_excludes_longer(owner, api_app):
+    await insert_entry(
+        api_app, timedelta(0), action="create_app_extra", user_id=owner.id
+    )
+    entries = await read_log(owner, action="create_app")
+    assert {entry["action"] for entry in entries} == {"create_app"}
+
+
+async def test_audit_action_filter_on_security_events(owner):
+    await owner.client.post(
+        "/api/auth/login", json={"email": owner.email, "password": "wrong password"}
+    )
+    entries = await security_events(owner, action="login*")
+    assert [entry["action"] for entry in entries] == ["login_failed"]
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
+        ({"action": ""}, "action: must be an action name"),
+        ({"action": "*"}, "action: must be an action name"),
+        ({"action": "login%"}, "action: must be an action name"),
+        ({"action": "lo*gin"}, "action: must be an action name"),
+        ({"action": "a" * 101}, "action: must be at most 100 characters"),
         ({"days": "0"}, "days: must be an integer from 1 to 3650"),
         ({"days": "x"}, "days: must be an integer"),
         ({"app_id": ""}, "app_id: must not be empty"),

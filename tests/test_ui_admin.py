@@ -20,6 +20,7 @@ from tests.chat_clients import join, join_rejected, receive_close
 from tests.conftest import basic_auth
 from tests.test_hls_browser import require_chromium, stop_publisher
 from tests.test_ui_browser import (
+    confirm_in_page,
     create_app_in_page,
     create_stream_in_page,
     log_in_over_api,
@@ -35,20 +36,16 @@ pytestmark = pytest.mark.timeout(180)
 # text, no aria-label, and for buttons and links no text of their own.
 # Text is read with textContent, so controls in a closed <details> count.
 UNNAMED_CONTROLS = """() => [...document.querySelectorAll(
-    "input, select, textarea, button, a[href], video")]
+    "input, select, textarea, button, a[href], video, summary")]
   .filter(e => !(
     (e.labels && [...e.labels].some(l => l.textContent.trim()))
     || e.getAttribute("aria-label") || e.getAttribute("aria-labelledby")
-    || (["BUTTON", "A"].includes(e.tagName) && e.textContent.trim())))
+    || (["BUTTON", "A", "SUMMARY"].includes(e.tagName) && e.textContent.trim())))
   .map(e => e.outerHTML.slice(0, 120))"""
 
 
 def page_errors(console: list[str]) -> list[str]:
     return [line for line in console if line.startswith("pageerror")]
-
-
-def accept_dialogs(page: Page) -> None:
-    page.on("dialog", lambda dialog: dialog.accept())
 
 
 async def test_ui_admin_healthz_disk_space(aiohttp_client, tmp_path):
@@ -79,7 +76,6 @@ async def test_ui_admin_stream_edit(aiohttp_client, tmp_path):
     require_chromium()
     box = await start_box(aiohttp_client, tmp_path)
     async with open_browser(tmp_path) as (page, console):
-        accept_dialogs(page)
         await sign_up(page, str(box.client.make_url("/")))
         await create_app_in_page(page, "Studio")
         app_url = page.url
@@ -128,6 +124,7 @@ async def test_ui_admin_stream_edit(aiohttp_client, tmp_path):
         )
         token = (await response.json())["playback_token"]
         await page.get_by_role("button", name="Revoke playback tokens").click()
+        await confirm_in_page(page, "Revoke tokens")
         await page.get_by_text("is revoked").wait_for(timeout=5_000)
         revoked_code, _error = await join_rejected(
             box.client, stream_id, token=token, display_name="Vic"
@@ -158,7 +155,6 @@ async def test_ui_admin_chat_ban_unban(aiohttp_client, tmp_path):
     require_chromium()
     box = await start_box(aiohttp_client, tmp_path)
     async with open_browser(tmp_path) as (page, console):
-        accept_dialogs(page)
         await sign_up(page, str(box.client.make_url("/")))
         await create_app_in_page(page, "Studio")
         stream_id = await create_stream_in_page(page, "Chat show")
@@ -184,6 +180,7 @@ async def test_ui_admin_chat_ban_unban(aiohttp_client, tmp_path):
         row = page.get_by_role("list", name="Chat messages").get_by_role("listitem")
         spam = row.filter(has_text="buy cheap followers")
         await spam.get_by_role("button", name="Ban Spammy Sam").click()
+        await confirm_in_page(page, "Ban")
         bans = page.get_by_role("list", name="Banned viewers")
         banned = bans.get_by_role("listitem").filter(has_text="viewer-42")
         await banned.wait_for(timeout=5_000)
@@ -206,12 +203,32 @@ async def test_ui_admin_chat_ban_unban(aiohttp_client, tmp_path):
         rejoined_role = rejoined.welcome["role"]
         await rejoined.ws.close()
 
+        # A ban made through the API shows up, and its removal through the
+        # API, which sends the chat no notice, disappears by the panel's
+        # polling of the ban list.
+        response = await box.client.post(
+            f"/api/streams/{stream_id}/chat/bans",
+            json={"viewer_id": "viewer-99", "reason": "spam elsewhere"},
+            headers=auth,
+        )
+        assert response.status == 201, await response.text()
+        api_ban = await response.json()
+        polled = bans.get_by_role("listitem").filter(has_text="viewer-99")
+        await polled.wait_for(timeout=20_000)
+        polled_text = await polled.inner_text()
+        response = await box.client.delete(
+            f"/api/streams/{stream_id}/chat/bans/{api_ban['id']}", headers=auth
+        )
+        assert response.status == 204, await response.text()
+        await polled.wait_for(state="detached", timeout=20_000)
+
     assert "banned permanently" in banned_text
     assert close_code == 4413, frames
     assert frames[-1]["code"] == "banned", frames
     assert [ban["viewer_id"] for ban in api_bans] == ["viewer-42"]
     assert bans_after == []
     assert rejoined_role == "viewer"
+    assert "spam elsewhere" in polled_text
     assert not page_errors(console), console
 
 
@@ -219,7 +236,6 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
     require_chromium()
     box = await start_box(aiohttp_client, tmp_path)
     async with open_browser(tmp_path) as (page, console):
-        accept_dialogs(page)
         await sign_up(page, str(box.client.make_url("/")))
         await create_app_in_page(page, "Studio")
         await page.get_by_role("link", name="API keys").click()
@@ -233,7 +249,31 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
         api_key = await key_row.locator("code").text_content()
         await page.get_by_role("button", name="Done").click()
 
-        await page.get_by_role("button", name="Regenerate secret of Scoreboard").click()
+        # The confirmation dialog with the keyboard: Enter opens it with the
+        # focus inside, Escape cancels and returns the focus to the button.
+        regenerate = page.get_by_role("button", name="Regenerate secret of Scoreboard")
+        await regenerate.focus()
+        await page.keyboard.press("Enter")
+        dialog = page.get_by_role("dialog", name="Are you sure?")
+        await dialog.wait_for(timeout=5_000)
+        dialog_text = await dialog.inner_text()
+        await page.screenshot(path=tmp_path / "confirm-dialog.png", full_page=True)
+        unnamed = await page.evaluate(UNNAMED_CONTROLS)
+        focus_in_dialog = await page.evaluate(
+            "document.activeElement.closest('dialog') !== null"
+        )
+        focused_in_dialog = await page.evaluate("document.activeElement.textContent")
+        await page.keyboard.press("Escape")
+        await dialog.wait_for(state="detached", timeout=5_000)
+        focus_after_escape = await page.evaluate(
+            "document.activeElement.getAttribute('aria-label')"
+        )
+        secrets_after_escape = await page.get_by_label("API secret").count()
+        # Tab from Cancel to the confirm button, and Enter regenerates.
+        await page.keyboard.press("Enter")
+        await dialog.wait_for(timeout=5_000)
+        await page.keyboard.press("Tab")
+        await page.keyboard.press("Enter")
         await secret_input.wait_for(timeout=5_000)
         new_secret = await secret_input.input_value()
         await page.screenshot(path=tmp_path / "api-key-regenerated.png", full_page=True)
@@ -253,14 +293,22 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
         ).status
 
         await page.get_by_role("button", name="Delete key Scoreboard").click()
+        await confirm_in_page(page, "Delete key")
         no_keys = page.get_by_role("listitem").filter(has_text="No API keys yet")
         await no_keys.wait_for(timeout=5_000)
+        focus_after_delete = await page.evaluate("document.activeElement.id")
         deleted_status = (
             await box.client.get(
                 "/api/streams", headers=basic_auth(api_key, new_secret)
             )
         ).status
 
+    assert unnamed == []
+    assert "Regenerate the secret of Scoreboard?" in dialog_text
+    assert focus_in_dialog
+    assert focused_in_dialog == "Cancel"
+    assert focus_after_escape == "Regenerate secret of Scoreboard"
+    assert secrets_after_escape == 0
     assert new_secret.startswith("rcs_"), new_secret
     assert new_secret != old_secret
     assert secrets_after_done == 0
@@ -268,6 +316,7 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
     assert old_status == 401
     assert new_status == 200
     assert deleted_status == 401
+    assert focus_after_delete == "main"
     assert not page_errors(console), console
 
 
@@ -278,7 +327,6 @@ async def test_ui_admin_webhook_created(aiohttp_client, tmp_path):
     receiver_url = await receiver.start()
     try:
         async with open_browser(tmp_path) as (page, console):
-            accept_dialogs(page)
             await sign_up(page, str(box.client.make_url("/")))
             await create_app_in_page(page, "Studio")
             await page.get_by_role("link", name="Webhooks").click()
@@ -317,10 +365,24 @@ async def test_ui_admin_webhook_created(aiohttp_client, tmp_path):
             await log.get_by_role("button", name="Redeliver webhook.test").click()
             await receiver.wait_for_events("webhook.test", 2)
             await log.get_by_role("row").nth(2).wait_for(timeout=5_000)
+            await log.locator("details summary").first.click()
+            attempt = log.locator("li[data-attempt]").first
+            await attempt.wait_for(timeout=5_000)
+            attempt_text = await attempt.inner_text()
+
+            await webhook.get_by_role("button", name="Rotate secret of webhook").click()
+            await confirm_in_page(page, "Rotate secret")
+            await secret_input.wait_for(timeout=5_000)
+            old_secret = receiver.secret
+            receiver.secret = await secret_input.input_value()
+            await page.get_by_role("button", name="Done").click()
+            await webhook.get_by_role("button", name="Send test event").click()
+            await receiver.wait_for_events("webhook.test", 3)
             await page.screenshot(path=tmp_path / "webhooks.png", full_page=True)
             unnamed = await page.evaluate(UNNAMED_CONTROLS)
 
             await webhook.get_by_role("button", name="Delete webhook").click()
+            await confirm_in_page(page, "Delete webhook")
             await webhook.wait_for(state="detached", timeout=5_000)
             response = await box.client.get("/api/webhooks", headers=auth)
             webhooks_after = await response.json()
@@ -336,6 +398,11 @@ async def test_ui_admin_webhook_created(aiohttp_client, tmp_path):
         "webhook.test",
     ]
     assert "delivered" in first_log
+    assert "Attempt 1 at" in attempt_text
+    assert "HTTP 200" in attempt_text
+    assert "Response body: answered 200" in attempt_text
+    assert receiver.secret.startswith("whsec_")
+    assert receiver.secret != old_secret
     assert all(request.verified for request in receiver.requests)
     assert webhooks_after == []
     assert not page_errors(console), console
@@ -354,7 +421,6 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
     box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
     publisher = None
     async with open_browser(tmp_path) as (page, console):
-        accept_dialogs(page)
         try:
             await sign_up(page, str(box.client.make_url("/")))
             await create_app_in_page(page, "Studio")
@@ -427,10 +493,26 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
         await page.screenshot(path=tmp_path / "recordings.png", full_page=True)
         unnamed = await page.evaluate(UNNAMED_CONTROLS)
 
-        await item.get_by_role("button", name="Delete recording Recorded show").click()
+        await item.get_by_label("Edit title and description of Recorded show").click()
+        title = item.get_by_label("Title of the recording Recorded show")
+        await title.fill("Final cut")
+        await item.get_by_label("Description of the recording Recorded show").fill(
+            "The whole show, edited"
+        )
+        await item.get_by_role("button", name="Save recording").click()
+        saved = page.locator("#recordings-note").filter(has_text="Final cut")
+        await saved.wait_for(timeout=5_000)
+        await item.get_by_text("The whole show, edited").wait_for(timeout=5_000)
+        edited_text = await item.inner_text()
+        await page.screenshot(path=tmp_path / "recording-edited.png", full_page=True)
+        auth = await log_in_over_api(box)
+        response = await box.client.get("/api/recordings", headers=auth)
+        edited = await response.json()
+
+        await item.get_by_role("button", name="Delete recording Final cut").click()
+        await confirm_in_page(page, "Delete recording")
         empty = page.get_by_role("listitem").filter(has_text="No recordings yet")
         await empty.wait_for(timeout=5_000)
-        auth = await log_in_over_api(box)
         response = await box.client.get("/api/recordings", headers=auth)
         recordings = await response.json()
 
@@ -440,6 +522,9 @@ async def test_ui_admin_recording_and_chart(aiohttp_client, tmp_path):
     assert len(points.split()) >= 2, points
     assert "samples" in summary, summary
     assert video_width == 320
+    assert "Final cut" in edited_text
+    assert edited[0]["title"] == "Final cut"
+    assert edited[0]["description"] == "The whole show, edited"
     assert recordings == []
     assert not page_errors(console), json.dumps(console)
 
@@ -469,12 +554,17 @@ async def test_ui_admin_audit_and_system(aiohttp_client, tmp_path):
         await page.screenshot(path=tmp_path / "audit.png", full_page=True)
         unnamed = await page.evaluate(UNNAMED_CONTROLS)
         await page.get_by_label("Show").select_option("all")
-        await page.get_by_label("Action contains").fill("register")
+        await page.get_by_label("Action starts with").fill("regis")
         await page.get_by_role("button", name="Apply filters").click()
         await entries.filter(has_text="login_failed").wait_for(
             state="detached", timeout=5_000
         )
         register_text = await entries.inner_text()
+        await page.get_by_label("Action starts with").fill("log in")
+        await page.get_by_role("button", name="Apply filters").click()
+        invalid_action = page.get_by_role("alert").filter(has_text="action")
+        await invalid_action.wait_for(timeout=5_000)
+        invalid_action_text = await invalid_action.text_content()
 
         await page.get_by_role("link", name="System").click()
         version = page.locator("#box-version")
@@ -499,6 +589,7 @@ async def test_ui_admin_audit_and_system(aiohttp_client, tmp_path):
     assert "register" in all_text
     assert "register" in register_text
     assert "create_app" not in register_text
+    assert invalid_action_text.startswith("The box rejected the input: action:")
     assert version_text == __version__
     assert "iB" in disk_text
     assert "works" in libx264_text

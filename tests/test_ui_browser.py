@@ -348,15 +348,22 @@ async def test_ui_browser_chat_both_ways(aiohttp_client, tmp_path):
     assert not [line for line in console if line.startswith("pageerror")], console
 
 
+async def confirm_in_page(page: Page, button: str) -> None:
+    """Press ``button`` in the page's confirmation dialog and wait until it closes."""
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_role("button", name=button, exact=True).click()
+    await dialog.wait_for(state="detached", timeout=5_000)
+
+
 async def test_ui_browser_edit_and_delete(aiohttp_client, tmp_path):
     require_chromium()
     box = await start_box(aiohttp_client, tmp_path)
     async with open_browser(tmp_path) as (page, console):
-        page.on("dialog", lambda dialog: dialog.accept())
         await sign_up(page, str(box.client.make_url("/")))
         await create_app_in_page(page, "Studio")
         await create_stream_in_page(page, "Short-lived")
         await page.get_by_role("button", name="Delete stream").click()
+        await confirm_in_page(page, "Delete stream")
         no_streams = page.get_by_role("listitem").filter(has_text="No streams yet")
         await no_streams.wait_for(timeout=5_000)
 
@@ -367,6 +374,7 @@ async def test_ui_browser_edit_and_delete(aiohttp_client, tmp_path):
         await page.screenshot(path=tmp_path / "app-settings.png", full_page=True)
 
         await page.get_by_role("button", name="Delete app").click()
+        await confirm_in_page(page, "Delete app")
         empty = page.get_by_role("listitem").filter(has_text="No apps yet")
         await empty.wait_for(timeout=5_000)
         auth = await log_in_over_api(box)

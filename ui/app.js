@@ -3,7 +3,7 @@
 
 import { getToken, request, setToken } from "./api.js";
 import { auditPage } from "./audit.js";
-import { badge, el, errorBox, field, showError } from "./dom.js";
+import { badge, confirmAction, el, errorBox, field, showError } from "./dom.js";
 import { keysPage } from "./keys.js";
 import { profilesPage } from "./profiles.js";
 import { recordingsPage } from "./recordings.js";
@@ -220,8 +220,8 @@ function appSettings(app) {
     }
   };
   const remove = async () => {
-    const sure = confirm(`Delete the app ${app.name}? Its streams and API keys are deleted too, and live publishers are disconnected.`);
-    if (!sure) return;
+    const confirmed = await confirmAction(`Delete the app ${app.name}? Its streams and API keys are deleted too, and live publishers are disconnected.`, "Delete app");
+    if (!confirmed) return;
     try {
       await request("DELETE", `/api/apps/${app.id}`);
       navigate("#/apps");
@@ -287,6 +287,20 @@ function render() {
   }
   page("Page not found", el("p", {}, "This address matches no page. ", el("a", { href: "#/apps" }, "Go to your apps.")));
 }
+
+// When a refresh removes the focused control (a deleted item, a redrawn
+// list), the browser drops the focus to <body> and a keyboard user starts
+// again from the top of the page. The focus moves to <main> in its place.
+let lastFocused = null;
+document.addEventListener("focusin", (event) => {
+  lastFocused = event.target;
+});
+new MutationObserver(() => {
+  if (lastFocused && !lastFocused.isConnected && document.activeElement === document.body) {
+    lastFocused = null;
+    main.focus({ preventScroll: true });
+  }
+}).observe(main, { childList: true, subtree: true });
 
 window.addEventListener("hashchange", render);
 window.addEventListener("realcast:signed-out", () => navigate("#/login"));

@@ -2,9 +2,14 @@
 // access token (the streamer role), so it can read, send, delete and ban.
 
 import { getToken, request } from "./api.js";
-import { el, errorBox, formatTime, showError } from "./dom.js";
+import { confirmAction, el, errorBox, formatTime, showError } from "./dom.js";
 
 const RECONNECT_MS = 3000;
+// How often the ban list is fetched while the panel is open. A ban sends
+// the chat a notice, but an unban through the API or another tab, an
+// expired ban and a ban made while the socket was reconnecting do not.
+// Each refresh is one small GET, skipped while the tab is hidden.
+const BANS_REFRESH_MS = 5000;
 // Close codes after which joining again cannot succeed: unauthorized,
 // forbidden, stream not found.
 const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
@@ -58,8 +63,8 @@ export function chatPanel(streamId) {
     } else if (frame.type === "deleted") {
       list.querySelector(`[data-message-id="${CSS.escape(frame.message_id)}"]`)?.remove();
     } else if (frame.type === "notice") {
-      // A ban made elsewhere (another tab, the API) that removes a connected
-      // viewer arrives as this notice, so the ban list is fetched again.
+      // A ban made elsewhere (another tab, the API) arrives as this notice,
+      // so the ban list is fetched again.
       state.textContent = frame.text;
       if (frame.code === "viewer_banned") refreshBans();
     } else if (frame.type === "error") {
@@ -82,7 +87,7 @@ export function chatPanel(streamId) {
       socket?.send(JSON.stringify({ type: "delete", message_id: message.id }));
     };
     const ban = async () => {
-      if (!confirm(`Ban ${message.display_name} from this chat?`)) return;
+      if (!(await confirmAction(`Ban ${message.display_name} from this chat?`, "Ban"))) return;
       try {
         await request("POST", `/api/streams/${streamId}/chat/bans`, { viewer_id: message.viewer_id });
         state.textContent = `${message.display_name} is banned.`;
@@ -101,9 +106,15 @@ export function chatPanel(streamId) {
         : null);
   };
 
+  let bansJson = null;
   const refreshBans = async () => {
     try {
       const active = await request("GET", `/api/streams/${encodeURIComponent(streamId)}/chat/bans`);
+      // An unchanged list is left as it is, so the focus stays on an Unban
+      // button between refreshes.
+      const json = JSON.stringify(active);
+      if (json === bansJson) return;
+      bansJson = json;
       const items = active.map(banItem);
       if (items.length === 0) items.push(el("li", {}, "Nobody is banned."));
       bans.replaceChildren(...items);
@@ -132,9 +143,13 @@ export function chatPanel(streamId) {
 
   connect();
   refreshBans();
+  const bansTimer = setInterval(() => {
+    if (!document.hidden) refreshBans();
+  }, BANS_REFRESH_MS);
   const stop = () => {
     closed = true;
     clearTimeout(timer);
+    clearInterval(bansTimer);
     socket?.close();
   };
   return { section, stop };

@@ -105,3 +105,35 @@ export function closablePanel(panel) {
   };
   return el("button", { type: "button", onclick: close }, "Done");
 }
+
+// Asks the person to confirm an action in a modal <dialog>, in place of the
+// browser's confirm(). The focus starts on Cancel, Escape cancels, and when
+// the dialog closes the focus returns to the control that opened it, or to
+// <main> when that control is gone. Resolves to true when confirmed.
+export function confirmAction(message, confirmLabel) {
+  const opener = document.activeElement;
+  const dialog = el("dialog", { class: "confirm", "aria-labelledby": "confirm-heading", "aria-describedby": "confirm-message" },
+    el("h2", { id: "confirm-heading" }, "Are you sure?"),
+    el("p", { id: "confirm-message" }, message));
+  return new Promise((resolve) => {
+    const finish = (confirmed) => {
+      dialog.close();
+      dialog.remove();
+      const target = opener && opener.isConnected && opener !== document.body ? opener : document.getElementById("main");
+      target.focus();
+      resolve(confirmed);
+    };
+    const cancel = el("button", { type: "button", onclick: () => finish(false) }, "Cancel");
+    const accept = el("button", { type: "button", class: "danger", onclick: () => finish(true) }, confirmLabel);
+    dialog.append(el("div", { class: "field-row" }, cancel, accept));
+    // Escape fires "cancel" on a modal dialog. The handler closes the dialog
+    // itself, so the focus returns as it does after Cancel.
+    dialog.addEventListener("cancel", (event) => {
+      event.preventDefault();
+      finish(false);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    cancel.focus();
+  });
+}

@@ -2,7 +2,7 @@
 // shown once, because the box stores only a hash of it.
 
 import { request } from "./api.js";
-import { closablePanel, copyText, el, errorBox, field, showError } from "./dom.js";
+import { closablePanel, confirmAction, copyText, el, errorBox, field, showError } from "./dom.js";
 
 // The scope names of the API, in the order the API lists them.
 const SCOPES = [
@@ -101,7 +101,7 @@ async function refreshKeys(appId, list, error, secretPanel) {
 
 function keyItem(key, appId, list, error, secretPanel) {
   const regenerate = async () => {
-    if (!confirm(`Regenerate the secret of ${key.name}? The old secret stops working at once.`)) return;
+    if (!(await confirmAction(`Regenerate the secret of ${key.name}? The old secret stops working at once.`, "Regenerate"))) return;
     try {
       showSecret(secretPanel, await request("POST", `/api/api-keys/${key.id}/regenerate`));
     } catch (exc) {
@@ -109,7 +109,7 @@ function keyItem(key, appId, list, error, secretPanel) {
     }
   };
   const remove = async () => {
-    if (!confirm(`Delete the key ${key.name}? Requests with it fail at once.`)) return;
+    if (!(await confirmAction(`Delete the key ${key.name}? Requests with it fail at once.`, "Delete key"))) return;
     try {
       await request("DELETE", `/api/api-keys/${key.id}`);
       await refreshKeys(appId, list, error, secretPanel);

@@ -4,7 +4,7 @@
 // fault.
 
 import { request } from "./api.js";
-import { el, errorBox, field, showError } from "./dom.js";
+import { confirmAction, el, errorBox, field, showError } from "./dom.js";
 
 // At most 8 qualities per profile, as the API allows.
 const MAX_QUALITIES = 8;
@@ -99,7 +99,7 @@ function profileForm(profile, view) {
     }
   };
   const remove = async () => {
-    if (!confirm(`Delete the profile ${profile.name}? Streams that chose it are passed through from their next session.`)) return;
+    if (!(await confirmAction(`Delete the profile ${profile.name}? Streams that chose it are passed through from their next session.`, "Delete profile"))) return;
     try {
       await request("DELETE", `/api/transcoding-profiles/${profile.id}`);
       await refreshProfiles(view);

@@ -1,9 +1,10 @@
-// An app's recordings: thumbnails, playback of the MP4 from /vod, delete.
+// An app's recordings: thumbnails, playback of the MP4 from /vod, editing
+// the title and description, delete.
 // The list refreshes while the page is open, so a recording that is being
 // written turns completed without a reload.
 
 import { request } from "./api.js";
-import { el, errorBox, formatBytes, formatTime, showError } from "./dom.js";
+import { confirmAction, el, errorBox, field, formatBytes, formatTime, showError } from "./dom.js";
 
 const REFRESH_MS = 5000;
 
@@ -12,12 +13,13 @@ export async function recordingsPage(appId, { page, setTitle, onLeave }) {
   const list = el("ul", { class: "items recordings", "aria-label": "Recordings" });
   const video = el("video", { id: "recording-player", controls: true, playsInline: true, "aria-label": "Recording player" });
   const playing = el("p", { "aria-live": "polite" }, "Choose Play on a recording.");
+  const note = el("p", { id: "recordings-note", "aria-live": "polite" });
   page(
     "Recordings",
     el("p", {}, el("a", { href: `#/apps/${appId}` }, "← Back to the app")),
     el("section", { "aria-labelledby": "player-heading" },
       el("h2", { id: "player-heading" }, "Player"), playing, video),
-    el("section", {}, el("h2", {}, "Recordings"), error, list),
+    el("section", {}, el("h2", {}, "Recordings"), error, note, list),
   );
 
   let app;
@@ -29,7 +31,7 @@ export async function recordingsPage(appId, { page, setTitle, onLeave }) {
   }
   setTitle(`Recordings of ${app.name}`);
   const tokens = new PlaybackTokens(app);
-  const view = { list, error, video, playing, tokens, appId };
+  const view = { list, error, note, video, playing, tokens, appId };
 
   let stopped = false;
   const refresh = async () => {
@@ -83,6 +85,9 @@ async function refreshRecordings(view) {
     // thumbnails nor moves the focus.
     const json = JSON.stringify(recordings);
     if (json === view.renderedJson) return;
+    // A recording being written changes at every refresh, so the list is
+    // left alone while the person types in one of its edit forms.
+    if (view.list.contains(document.activeElement) && document.activeElement.closest("form")) return;
     const items = [];
     for (const recording of recordings) items.push(await recordingItem(recording, view));
     if (items.length === 0) {
@@ -118,7 +123,7 @@ async function recordingItem(recording, view) {
     }
   };
   const remove = async () => {
-    if (!confirm(`Delete the recording ${recording.title}? Its file is deleted too.`)) return;
+    if (!(await confirmAction(`Delete the recording ${recording.title}? Its file is deleted too.`, "Delete recording"))) return;
     try {
       await request("DELETE", `/api/recordings/${recording.id}`);
       view.renderedJson = null;
@@ -137,6 +142,7 @@ async function recordingItem(recording, view) {
   return el("li", { "data-recording-id": recording.id, "data-status": recording.status },
     thumbnail,
     el("strong", {}, recording.title),
+    recording.description ? el("span", { class: "description" }, recording.description) : null,
     el("span", {}, facts),
     recording.failure_reason ? el("span", { class: "error-text" }, `Failed: ${recording.failure_reason}`) : null,
     recording.cdn_url
@@ -144,5 +150,40 @@ async function recordingItem(recording, view) {
       : null,
     finished
       ? el("button", { type: "button", onclick: remove, "aria-label": `Delete recording ${recording.title}` }, "Delete")
-      : null);
+      : null,
+    editForm(recording, view));
+}
+
+// A folded form that changes a recording's title and description.
+function editForm(recording, view) {
+  const title = field("Title", {
+    required: true, maxLength: 200, value: recording.title,
+    "aria-label": `Title of the recording ${recording.title}`,
+  });
+  const description = field("Description", {
+    value: recording.description || "",
+    "aria-label": `Description of the recording ${recording.title}`,
+  });
+  const error = errorBox();
+  const save = async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    try {
+      const body = { title: title.input.value, description: description.input.value };
+      await request("PUT", `/api/recordings/${recording.id}`, body);
+      view.note.textContent = `Saved the recording ${body.title}.`;
+      // The refresh replaces this form, so the focus moves to the new
+      // item's Edit control.
+      document.getElementById("main").focus();
+      await refreshRecordings(view);
+      view.list.querySelector(`[data-recording-id="${CSS.escape(recording.id)}"] summary`)?.focus();
+    } catch (exc) {
+      showError(error, exc);
+    }
+  };
+  return el("details", { class: "edit" },
+    el("summary", { "aria-label": `Edit title and description of ${recording.title}` }, "Edit"),
+    el("form", { onsubmit: save },
+      title.label, description.label, error,
+      el("button", { type: "submit" }, "Save recording")));
 }

@@ -5,7 +5,7 @@ import { request } from "./api.js";
 import { SessionChart } from "./chart.js";
 import { chatPanel } from "./chat.js";
 import { RecordingControl } from "./recordcontrol.js";
-import { badge, copyText, el, errorBox, showError } from "./dom.js";
+import { badge, confirmAction, copyText, el, errorBox, showError } from "./dom.js";
 import { streamSettings } from "./streamedit.js";
 
 const REFRESH_MS = 3000;
@@ -94,8 +94,8 @@ function pointBackLinkAt(appId) {
 function deleteSection(stream) {
   const error = errorBox();
   const remove = async () => {
-    const sure = confirm(`Delete the stream ${stream.title}? A live publisher is disconnected.`);
-    if (!sure) return;
+    const confirmed = await confirmAction(`Delete the stream ${stream.title}? A live publisher is disconnected.`, "Delete stream");
+    if (!confirmed) return;
     try {
       await request("DELETE", `/api/streams/${stream.id}`);
       location.hash = `#/apps/${stream.app_id}`;
@@ -131,8 +131,8 @@ function renderObsSettings(section, stream) {
     reveal.setAttribute("aria-pressed", String(hidden));
   });
   const reset = async () => {
-    const sure = confirm("Reset the stream key? The old key stops working at once and a live publisher is disconnected.");
-    if (!sure) return;
+    const confirmed = await confirmAction("Reset the stream key? The old key stops working at once and a live publisher is disconnected.", "Reset key");
+    if (!confirmed) return;
     try {
       const updated = await request("POST", `/api/streams/${stream.id}/reset-key`);
       key.value = updated.stream_key;

@@ -3,7 +3,7 @@
 // button that revokes the stream's playback tokens.
 
 import { request } from "./api.js";
-import { el, errorBox, field, selectField, showError } from "./dom.js";
+import { confirmAction, el, errorBox, field, selectField, showError } from "./dom.js";
 
 // Settings keys this form edits. Every other key of the stream's settings
 // is sent back unchanged, because PUT replaces the whole settings object.
@@ -57,8 +57,8 @@ export function streamSettings(stream, { onSaved }) {
 
   const revokeNote = el("p", { "aria-live": "polite" });
   const revoke = async () => {
-    const sure = confirm("Revoke every playback token of this stream? Players with one stop at their next playlist reload; tokens issued afterwards work.");
-    if (!sure) return;
+    const confirmed = await confirmAction("Revoke every playback token of this stream? Players with one stop at their next playlist reload; tokens issued afterwards work.", "Revoke tokens");
+    if (!confirmed) return;
     try {
       const result = await request("POST", `/api/streams/${stream.id}/playback-token/revoke`);
       revokeNote.textContent = `Every token issued before ${new Date(result.revoked_at).toLocaleString()} is revoked.`;

@@ -1,9 +1,9 @@
 // An app's webhooks: create with a choice of events, change the URL and
-// events, the delivery log of each, redeliver, send a test event, enable
-// or disable, and delete.
+// events, rotate the signing secret, the delivery log of each with every
+// attempt, redeliver, send a test event, enable or disable, and delete.
 
 import { request } from "./api.js";
-import { closablePanel, copyText, el, errorBox, field, formatTime, showError, table } from "./dom.js";
+import { closablePanel, confirmAction, copyText, el, errorBox, field, formatTime, showError, table } from "./dom.js";
 
 // The event types of the API, in the order its reference lists them.
 const EVENTS = [
@@ -82,6 +82,13 @@ export async function webhooksPage(appId, { page, setTitle, onLeave }) {
   await refreshWebhooks(view);
 }
 
+// A secret in the form the box generates: "whsec_" and the base64 of 32
+// random bytes from the browser's cryptographic generator.
+function newSecret() {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return `whsec_${btoa(String.fromCharCode(...bytes))}`;
+}
+
 // Shows a generated signing secret once: no call returns it again.
 function showSecret(panel, webhook) {
   if (!webhook.secret) return;
@@ -135,8 +142,22 @@ function webhookSection(webhook, view) {
     const status = webhook.status === "active" ? "disabled" : "active";
     return call("PUT", `/api/webhooks/${webhook.id}`, { body: { status }, text: `The webhook is ${status}.`, reload: true });
   };
+  const rotate = async () => {
+    const confirmed = await confirmAction(
+      `Rotate the signing secret of the webhook to ${webhook.url}? Deliveries are signed with the new secret from the next attempt on, so update your receiver at once.`,
+      "Rotate secret");
+    if (!confirmed) return;
+    note.textContent = "";
+    try {
+      const secret = newSecret();
+      await request("PUT", `/api/webhooks/${webhook.id}`, { secret });
+      showSecret(view.secretPanel, { secret });
+    } catch (exc) {
+      showError(note, exc);
+    }
+  };
   const remove = async () => {
-    if (!confirm(`Delete the webhook to ${webhook.url}? Its delivery log is deleted too.`)) return;
+    if (!(await confirmAction(`Delete the webhook to ${webhook.url}? Its delivery log is deleted too.`, "Delete webhook"))) return;
     await call("DELETE", `/api/webhooks/${webhook.id}`, { text: "", reload: true });
   };
   const disabled = webhook.status === "disabled"
@@ -150,6 +171,7 @@ function webhookSection(webhook, view) {
       el("button", { type: "button", onclick: () => showDeliveries(webhook, deliveries, view) }, "Show delivery log"),
       el("button", { type: "button", onclick: test, disabled: webhook.status !== "active" }, "Send test event"),
       el("button", { type: "button", onclick: toggle }, webhook.status === "active" ? "Disable" : "Enable"),
+      el("button", { type: "button", onclick: rotate, "aria-label": `Rotate secret of webhook to ${webhook.url}` }, "Rotate secret"),
       el("button", { type: "button", onclick: remove, "aria-label": `Delete webhook to ${webhook.url}` }, "Delete")),
     editForm(webhook, view),
     note,
@@ -219,6 +241,8 @@ async function showDeliveries(webhook, node, view) {
       showError(view.error, exc);
     }
   };
+  // Attempt lists the person opened stay open when the log is redrawn.
+  const open = new Set([...node.querySelectorAll("details[open][data-delivery-id]")].map((item) => item.dataset.deliveryId));
   const rows = items.map((delivery) => [
     delivery.event_type,
     delivery.status,
@@ -226,6 +250,7 @@ async function showDeliveries(webhook, node, view) {
     formatTime(delivery.last_attempt_at),
     delivery.last_status_code === null ? "–" : String(delivery.last_status_code),
     delivery.last_error || "",
+    attemptList(delivery, open.has(delivery.id)),
     el("button", {
       type: "button", onclick: () => redeliver(delivery), disabled: webhook.status !== "active",
       "aria-label": `Redeliver ${delivery.event_type} of ${formatTime(delivery.created_at)}`,
@@ -233,5 +258,21 @@ async function showDeliveries(webhook, node, view) {
   ]);
   node.replaceChildren(
     el("h4", {}, "Delivery log"),
-    table(`Deliveries to ${webhook.url}`, ["Event", "Status", "Attempts", "Last attempt", "HTTP status", "Error", "Action"], rows));
+    table(`Deliveries to ${webhook.url}`, ["Event", "Status", "Attempts", "Last attempt", "HTTP status", "Error", "Each attempt", "Action"], rows));
+}
+
+// Every attempt of a delivery, folded: its time, HTTP status or error,
+// latency and the start of the receiver's response body.
+function attemptList(delivery, open) {
+  if (delivery.attempts.length === 0) return "None yet";
+  const items = delivery.attempts.map((attempt) => el("li", { "data-attempt": attempt.attempt },
+    el("div", {}, `Attempt ${attempt.attempt} at ${formatTime(attempt.attempted_at)}: `,
+      attempt.status_code === null ? "no HTTP response" : `HTTP ${attempt.status_code}`,
+      `, ${attempt.latency_ms} ms`),
+    attempt.error ? el("div", { class: "error-text" }, `Error: ${attempt.error}`) : null,
+    attempt.response_body ? el("div", {}, "Response body: ", el("code", {}, attempt.response_body)) : null));
+  return el("details", { "data-delivery-id": delivery.id, open },
+    el("summary", { "aria-label": `Attempts of ${delivery.event_type} of ${formatTime(delivery.created_at)}` },
+      `${delivery.attempts.length} attempt${delivery.attempts.length === 1 ? "" : "s"}`),
+    el("ol", { class: "attempts" }, items));
 }

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -53,6 +54,9 @@ SECURITY_EVENT_RECORDED = web.RequestKey("security_event_recorded", bool)
 
 MAX_USER_AGENT_LENGTH = 512
 MAX_DAYS = 3650
+MAX_ACTION_LENGTH = 100
+# An action name, or the start of one followed by "*" for a prefix match.
+ACTION_PATTERN = re.compile(r"[A-Za-z0-9_.-]+\*?")
 PRUNE_INTERVAL = timedelta(days=1)
 RTMP_INVALID_STREAM_KEY = "rtmp_invalid_stream_key"
 
@@ -289,6 +293,26 @@ async def record_rejected_publish(
     submit(app, entry)
 
 
+def action_query(request: web.Request) -> tuple[str | None, bool]:
+    """Return the ``action`` query parameter without its "*" and whether it had one."""
+    value = request.query.get("action")
+    if value is None:
+        return None, False
+    if len(value) > MAX_ACTION_LENGTH:
+        raise validation.bad_request(
+            "action", f"must be at most {MAX_ACTION_LENGTH} characters"
+        )
+    if not ACTION_PATTERN.fullmatch(value):
+        raise validation.bad_request(
+            "action",
+            "must be an action name of letters, digits, '_', '.' or '-',"
+            f" optionally followed by '*' for a prefix match, got {value!r}",
+        )
+    if value.endswith("*"):
+        return value[:-1], True
+    return value, False
+
+
 def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
     return {name: entry[name] for name in ENTRY_FIELDS}
 
@@ -298,11 +322,14 @@ async def _list_entries(request: web.Request, *, security_only: bool) -> web.Res
     limit, skip = validation.pagination(request)
     app_id = effective_app_id(identity, validation.query_id(request, "app_id"))
     days = validation.optional_query_int(request, "days", minimum=1, maximum=MAX_DAYS)
+    action, action_is_prefix = action_query(request)
     selection = AuditFilter(
         user_id=identity.user_id,
         app_id=app_id,
         since=None if days is None else utc_now() - timedelta(days=days),
         security_only=security_only,
+        action=action,
+        action_is_prefix=action_is_prefix,
     )
     database = request.app[DATABASE]
     entries = await audit_store.list_entries(

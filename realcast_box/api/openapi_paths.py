@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from realcast_box.api import validation
-from realcast_box.api.audit import MAX_DAYS
+from realcast_box.api.audit import ACTION_PATTERN, MAX_ACTION_LENGTH, MAX_DAYS
 from realcast_box.api.openapi_schemas import (
     ERROR_RESPONSES,
     RATE_LIMIT_HEADERS,
@@ -481,6 +481,19 @@ def _key_paths() -> dict[str, Any]:
 
 
 def _audit_paths() -> dict[str, Any]:
+    action_parameter = _query(
+        "action",
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_ACTION_LENGTH,
+            "pattern": f"^{ACTION_PATTERN.pattern}$",
+        },
+        "Only the entries with this action, such as `create_app`; with a"
+        " trailing `*`, those whose action starts with the text before it,"
+        " such as `login*`.",
+    )
+
     def listing(operation_id: str, summary: str, description: str) -> dict:
         return _operation(
             operation_id,
@@ -489,7 +502,7 @@ def _audit_paths() -> dict[str, Any]:
             {"200": _list_response("AuditLogEntry", "One page of entries.")},
             READ_LIST,
             security=scoped("audit:read"),
-            parameters=_list_parameters(days=True),
+            parameters=[*_list_parameters(days=True), action_parameter],
             description=description,
         )
 

@@ -92,6 +92,9 @@ class AuditFilter:
     app_id: str | None = None
     since: datetime | None = None
     security_only: bool = False
+    # An exact action name, or with ``action_is_prefix`` the start of one.
+    action: str | None = None
+    action_is_prefix: bool = False
 
     def where(self) -> tuple[str, list[Any]]:
         conditions = ["1 = 1"]
@@ -107,6 +110,13 @@ class AuditFilter:
             params.append(format_timestamp(self.since))
         if self.security_only:
             conditions.append("security_event = 1")
+        if self.action is not None and self.action_is_prefix:
+            # substr, not LIKE, because "_" in action names is a LIKE wildcard.
+            conditions.append("substr(action, 1, ?) = ?")
+            params.extend([len(self.action), self.action])
+        elif self.action is not None:
+            conditions.append("action = ?")
+            params.append(self.action)
         return " AND ".join(conditions), params
 
 
