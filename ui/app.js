@@ -3,7 +3,7 @@
 
 import { getToken, request, setToken } from "./api.js";
 import { auditPage } from "./audit.js";
-import { badge, confirmAction, el, errorBox, field, showError } from "./dom.js";
+import { badge, confirmAction, countOf, el, errorBox, field, showError } from "./dom.js";
 import { keysPage } from "./keys.js";
 import { profilesPage } from "./profiles.js";
 import { recordingsPage } from "./recordings.js";
@@ -247,7 +247,7 @@ async function refreshStreams(appId, list, error) {
     const items = streams.map((stream, index) => el("li", {},
       badge(statuses[index].status),
       el("a", { href: `#/streams/${stream.id}` }, stream.title),
-      el("span", {}, `${statuses[index].viewer_count} viewers`)));
+      el("span", {}, countOf(statuses[index].viewer_count, "viewer"))));
     if (items.length === 0) items.push(el("li", {}, "No streams yet. Create one below."));
     list.replaceChildren(...items);
     error.textContent = "";

@@ -3,7 +3,7 @@
 // samples the page takes from the status endpoint while it is open: it
 // starts empty on each visit, and a gap in the polling is a straight line.
 
-import { el } from "./dom.js";
+import { countOf, el } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 600;
@@ -96,6 +96,6 @@ export class SessionChart {
     const peakViewers = Math.max(...samples.map((sample) => sample.viewers));
     const peakKbps = Math.max(0, ...samples.map((sample) => sample.kbps ?? 0));
     this.summary.textContent = `Over the last ${elapsed} (${samples.length} samples): ` +
-      `now ${latest.viewers} viewers and ${kbps}; at most ${peakViewers} viewers and ${peakKbps} kbps.`;
+      `now ${countOf(latest.viewers, "viewer")} and ${kbps}; at most ${countOf(peakViewers, "viewer")} and ${peakKbps} kbps.`;
   }
 }

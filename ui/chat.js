@@ -150,7 +150,7 @@ export function chatPanel(streamId) {
     closed = true;
     clearTimeout(timer);
     clearInterval(bansTimer);
-    socket?.close();
+    socket?.close(1000, "left the page");
   };
   return { section, stop };
 }

@@ -64,6 +64,11 @@ export function selectField(label, attrs, options, selected) {
 
 // A short date and time in the browser's locale for an ISO 8601 string
 // from the API, or "–" for null.
+// "1 viewer", "3 viewers": a count with its noun, singular for one.
+export function countOf(count, noun) {
+  return `${count} ${count === 1 ? noun : `${noun}s`}`;
+}
+
 export function formatTime(iso) {
   if (!iso) return "–";
   const date = new Date(iso);

@@ -5,7 +5,7 @@ import { request } from "./api.js";
 import { SessionChart } from "./chart.js";
 import { chatPanel } from "./chat.js";
 import { RecordingControl } from "./recordcontrol.js";
-import { badge, confirmAction, copyText, el, errorBox, showError } from "./dom.js";
+import { badge, confirmAction, copyText, countOf, el, errorBox, showError } from "./dom.js";
 import { streamSettings } from "./streamedit.js";
 
 const REFRESH_MS = 3000;
@@ -110,7 +110,7 @@ function deleteSection(stream) {
 }
 
 function renderStatus(node, status) {
-  const parts = [`${status.viewer_count} viewers`];
+  const parts = [countOf(status.viewer_count, "viewer")];
   if (status.started_at) {
     parts.push(`${status.duration_seconds} s in this session`);
   }
