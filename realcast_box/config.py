@@ -179,7 +179,8 @@ SETTINGS: tuple[Setting, ...] = (
         "rtmp_read_timeout",
         float,
         10.0,
-        "Seconds without any bytes from an RTMP client before it is disconnected.",
+        "Seconds without any bytes from an RTMP client before it is disconnected"
+        " (checked up to 1 s later).",
         1.0,
         600.0,
     ),

@@ -31,6 +31,8 @@ from realcast_box.store.db import Database
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+# Seconds a read timeout may fire after rtmp_read_timeout has passed.
+READ_TIMEOUT_SLACK = 1.0
 # A client must finish the handshake and start publishing within this many
 # seconds of connecting, so that slow or idle sockets cannot pile up.
 SETUP_TIMEOUT = 30.0
@@ -38,6 +40,7 @@ SETUP_TIMEOUT = 30.0
 MAX_CREATED_STREAMS = 8
 # RTMP application name in rtmp://HOST/live; OBS calls it the "Server" path.
 APPLICATION = "live"
+_MEDIA_EVENTS = (ev.VideoData, ev.AudioData)
 
 # Called after a publish with a stream key that matches no stream, with the
 # client's "host:port" and the stream id that the key names (None when the
@@ -208,22 +211,49 @@ class RtmpConnection:
     async def _read_loop(self) -> str:
         loop = asyncio.get_running_loop()
         while self._close_reason is None:
-            timeout = self._read_timeout
-            if self._publisher is None:
-                setup_left = self._setup_deadline - loop.time()
-                if setup_left <= 0:
-                    return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
-                timeout = min(timeout, setup_left)
+            deadline = asyncio.timeout(None)
             try:
-                data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
+                async with deadline:
+                    return await self._read_until_done(loop, deadline)
             except TimeoutError:
-                if timeout < self._read_timeout:
-                    continue  # the setup deadline check above closes it
-                return f"read timed out after {self._read_timeout:g} s"
+                if not deadline.expired():
+                    raise  # a drain that timed out, which run() reports
+            if self._publisher is None and loop.time() >= self._setup_deadline:
+                return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
+            return f"read timed out after {self._read_timeout:g} s"
+        return self._close_reason
+
+    async def _read_until_done(
+        self, loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout
+    ) -> str:
+        """Read and dispatch until the connection should close; return why.
+
+        ``deadline`` raises TimeoutError at the setup deadline, or when no
+        byte arrived for read_timeout plus up to READ_TIMEOUT_SLACK. The
+        slack lets the timer stay put for most reads, because moving it arms
+        a new timer, which costs more than the read itself at media rates.
+        """
+        while self._close_reason is None:
+            now = loop.time()
+            due = now + self._read_timeout
+            slack = READ_TIMEOUT_SLACK
+            if self._publisher is None:
+                if now >= self._setup_deadline:
+                    return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
+                if self._setup_deadline < due:
+                    due, slack = self._setup_deadline, 0.0
+            when = deadline.when()
+            if when is None or when < due or when > due + slack:
+                deadline.reschedule(due + slack)
+            data = await self._reader.read(READ_SIZE)
             if not data:
                 return "client closed the connection"
             for event in self._protocol.receive_data(data):
-                done = await self._handle(event)
+                # Nearly all events are audio or video, which need no await.
+                if type(event) in _MEDIA_EVENTS:
+                    done = self._feed_media(event)
+                else:
+                    done = await self._handle(event)
                 if done is not None:
                     await self._flush()
                     return done
@@ -352,8 +382,9 @@ class RtmpConnection:
             logger.exception("%s failed to report an invalid key", self._log_prefix)
 
     def _feed_media(self, event: ev.VideoData | ev.AudioData) -> str | None:
+        # The feed methods ignore media while the publisher is not active.
         publisher = self._publisher
-        if publisher is None or not publisher.active:
+        if publisher is None:
             return None
         try:
             if isinstance(event, ev.VideoData):
