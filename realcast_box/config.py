@@ -179,8 +179,7 @@ SETTINGS: tuple[Setting, ...] = (
         "rtmp_read_timeout",
         float,
         10.0,
-        "Seconds without any bytes from an RTMP client before it is disconnected"
-        " (checked up to 1 s later).",
+        "Seconds without any bytes from an RTMP client before it is disconnected.",
         1.0,
         600.0,
     ),

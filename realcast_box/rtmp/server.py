@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from realcast_box.live.hub import Hub, PublishRejected
@@ -30,9 +31,6 @@ from realcast_box.store.db import Database
 
 logger = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
-# Seconds a read timeout may fire after rtmp_read_timeout has passed.
-READ_TIMEOUT_SLACK = 1.0
 # A client must finish the handshake and start publishing within this many
 # seconds of connecting, so that slow or idle sockets cannot pile up.
 SETUP_TIMEOUT = 30.0
@@ -136,6 +134,42 @@ class RtmpServer:
             self._connections.discard(connection)
 
 
+class _ReceiveHook(asyncio.Protocol):
+    """Transport protocol that hands received bytes to an RtmpConnection.
+
+    It replaces the StreamReaderProtocol of asyncio.start_server, which
+    costs a task switch per read. Flow control and the connection loss still
+    go to that protocol, so the StreamWriter's drain() and wait_closed()
+    work as before.
+    """
+
+    def __init__(
+        self, stream_protocol: asyncio.BaseProtocol, connection: RtmpConnection
+    ) -> None:
+        self._stream_protocol = stream_protocol
+        self._connection = connection
+
+    def data_received(self, data: bytes) -> None:
+        self._connection._receive(data)
+
+    def eof_received(self) -> bool:
+        self._connection._stop_receiving("client closed the connection")
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stream_protocol.connection_lost(exc)
+        if exc is None:
+            self._connection._stop_receiving("client closed the connection")
+        else:
+            self._connection._stop_receiving(f"connection error: {exc}", exc)
+
+    def pause_writing(self) -> None:
+        self._stream_protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._stream_protocol.resume_writing()
+
+
 class RtmpConnection:
     """One RTMP client: reads, dispatches events, writes replies."""
 
@@ -166,6 +200,15 @@ class RtmpConnection:
         self._created_streams: set[int] = set()
         self._setup_deadline = asyncio.get_running_loop().time() + SETUP_TIMEOUT
         self._close_reason: str | None = None
+        self._loop = asyncio.get_running_loop()
+        # State shared by _receive(), called by the transport, and _read_loop().
+        self._pending: deque[ev.Event] = deque()
+        self._wakeup = asyncio.Event()
+        self._reading_paused = False
+        self._last_receive = self._loop.time()
+        # Why receiving ended, or the exception that ended it.
+        self._receive_end: str | None = None
+        self._receive_error: Exception | None = None
         peer = writer.get_extra_info("peername")
         self.client_address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self._log_prefix = f"[rtmp {self.client_address}]"
@@ -209,56 +252,88 @@ class RtmpConnection:
             transport.abort()
 
     async def _read_loop(self) -> str:
-        loop = asyncio.get_running_loop()
-        while self._close_reason is None:
-            deadline = asyncio.timeout(None)
-            try:
-                async with deadline:
-                    return await self._read_until_done(loop, deadline)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise  # a drain that timed out, which run() reports
-            if self._publisher is None and loop.time() >= self._setup_deadline:
-                return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
-            return f"read timed out after {self._read_timeout:g} s"
-        return self._close_reason
+        """Act on queued events and wait for more until the connection ends.
 
-    async def _read_until_done(
-        self, loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout
-    ) -> str:
-        """Read and dispatch until the connection should close; return why.
-
-        ``deadline`` raises TimeoutError at the setup deadline, or when no
-        byte arrived for read_timeout plus up to READ_TIMEOUT_SLACK. The
-        slack lets the timer stay put for most reads, because moving it arms
-        a new timer, which costs more than the read itself at media rates.
+        Media arrives through _receive(), which feeds it at once. This task
+        handles the other events, in order, and the read and setup timeouts.
         """
+        loop = asyncio.get_running_loop()
+        transport = self._writer.transport
+        transport.set_protocol(_ReceiveHook(transport.get_protocol(), self))
         while self._close_reason is None:
-            now = loop.time()
-            due = now + self._read_timeout
-            slack = READ_TIMEOUT_SLACK
-            if self._publisher is None:
-                if now >= self._setup_deadline:
-                    return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
-                if self._setup_deadline < due:
-                    due, slack = self._setup_deadline, 0.0
-            when = deadline.when()
-            if when is None or when < due or when > due + slack:
-                deadline.reschedule(due + slack)
-            data = await self._reader.read(READ_SIZE)
-            if not data:
-                return "client closed the connection"
-            for event in self._protocol.receive_data(data):
-                # Nearly all events are audio or video, which need no await.
+            self._wakeup.clear()
+            while self._pending:
+                event = self._pending.popleft()
                 if type(event) in _MEDIA_EVENTS:
                     done = self._feed_media(event)
                 else:
                     done = await self._handle(event)
                 if done is not None:
+                    self._pending.clear()
                     await self._flush()
                     return done
             await self._flush()
+            if self._receive_error is not None:
+                raise self._receive_error
+            if self._receive_end is not None:
+                return self._receive_end
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resume_reading()
+
+            now = loop.time()
+            due = self._last_receive + self._read_timeout
+            if self._publisher is None:
+                if now >= self._setup_deadline:
+                    return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
+                due = min(due, self._setup_deadline)
+            if now >= due:
+                return f"read timed out after {self._read_timeout:g} s"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due - now):
+                    await self._wakeup.wait()
         return self._close_reason
+
+    def _receive(self, data: bytes) -> None:
+        """Parse received bytes, feed media at once and queue other events.
+
+        Runs in the transport's callback, so a media message costs no task
+        switch. Reading pauses while events wait for _read_loop(), which
+        keeps them in order with the media after them.
+        """
+        if self._receive_end is not None or self._receive_error is not None:
+            return
+        self._last_receive = self._loop.time()
+        pending = self._pending
+        try:
+            for event in self._protocol.receive_data(data):
+                if pending or type(event) not in _MEDIA_EVENTS:
+                    pending.append(event)
+                    continue
+                done = self._feed_media(event)
+                if done is not None:
+                    self._receive_end = done
+                    break
+        except Exception as exc:
+            # _read_loop() raises it again, so run() reports it as a read error.
+            self._receive_error = exc
+        if pending and not self._reading_paused:
+            self._reading_paused = True
+            self._writer.transport.pause_reading()
+        if pending or self._receive_end or self._receive_error:
+            self._wakeup.set()
+            return
+        # Media only queues Acknowledgements, a few bytes per window, so they
+        # are written without waiting for a drain.
+        out = self._protocol.data_to_send()
+        if out and not self._writer.transport.is_closing():
+            self._writer.write(out)
+
+    def _stop_receiving(self, reason: str, error: Exception | None = None) -> None:
+        if self._receive_end is None and self._receive_error is None:
+            self._receive_end = reason
+            self._receive_error = error
+        self._wakeup.set()
 
     async def _flush(self) -> None:
         out = self._protocol.data_to_send()
