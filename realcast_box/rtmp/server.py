@@ -260,6 +260,13 @@ class RtmpConnection:
         loop = asyncio.get_running_loop()
         transport = self._writer.transport
         transport.set_protocol(_ReceiveHook(transport.get_protocol(), self))
+        # Over TLS the first bytes may reach the StreamReader together with
+        # the end of the handshake, before this task ran. With the EOF fed,
+        # read() returns them without waiting.
+        self._reader.feed_eof()
+        buffered = await self._reader.read()
+        if buffered:
+            self._receive(buffered)
         while self._close_reason is None:
             self._wakeup.clear()
             while self._pending:
