@@ -211,7 +211,8 @@ async def test_ingest_connection_limit(aiohttp_client, tmp_path):
 
 async def test_ingest_slow_handshake_closed(aiohttp_client, tmp_path, monkeypatch):
     # One byte at a time keeps resetting the read timeout; the setup deadline
-    # still closes the connection.
+    # still closes the connection. A byte that reaches the server just before
+    # it closes is unread there, so the close may arrive as a reset.
     monkeypatch.setattr("realcast_box.rtmp.server.SETUP_TIMEOUT", 1.0)
     box = await start_box(aiohttp_client, tmp_path)
 
@@ -222,11 +223,14 @@ async def test_ingest_slow_handshake_closed(aiohttp_client, tmp_path, monkeypatc
         for byte in hello[:40]:
             writer.write(bytes([byte]))
             await asyncio.sleep(0.2)
-            if reader.at_eof():
+            if reader.at_eof() or isinstance(reader.exception(), ConnectionError):
                 closed = True
                 break
         if not closed:
-            closed = await reader.read() == b""
+            try:
+                closed = await reader.read() == b""
+            except ConnectionResetError:
+                closed = True
     writer.close()
     assert closed
 

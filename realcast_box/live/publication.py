@@ -52,12 +52,15 @@ class Publisher:
         return publication.publisher is self and not publication.finished
 
     def feed_video(self, timestamp: int, payload: bytes) -> None:
-        if self.active:
-            self.publication.feed_video(timestamp, payload)
+        # Inlined active check, because this runs for every message.
+        publication = self.publication
+        if publication.publisher is self and publication.ended_monotonic is None:
+            publication.feed_video(timestamp, payload)
 
     def feed_audio(self, timestamp: int, payload: bytes) -> None:
-        if self.active:
-            self.publication.feed_audio(timestamp, payload)
+        publication = self.publication
+        if publication.publisher is self and publication.ended_monotonic is None:
+            publication.feed_audio(timestamp, payload)
 
     def feed_metadata(self, metadata: dict) -> None:
         if self.active:
@@ -169,10 +172,11 @@ class Publication:
         return self.health.report(segmenter.video_config, segmenter.audio_config)
 
     def feed_video(self, timestamp: int, payload: bytes) -> None:
-        if self.finished:
+        if self.ended_monotonic is not None:
             return
         tag = parse_video_tag(payload)
-        self._count(len(payload))
+        self.bytes_received += len(payload)
+        self.last_media_monotonic = time.monotonic()
         self.video_messages += 1
         if tag.data and not tag.is_sequence_header:
             self.health.add_video(
@@ -184,10 +188,11 @@ class Publication:
         self.segmenter.add_video(timestamp, tag)
 
     def feed_audio(self, timestamp: int, payload: bytes) -> None:
-        if self.finished:
+        if self.ended_monotonic is not None:
             return
         tag = parse_audio_tag(payload)
-        self._count(len(payload))
+        self.bytes_received += len(payload)
+        self.last_media_monotonic = time.monotonic()
         self.audio_messages += 1
         if tag.data and not tag.is_sequence_header:
             self.health.add_audio(timestamp, len(tag.data))
@@ -207,7 +212,3 @@ class Publication:
             self.segmenter.finish()
         except Exception:
             logger.exception("stream %s: failed to finish HLS output", self.stream_id)
-
-    def _count(self, size: int) -> None:
-        self.bytes_received += size
-        self.last_media_monotonic = time.monotonic()

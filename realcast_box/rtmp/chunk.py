@@ -174,31 +174,69 @@ class ChunkReader:
     def next_message(self) -> RawMessage | None:
         """Return the next complete message, or None when more bytes are needed."""
         while True:
-            if self._current is not None:
-                if not self._read_chunk_payload():
-                    return None
-                message = self._complete_message(self._current_id, self._current)
-                self._current = None
-                if message is not None:
-                    return message
-                continue
-            header = self._parse_header()
-            if header is None:
-                return None
-            self._pos += header.size
-            stream = self._apply_header(header)
-            self._current = stream
-            self._current_id = header.chunk_stream_id
-            self._chunk_left = min(self.chunk_size, stream.length - len(stream.payload))
-
-    def _read_chunk_payload(self) -> bool:
-        """Copy available bytes of the current chunk; return True once it is whole."""
-        available = len(self._buffer) - self._pos
-        take = min(available, self._chunk_left)
-        if take:
             stream = self._current
-            stream.payload += self._buffer[self._pos : self._pos + take]
-            self._pos += take
+            if stream is None:
+                stream = self._start_chunk()
+                if stream is None:
+                    return None
+            if not self._read_chunk_payload(stream):
+                return None
+            self._current = None
+            if len(stream.payload) < stream.length:
+                continue
+            payload = bytes(stream.payload)
+            self._drop_payload(stream)
+            return RawMessage(
+                self._current_id,
+                stream.type_id,
+                stream.message_stream_id,
+                stream.timestamp,
+                payload,
+            )
+
+    def _start_chunk(self) -> _ChunkStream | None:
+        """Consume the next chunk header and return its chunk stream.
+
+        Returns None, consuming nothing, while the header is incomplete.
+        """
+        buffer = self._buffer
+        pos = self._pos
+        if pos >= len(buffer):
+            return None
+        # The common case first: a one-byte type 3 header that continues the
+        # message in progress on a chunk stream without extended timestamps.
+        first = buffer[pos]
+        if first >= 0xC2:
+            stream = self._streams.get(first & 0x3F)
+            if (
+                stream is not None
+                and stream.payload is not None
+                and not stream.extended
+            ):
+                self._pos = pos + 1
+                return self._begin_chunk(first & 0x3F, stream)
+        header = self._parse_header()
+        if header is None:
+            return None
+        self._pos += header.size
+        return self._begin_chunk(header.chunk_stream_id, self._apply_header(header))
+
+    def _begin_chunk(self, chunk_stream_id: int, stream: _ChunkStream) -> _ChunkStream:
+        self._current = stream
+        self._current_id = chunk_stream_id
+        self._chunk_left = min(self.chunk_size, stream.length - len(stream.payload))
+        return stream
+
+    def _read_chunk_payload(self, stream: _ChunkStream) -> bool:
+        """Copy available bytes of the current chunk; return True once it is whole."""
+        pos = self._pos
+        take = min(len(self._buffer) - pos, self._chunk_left)
+        if take:
+            # A memoryview slice copies once, where a bytearray slice would
+            # copy into a temporary first.
+            with memoryview(self._buffer) as view:
+                stream.payload += view[pos : pos + take]
+            self._pos = pos + take
             self._chunk_left -= take
             self._buffered_bytes += take
             if self._buffered_bytes > self.max_buffered_bytes:
@@ -207,21 +245,6 @@ class ChunkReader:
                     "bytes; the peer interleaves too many large messages"
                 )
         return self._chunk_left == 0
-
-    def _complete_message(
-        self, chunk_stream_id: int, stream: _ChunkStream
-    ) -> RawMessage | None:
-        if len(stream.payload) < stream.length:
-            return None
-        payload = bytes(stream.payload)
-        self._drop_payload(stream)
-        return RawMessage(
-            chunk_stream_id,
-            stream.type_id,
-            stream.message_stream_id,
-            stream.timestamp,
-            payload,
-        )
 
     def _drop_payload(self, stream: _ChunkStream) -> None:
         self._buffered_bytes -= len(stream.payload)

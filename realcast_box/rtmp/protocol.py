@@ -44,6 +44,10 @@ _CONTROL_CHUNK_STREAM = 2
 _COMMAND_CHUNK_STREAM = 3
 _STREAM_CHUNK_STREAM = 5
 
+# Module-level ints spare an enum attribute lookup per message.
+_AUDIO = int(MessageType.AUDIO)
+_VIDEO = int(MessageType.VIDEO)
+
 _AGGREGATE_HEADER_SIZE = 11
 _AGGREGATE_MEMBER_TYPES = {
     MessageType.AUDIO,
@@ -131,7 +135,20 @@ class ServerProtocol:
 
     def _handle_message(self, message: RawMessage, events: list) -> None:
         type_id = message.type_id
-        if type_id == MessageType.SET_CHUNK_SIZE:
+        # Audio and video are nearly every message, so they are tested first.
+        if type_id == _AUDIO:
+            events.append(
+                ev.AudioData(
+                    message.message_stream_id, message.timestamp, message.payload
+                )
+            )
+        elif type_id == _VIDEO:
+            events.append(
+                ev.VideoData(
+                    message.message_stream_id, message.timestamp, message.payload
+                )
+            )
+        elif type_id == MessageType.SET_CHUNK_SIZE:
             self._reader.set_chunk_size(_read_u32(message, "Set Chunk Size"))
         elif type_id == MessageType.ABORT:
             self._reader.abort(_read_u32(message, "Abort"))

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from realcast_box.live.hub import Hub, PublishRejected
@@ -31,7 +32,6 @@ from realcast_box.store.db import Database
 
 logger = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
 # A client must finish the handshake and start publishing within this many
 # seconds of connecting, so that slow or idle sockets cannot pile up.
 SETUP_TIMEOUT = 30.0
@@ -41,6 +41,7 @@ MAX_CREATED_STREAMS = 8
 TLS_SHUTDOWN_TIMEOUT = 2.0
 # RTMP application name in rtmp://HOST/live; OBS calls it the "Server" path.
 APPLICATION = "live"
+_MEDIA_EVENTS = (ev.VideoData, ev.AudioData)
 
 # Called after a publish with a stream key that matches no stream, with the
 # client's "host:port" and the stream id that the key names (None when the
@@ -167,6 +168,42 @@ class RtmpServer:
             self._connections.discard(connection)
 
 
+class _ReceiveHook(asyncio.Protocol):
+    """Transport protocol that hands received bytes to an RtmpConnection.
+
+    It replaces the StreamReaderProtocol of asyncio.start_server, which
+    costs a task switch per read. Flow control and the connection loss still
+    go to that protocol, so the StreamWriter's drain() and wait_closed()
+    work as before.
+    """
+
+    def __init__(
+        self, stream_protocol: asyncio.BaseProtocol, connection: RtmpConnection
+    ) -> None:
+        self._stream_protocol = stream_protocol
+        self._connection = connection
+
+    def data_received(self, data: bytes) -> None:
+        self._connection._receive(data)
+
+    def eof_received(self) -> bool:
+        self._connection._stop_receiving("client closed the connection")
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stream_protocol.connection_lost(exc)
+        if exc is None:
+            self._connection._stop_receiving("client closed the connection")
+        else:
+            self._connection._stop_receiving(f"connection error: {exc}", exc)
+
+    def pause_writing(self) -> None:
+        self._stream_protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._stream_protocol.resume_writing()
+
+
 class RtmpConnection:
     """One RTMP client: reads, dispatches events, writes replies."""
 
@@ -198,6 +235,15 @@ class RtmpConnection:
         self._created_streams: set[int] = set()
         self._setup_deadline = asyncio.get_running_loop().time() + SETUP_TIMEOUT
         self._close_reason: str | None = None
+        self._loop = asyncio.get_running_loop()
+        # State shared by _receive(), called by the transport, and _read_loop().
+        self._pending: deque[ev.Event] = deque()
+        self._wakeup = asyncio.Event()
+        self._reading_paused = False
+        self._last_receive = self._loop.time()
+        # Why receiving ended, or the exception that ended it.
+        self._receive_end: str | None = None
+        self._receive_error: Exception | None = None
         peer = writer.get_extra_info("peername")
         self.client_address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self._scheme = scheme
@@ -242,29 +288,95 @@ class RtmpConnection:
             transport.abort()
 
     async def _read_loop(self) -> str:
+        """Act on queued events and wait for more until the connection ends.
+
+        Media arrives through _receive(), which feeds it at once. This task
+        handles the other events, in order, and the read and setup timeouts.
+        """
         loop = asyncio.get_running_loop()
+        transport = self._writer.transport
+        transport.set_protocol(_ReceiveHook(transport.get_protocol(), self))
+        # Over TLS the first bytes may reach the StreamReader together with
+        # the end of the handshake, before this task ran. With the EOF fed,
+        # read() returns them without waiting.
+        self._reader.feed_eof()
+        buffered = await self._reader.read()
+        if buffered:
+            self._receive(buffered)
         while self._close_reason is None:
-            timeout = self._read_timeout
-            if self._publisher is None:
-                setup_left = self._setup_deadline - loop.time()
-                if setup_left <= 0:
-                    return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
-                timeout = min(timeout, setup_left)
-            try:
-                data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
-            except TimeoutError:
-                if timeout < self._read_timeout:
-                    continue  # the setup deadline check above closes it
-                return f"read timed out after {self._read_timeout:g} s"
-            if not data:
-                return "client closed the connection"
-            for event in self._protocol.receive_data(data):
-                done = await self._handle(event)
+            self._wakeup.clear()
+            while self._pending:
+                event = self._pending.popleft()
+                if type(event) in _MEDIA_EVENTS:
+                    done = self._feed_media(event)
+                else:
+                    done = await self._handle(event)
                 if done is not None:
+                    self._pending.clear()
                     await self._flush()
                     return done
             await self._flush()
+            if self._receive_error is not None:
+                raise self._receive_error
+            if self._receive_end is not None:
+                return self._receive_end
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resume_reading()
+
+            now = loop.time()
+            due = self._last_receive + self._read_timeout
+            if self._publisher is None:
+                if now >= self._setup_deadline:
+                    return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
+                due = min(due, self._setup_deadline)
+            if now >= due:
+                return f"read timed out after {self._read_timeout:g} s"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due - now):
+                    await self._wakeup.wait()
         return self._close_reason
+
+    def _receive(self, data: bytes) -> None:
+        """Parse received bytes, feed media at once and queue other events.
+
+        Runs in the transport's callback, so a media message costs no task
+        switch. Reading pauses while events wait for _read_loop(), which
+        keeps them in order with the media after them.
+        """
+        if self._receive_end is not None or self._receive_error is not None:
+            return
+        self._last_receive = self._loop.time()
+        pending = self._pending
+        try:
+            for event in self._protocol.receive_data(data):
+                if pending or type(event) not in _MEDIA_EVENTS:
+                    pending.append(event)
+                    continue
+                done = self._feed_media(event)
+                if done is not None:
+                    self._receive_end = done
+                    break
+        except Exception as exc:
+            # _read_loop() raises it again, so run() reports it as a read error.
+            self._receive_error = exc
+        if pending and not self._reading_paused:
+            self._reading_paused = True
+            self._writer.transport.pause_reading()
+        if pending or self._receive_end or self._receive_error:
+            self._wakeup.set()
+            return
+        # Media only queues Acknowledgements, a few bytes per window, so they
+        # are written without waiting for a drain.
+        out = self._protocol.data_to_send()
+        if out and not self._writer.transport.is_closing():
+            self._writer.write(out)
+
+    def _stop_receiving(self, reason: str, error: Exception | None = None) -> None:
+        if self._receive_end is None and self._receive_error is None:
+            self._receive_end = reason
+            self._receive_error = error
+        self._wakeup.set()
 
     async def _flush(self) -> None:
         out = self._protocol.data_to_send()
@@ -388,8 +500,9 @@ class RtmpConnection:
             logger.exception("%s failed to report an invalid key", self._log_prefix)
 
     def _feed_media(self, event: ev.VideoData | ev.AudioData) -> str | None:
+        # The feed methods ignore media while the publisher is not active.
         publisher = self._publisher
-        if publisher is None or not publisher.active:
+        if publisher is None:
             return None
         try:
             if isinstance(event, ev.VideoData):
