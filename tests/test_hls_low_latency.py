@@ -726,3 +726,40 @@ async def test_llhls_disabled_by_setting(aiohttp_client, tmp_path) -> None:
     assert "#EXT-X-PRELOAD-HINT" not in text
     assert ignored.status == 200
     assert not list(rendition.glob("part-*"))
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_long_gop_publisher(aiohttp_client, tmp_path) -> None:
+    # Keyframes every 3 s (75 frames at 25 fps) against 1 s segments.
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]),
+        *("--seconds", "7", "--realtime", "--gop", "75"),
+    )
+    versions: list[str] = []
+    try:
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        for _ in range(600):
+            if publisher.returncode is not None:
+                break
+            text = await get_text(box, media_path)
+            if not versions or versions[-1] != text:
+                versions.append(text)
+            if len(parse_playlist(text).segments) >= 5:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await stop(publisher)
+    playlists = [check_playlist(text) for text in versions]
+    last = playlists[-1]
+
+    assert {constant_tags(playlist) for playlist in playlists} == {
+        constant_tags(playlists[0])
+    }
+    assert last.target_duration == 1
+    assert len(last.segments) >= 5
+    assert any(
+        segment.parts and not segment.parts[0].independent for segment in last.segments
+    )
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in versions[-1]

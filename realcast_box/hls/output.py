@@ -347,10 +347,11 @@ class RenditionFiles:
         self._add_part(fragments, discontinuity, program_date_time)
         self._write_media_playlist(ended=False)
         # The variant is listed from the first part on, so low-latency players
-        # start a part after the first keyframe. Players without low-latency
-        # support see a media playlist without segments until the first one
-        # is complete. FFmpeg's HLS demuxer (8.0) opens such a playlist as an
-        # input without streams, so those players must wait for a segment.
+        # can start about one part target after the first keyframe. Players
+        # without low-latency support see a media playlist without segments
+        # until the first one is complete. FFmpeg's HLS demuxer (8.0) opens
+        # such a playlist as an input without streams, so those players must
+        # wait for a segment.
         if self._variant is None and variant is not None:
             self._write_multivariant_playlist(variant)
         self._wake_waiters()
