@@ -24,6 +24,8 @@ from realcast_box.live.hub import Hub
 
 TESTS_DIR = Path(__file__).parent
 PUBLISHER = TESTS_DIR / "publisher.py"
+# download_hls waits this long at most for the first whole segment.
+SEGMENT_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -183,7 +185,11 @@ class HlsDownload:
 
 
 async def download_hls(client: TestClient, hls_path: str, folder: Path) -> HlsDownload:
-    """Fetch a stream's playlists and segments over HTTP into ``folder``."""
+    """Fetch a stream's playlists and segments over HTTP into ``folder``.
+
+    Waits until the media playlist lists a whole segment: with low-latency
+    HLS it appears at the first part, and the files are read with FFmpeg.
+    """
     response = await client.get(hls_path)
     assert response.status == 200, await response.text()
     multivariant = await response.text()
@@ -192,9 +198,15 @@ async def download_hls(client: TestClient, hls_path: str, folder: Path) -> HlsDo
     )
     base = hls_path.rsplit("/", 1)[0]
     media_path = f"{base}/{variant}"
-    response = await client.get(media_path)
-    assert response.status == 200, await response.text()
-    media_playlist = await response.text()
+    deadline = asyncio.get_running_loop().time() + SEGMENT_WAIT_SECONDS
+    while True:
+        response = await client.get(media_path)
+        assert response.status == 200, await response.text()
+        media_playlist = await response.text()
+        if "#EXTINF" in media_playlist:
+            break
+        assert asyncio.get_running_loop().time() < deadline, media_playlist
+        await asyncio.sleep(0.1)
     media_base = media_path.rsplit("/", 1)[0]
 
     folder.mkdir(parents=True, exist_ok=True)

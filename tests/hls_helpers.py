@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from realcast_box.hls import playback
 from realcast_box.store.ids import utc_now
 from tests.box import TESTS_DIR, Box
+from tests.hls_reader import wait_for_segment
 
 READER = TESTS_DIR / "hls_reader.py"
 
@@ -183,7 +184,11 @@ async def read_with_pyav(url: str, timeout: float = 90.0) -> tuple[int, dict | s
 
 
 async def ffprobe(url: str, timeout: float = 60.0) -> tuple[int, dict | str]:
-    """Run ffprobe on ``url``; return (exit code, its streams by type or stderr)."""
+    """Run ffprobe on ``url``; return (exit code, its streams by type or stderr).
+
+    Waits first until the playlist lists a whole segment, which FFmpeg needs.
+    """
+    await asyncio.to_thread(wait_for_segment, url)
     process = await asyncio.create_subprocess_exec(
         "ffprobe",
         "-v",

@@ -5,8 +5,12 @@ the server that runs in the test's own event loop.
 
     python tests/hls_reader.py http://127.0.0.1:PORT/hls/STREAM/index.m3u8?token=T
 
-Decodes every video frame and demuxes every audio packet, then prints one
-JSON object with the counts, the codecs and the last video frame's time in
+Waits until the first variant's media playlist lists a whole segment, as
+an FFmpeg-based player must: with low-latency HLS the playlists appear at
+the first partial segment, and FFmpeg's HLS demuxer (8.0) opens a media
+playlist that lists parts but no segment as an input without streams.
+Then decodes every video frame and demuxes every audio packet, and prints one JSON
+object with the counts, the codecs and the last video frame's time in
 seconds. Exit code 0 on success, 3 when FFmpeg fails to open or read.
 """
 
@@ -14,11 +18,54 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urljoin
 
 import av
 
+SEGMENT_WAIT_SECONDS = 30.0
+POLL_SECONDS = 0.1
+
+
+def wait_for_segment(url: str, timeout: float = SEGMENT_WAIT_SECONDS) -> None:
+    """Poll ``url`` until its (first variant's) media playlist lists a segment.
+
+    Returns at once for a playlist that is not found or not allowed, so the
+    player reports that error itself. Raises TimeoutError after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        text = _fetch(url)
+        if text is None:
+            return
+        if "#EXT-X-STREAM-INF" in text:
+            variant = next(
+                line.strip()
+                for line in text.splitlines()
+                if line.strip() and not line.startswith("#")
+            )
+            text = _fetch(urljoin(url, variant))
+            if text is None:
+                return
+        if "#EXTINF" in text:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no segment listed by {url.split('?')[0]}")
+        time.sleep(POLL_SECONDS)
+
+
+def _fetch(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError:
+        return None
+
 
 def read(url: str) -> dict:
+    wait_for_segment(url)
     # live_start_index 0 starts a live playlist at its first listed segment
     # instead of three from the end, so a player that opens early reads all.
     with av.open(url, options={"live_start_index": "0"}, timeout=20) as container:

@@ -9,6 +9,7 @@ the sync flags of the video samples of an fMP4 part.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass, field
@@ -156,6 +157,13 @@ def check_playlist(text: str) -> Playlist:
         assert part.duration <= part_target, f"{part.uri} exceeds PART-TARGET"
         assert part.duration > 0, f"{part.uri} is empty"
 
+    for segment in playlist.segments:
+        rounded = math.floor(segment.duration + 0.5)
+        assert rounded <= playlist.target_duration, f"{segment.uri} exceeds the target"
+    # Segments may start mid-GOP (RFC 8216 only requires each one to continue
+    # the previous), but not in a playlist that declares them independent.
+    independent = "#EXT-X-INDEPENDENT-SEGMENTS" in text
+
     with_parts = [i for i, s in enumerate(playlist.segments) if s.parts]
     # Only the newest segments carry parts, and they do so without a hole.
     assert with_parts == list(range(len(playlist.segments)))[-len(with_parts) :]
@@ -170,10 +178,12 @@ def check_playlist(text: str) -> Playlist:
         assert {p.position[0] for p in segment.parts} == {segment.msn}
         indexes = [p.position[1] for p in segment.parts]
         assert indexes == list(range(len(indexes)))
-        assert segment.parts[0].independent, f"{segment.uri} starts dependent"
+        if independent:
+            assert segment.parts[0].independent, f"{segment.uri} starts dependent"
     if playlist.open_parts:
         assert {p.position[0] for p in playlist.open_parts} == {playlist.open_msn}
-        assert playlist.open_parts[0].independent
+        if independent:
+            assert playlist.open_parts[0].independent
 
     if playlist.ended:
         assert playlist.preload_hint is None

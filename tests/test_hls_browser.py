@@ -57,6 +57,7 @@ window.player = {
   video, hlsVersion: Hls.version, errors: [], fatal: false, levels: null,
   bufferCodecs: null, playingAt: null, ended: false, liveSeen: false,
   lastLevelLive: null, firstStartSN: null, lastStartSN: null, events: [],
+  firstLoad: null,
 };
 
 function describeError(data) {
@@ -100,6 +101,13 @@ function recordHlsEvents(hls) {
       ([name, track]) => [name, {codec: track.codec, container: track.container}]));
   });
   hls.on(Hls.Events.BUFFER_EOS, () => window.player.events.push("bufferEos"));
+  // The first media request: a whole segment, or a part (data.part is set).
+  hls.on(Hls.Events.FRAG_LOADING, (event, data) => {
+    if (window.player.firstLoad !== null || data.frag.sn === "initSegment") return;
+    window.player.firstLoad = {
+      sn: data.frag.sn, part: data.part ? data.part.index : null,
+    };
+  });
 }
 
 function recordVideoEvents() {
@@ -136,7 +144,7 @@ PLAYER_STATE = """() => {
     hlsVersion: p.hlsVersion, errors: p.errors, fatal: p.fatal, levels: p.levels,
     bufferCodecs: p.bufferCodecs, playingAt: p.playingAt, ended: p.ended,
     liveSeen: p.liveSeen, lastLevelLive: p.lastLevelLive, events: p.events,
-    firstStartSN: p.firstStartSN, lastStartSN: p.lastStartSN,
+    firstStartSN: p.firstStartSN, lastStartSN: p.lastStartSN, firstLoad: p.firstLoad,
     currentTime: v.currentTime, duration: v.duration, paused: v.paused,
     readyState: v.readyState, videoWidth: v.videoWidth, videoHeight: v.videoHeight,
   };
@@ -310,6 +318,50 @@ async def test_hls_browser_plays_live_stream(aiohttp_client, aiohttp_server, tmp
     buffer_codecs = ",".join(track["codec"] for track in state["bufferCodecs"].values())
     assert "avc1." in buffer_codecs.lower(), report
     assert "mp4a.40.2" in buffer_codecs, report
+
+
+async def test_hls_browser_starts_at_first_part(
+    aiohttp_client, aiohttp_server, tmp_path
+):
+    require_chromium()
+    # hls.js 1.7.4 has lowLatencyMode on by default and starts at a part. The
+    # player starts as soon as the playlists exist, which is at the first
+    # part (before any whole segment) unless the machine is slow to poll.
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await box.create_stream()
+    page_url = await serve_player_page(aiohttp_server)
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "10", "--realtime"
+    )
+    try:
+        await box.wait_for_status(stream["id"], "live")
+        playlist = await wait_for_media_playlist(box, stream["id"])
+        async with open_player(tmp_path, page_url) as player:
+            await player.start(stream["hls_url"])
+            condition = "p.playingAt !== null && p.video.currentTime > p.playingAt + 2"
+            state = await wait_for_player(player, condition, timeout=25)
+    finally:
+        await stop_publisher(publisher)
+
+    report = json.dumps(state, indent=1)
+    assert "#EXT-X-PART:" in playlist, playlist
+    assert fatal_errors(state) == [], report
+    assert state["firstLoad"] is not None, report
+    assert state["firstLoad"]["part"] is not None, report
+    assert state["currentTime"] > state["playingAt"] + 2, report
+
+
+async def wait_for_media_playlist(
+    box: Box, stream_id: str, timeout: float = 20.0
+) -> str:
+    """Return the first media playlist the box serves for ``stream_id``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        playlist = await fetch_media_playlist(box, stream_id)
+        if playlist is not None:
+            return playlist
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no media playlist for {stream_id} within {timeout} s")
 
 
 async def test_hls_browser_plays_to_end(aiohttp_client, aiohttp_server, tmp_path):

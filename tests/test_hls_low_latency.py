@@ -9,6 +9,7 @@ and follow the parts as a low-latency player does.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -218,6 +219,68 @@ def test_llhls_audio_only_parts(tmp_path) -> None:
         playlist = check_playlist(text)
         assert all(part.independent for part in playlist.parts)
     assert parse_playlist(versions[-1]).ended
+
+
+def test_llhls_multivariant_at_first_part(tmp_path, av_tags) -> None:
+    directory = tmp_path / "stream"
+    segmenter = Segmenter(directory, target_duration=1.0, part_duration=PART_TARGET)
+    media_path = directory / "source" / "index.m3u8"
+    for tag in av_tags:
+        feed_tag(segmenter, tag)
+        if media_path.exists():
+            break
+    media = parse_playlist(media_path.read_text())
+    multivariant = (directory / "index.m3u8").read_text()
+    segmenter.finish()
+
+    assert media.segments == []
+    assert len(media.open_parts) == 1
+    assert "source/index.m3u8" in multivariant.splitlines()
+    bandwidth = re.search(r"BANDWIDTH=([0-9]+)", multivariant)
+    assert bandwidth is not None
+    assert int(bandwidth.group(1)) > 0
+
+
+def test_llhls_off_multivariant_at_first_segment(tmp_path, av_tags) -> None:
+    directory = tmp_path / "stream"
+    segmenter = Segmenter(directory, target_duration=1.0)
+    media_path = directory / "source" / "index.m3u8"
+    for tag in av_tags:
+        feed_tag(segmenter, tag)
+        if media_path.exists() or (directory / "index.m3u8").exists():
+            break
+    media = parse_playlist(media_path.read_text())
+    segmenter.finish()
+
+    assert len(media.segments) == 1
+    assert (directory / "index.m3u8").exists()
+
+
+def test_llhls_long_gop_keeps_target_duration(tmp_path) -> None:
+    # Keyframes every 2.5 s against a 1 s target: segments end at the target
+    # duration without a keyframe, so no tag of the session changes.
+    tags = read_tags(encode_flv(seconds=6, fps=30, gop=75))
+    versions = package_tag_by_tag(tmp_path / "stream", tags).versions
+    playlists = [check_playlist(text) for text in versions]
+    last = playlists[-1]
+
+    assert {constant_tags(playlist) for playlist in playlists} == {
+        constant_tags(playlists[0])
+    }
+    assert last.target_duration == 1
+    assert "HOLD-BACK=3.000," in last.tags["#EXT-X-SERVER-CONTROL"]
+    assert len(last.segments) >= 5
+    assert all(round(segment.duration) <= 1 for segment in last.segments)
+    mid_gop_versions = 0
+    for text, playlist in zip(versions, playlists, strict=True):
+        mid_gop = any(
+            segment.parts and not segment.parts[0].independent
+            for segment in playlist.segments
+        )
+        if mid_gop:
+            mid_gop_versions += 1
+            assert "#EXT-X-INDEPENDENT-SEGMENTS" not in text
+    assert mid_gop_versions > 0
 
 
 def test_llhls_off_writes_regular_playlist(tmp_path, av_tags) -> None:
@@ -663,3 +726,40 @@ async def test_llhls_disabled_by_setting(aiohttp_client, tmp_path) -> None:
     assert "#EXT-X-PRELOAD-HINT" not in text
     assert ignored.status == 200
     assert not list(rendition.glob("part-*"))
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_long_gop_publisher(aiohttp_client, tmp_path) -> None:
+    # Keyframes every 3 s (75 frames at 25 fps) against 1 s segments.
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]),
+        *("--seconds", "7", "--realtime", "--gop", "75"),
+    )
+    versions: list[str] = []
+    try:
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        for _ in range(600):
+            if publisher.returncode is not None:
+                break
+            text = await get_text(box, media_path)
+            if not versions or versions[-1] != text:
+                versions.append(text)
+            if len(parse_playlist(text).segments) >= 5:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await stop(publisher)
+    playlists = [check_playlist(text) for text in versions]
+    last = playlists[-1]
+
+    assert {constant_tags(playlist) for playlist in playlists} == {
+        constant_tags(playlists[0])
+    }
+    assert last.target_duration == 1
+    assert len(last.segments) >= 5
+    assert any(
+        segment.parts and not segment.parts[0].independent for segment in last.segments
+    )
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in versions[-1]

@@ -123,14 +123,32 @@ async def create_recorded_stream(box: Box) -> dict:
 
 
 async def wait_for_hls(box: Box, stream_id: str) -> None:
+    """Wait until the first variant's media playlist lists a whole segment.
+
+    The media playlist is read from disk, because each request for it
+    without a session signature counts as a new viewer.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_SECONDS
     while True:
         response = await box.client.get(f"/hls/{stream_id}/index.m3u8")
         if response.status == 200:
-            return
-        assert loop.time() < deadline, f"no HLS output for {stream_id}"
+            variant = playlist_uris(await response.text())[0].split("?")[0]
+            media = box.hub.hls_root / stream_id / variant
+            if "#EXTINF" in media.read_text():
+                return
+        assert loop.time() < deadline, f"no HLS segment for {stream_id}"
         await asyncio.sleep(0.2)
+
+
+def first_part_uri(media_playlist: str) -> str:
+    """Return the URI of the playlist's first partial segment (EXT-X-PART)."""
+    return next(
+        uri
+        for line in media_playlist.splitlines()
+        if line.startswith("#EXT-X-PART:")
+        for uri in playlist_uris(line)
+    )
 
 
 def first_segment_uri(media_playlist: str) -> str:
@@ -181,6 +199,7 @@ async def test_metrics_push_reports_live_state(aiohttp_client, tmp_path):
         segment_uri = first_segment_uri(media_playlist)
         init = await fetch(box, f"{media_base}/{init_uri}")
         segment = await fetch(box, f"{media_base}/{segment_uri}")
+        part = await fetch(box, f"{media_base}/{first_part_uri(media_playlist)}")
         after = await scrape(box)
     finally:
         await process.communicate()
@@ -219,6 +238,10 @@ async def test_metrics_push_reports_live_state(aiohttp_client, tmp_path):
     assert playlists == 2
     assert inits == 1
     assert segments == 1
+    parts = after.count(
+        "realcast_hls_requests_total", kind="part", status="200"
+    ) - during.count("realcast_hls_requests_total", kind="part", status="200")
+    assert parts == 1
     playlist_bytes = after.count(
         "realcast_hls_response_bytes_total", kind="playlist"
     ) - during.count("realcast_hls_response_bytes_total", kind="playlist")
@@ -231,6 +254,10 @@ async def test_metrics_push_reports_live_state(aiohttp_client, tmp_path):
         "realcast_hls_response_bytes_total", kind="segment"
     ) - during.count("realcast_hls_response_bytes_total", kind="segment")
     assert segment_bytes == len(segment)
+    part_bytes = after.count(
+        "realcast_hls_response_bytes_total", kind="part"
+    ) - during.count("realcast_hls_response_bytes_total", kind="part")
+    assert part_bytes == len(part)
     playlist_timings = after.count(
         "realcast_hls_request_duration_seconds_count", kind="playlist"
     ) - during.count("realcast_hls_request_duration_seconds_count", kind="playlist")

@@ -260,6 +260,7 @@ class FollowerPackager:
             program_date_time=self._wall_time(
                 fragments[0].base_decode_time / VIDEO_TIMESCALE
             ),
+            variant=self._variant_source(),
         )
 
     def _write_open_segment(self, *, ended: bool = False) -> bool:

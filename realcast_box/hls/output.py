@@ -187,6 +187,8 @@ class RenditionFiles:
         self._total_bits = 0
         self._total_seconds = 0.0
         self._variant: playlist.VariantEntry | None = None
+        # Whether the published BANDWIDTH is an estimate from the first parts.
+        self._bandwidth_from_parts = False
         self.ready = False
         self._ended = False
 
@@ -239,6 +241,11 @@ class RenditionFiles:
     @property
     def current_init(self) -> str:
         return self._init_names[-1]
+
+    @property
+    def target_duration(self) -> int:
+        """EXT-X-TARGETDURATION in seconds."""
+        return self._target_duration
 
     @property
     def part_duration(self) -> float | None:
@@ -327,20 +334,26 @@ class RenditionFiles:
         *,
         discontinuity: bool,
         program_date_time: datetime,
+        variant: VariantSource | None = None,
     ) -> None:
         """Write one partial segment of the open segment, then the media playlist.
 
         ``discontinuity`` and ``program_date_time`` describe the open
-        segment; only those given with its first part are used.
+        segment; only those given with its first part are used. The first
+        part with ``variant`` also gives the multivariant playlist its entry.
         """
         if self._part_duration is None or not fragments:
             return
         self._add_part(fragments, discontinuity, program_date_time)
-        # NOTE: the multivariant playlist still waits for the first complete
-        # segment, because players without low-latency support (FFmpeg's HLS
-        # demuxer among them) give up on a media playlist without segments.
-        # So players start a segment after the first keyframe, not a part.
         self._write_media_playlist(ended=False)
+        # The variant is listed from the first part on, so low-latency players
+        # can start about one part target after the first keyframe. Players
+        # without low-latency support see a media playlist without segments
+        # until the first one is complete. FFmpeg's HLS demuxer (8.0) opens
+        # such a playlist as an input without streams, so those players must
+        # wait for a segment.
+        if self._variant is None and variant is not None:
+            self._write_multivariant_playlist(variant)
         self._wake_waiters()
 
     def write_segment(
@@ -365,6 +378,7 @@ class RenditionFiles:
             if header is None:
                 raise ValueError("a media segment needs at least one sample")
             parts = tuple(self._open_parts)
+            independent = parts[0].independent
             data = b"".join(self._open_data)
             duration = sum(part.duration for part in parts)
             discontinuity = header.discontinuity
@@ -377,6 +391,7 @@ class RenditionFiles:
             primary = fragments[0]  # video when the segment has video
             timescale = primary.track.timescale
             duration = sum(sample.duration for sample in primary.samples) / timescale
+            independent = not primary.track.is_video or primary.samples[0].keyframe
             # mfhd holds 32 bits, too few for clock-derived media sequence
             # numbers, and only has to increase within the session.
             data = fmp4.media_segment(self._next_fragment_number(), fragments)
@@ -392,6 +407,7 @@ class RenditionFiles:
                 discontinuity=discontinuity,
                 program_date_time=program_date_time,
                 parts=parts,
+                independent=independent,
             )
         )
         self._next_sequence += 1
@@ -589,6 +605,14 @@ class RenditionFiles:
     def _write_multivariant_playlist(self, source: VariantSource) -> None:
         needed = max(self._peak_bitrate, source.hinted_bitrate or 0)
         published = self._variant.bandwidth if self._variant is not None else 0
+        if self._bandwidth_from_parts and self._total_seconds > 0:
+            # The first complete segment replaces the estimate from parts,
+            # which a keyframe-sized first part may have put far too high.
+            published = 0
+            self._bandwidth_from_parts = False
+        if needed == 0 and self._total_seconds == 0:
+            needed = self._open_bitrate()
+            self._bandwidth_from_parts = True
         bandwidth = published
         if needed > published:
             bandwidth = math.ceil(needed * BANDWIDTH_HEADROOM)
@@ -613,6 +637,13 @@ class RenditionFiles:
         if variant != self._variant:
             self._variant = variant
             self._multivariant.update(self._rendition, variant)
+
+    def _open_bitrate(self) -> float:
+        """Return the bit rate of the open segment's parts so far, or 0."""
+        seconds = sum(part.duration for part in self._open_parts)
+        if seconds <= 0:
+            return 0.0
+        return sum(len(data) for data in self._open_data) * 8 / seconds
 
     def _write_file(self, name: str, data: bytes) -> None:
         _write_atomically(self._rendition_directory / name, data)

@@ -27,6 +27,9 @@ class SegmentEntry:
     # Low-latency HLS partial segments (EXT-X-PART) written before the EXTINF
     # line. Empty for a segment whose parts have left the playlist.
     parts: tuple[PartEntry, ...] = ()
+    # Whether the segment starts with a keyframe (or has no video). The
+    # playlist has EXT-X-INDEPENDENT-SEGMENTS only while all listed ones do.
+    independent: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ def media_playlist(
     ``media_sequence`` is the sequence number of the first entry and
     ``discontinuity_sequence`` counts the EXT-X-DISCONTINUITY tags of
     segments that have left the list. EXT-X-MAP is written before the first
-    entry and again wherever the init segment changes.
+    entry and again wherever the init segment changes. EXT-X-INDEPENDENT-SEGMENTS
+    is written only when every listed segment is independent.
 
     With ``low_latency``, the playlist also carries EXT-X-SERVER-CONTROL
     (blocking reload, HOLD-BACK of three target durations), the part
@@ -141,7 +145,13 @@ def media_playlist(
     lines.append(f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}")
     if discontinuity_sequence:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
-    lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
+    open_segment = low_latency.open_segment if low_latency is not None else None
+    if all(segment.independent for segment in segments) and (
+        open_segment is None
+        or not open_segment.parts
+        or open_segment.parts[0].independent
+    ):
+        lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
 
     current_map = None
     for segment in segments:

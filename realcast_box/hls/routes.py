@@ -131,7 +131,8 @@ def _not_found(
     if relative == "index.m3u8" and STREAM_ID_PATTERN.match(stream_id):
         text = (
             f"no HLS output for stream {stream_id}: it is not live, or its first"
-            " segment is not ready yet (retry in a few seconds)"
+            " media (a part with low-latency HLS, else a segment) is not written"
+            " yet (retry in a few seconds)"
         )
     else:
         text = f"HLS resource not found: {relative}"

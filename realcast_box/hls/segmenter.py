@@ -199,6 +199,8 @@ class Segmenter:
         self._audio: TrackBuffer | None = None
         self._discontinuity_pending = False
         self._dropped_audio_frames = 0
+        # Whether a cut at the target duration without a keyframe was logged.
+        self._long_gop_logged = False
 
     # Public state.
 
@@ -573,6 +575,8 @@ class Segmenter:
                 elapsed,
             )
             due = True
+        elif not tag.keyframe and self._cut_at_target(elapsed):
+            due = True
         self._write_part_if_due(buffer, next_dts=sample.dts)
         buffer.push(sample)
         if due or self._segment_full():
@@ -593,6 +597,33 @@ class Segmenter:
         if self._active_video is not None:
             for tap in list(self._taps):
                 tap.video_sample(self._active_video, sample, cut)
+
+    def _cut_at_target(self, elapsed: float) -> bool:
+        """Return whether a low-latency segment must end before a non-keyframe.
+
+        EXT-X-TARGETDURATION, and HOLD-BACK of three target durations, must
+        not change within a session (RFC 8216bis). So with low-latency HLS a
+        segment ends at the target duration even without a keyframe, and a
+        publisher whose keyframe interval is longer than the target gets
+        segments that start mid-GOP. Their parts still mark keyframes with
+        INDEPENDENT=YES, and the playlist then leaves out
+        EXT-X-INDEPENDENT-SEGMENTS.
+        """
+        if self._files.part_duration is None:
+            return False
+        if elapsed < self._files.target_duration:
+            return False
+        if not self._long_gop_logged:
+            self._long_gop_logged = True
+            logger.warning(
+                "%s: the keyframe interval is longer than the %d s target "
+                "duration; cutting segments at frames that are not keyframes "
+                "(publish with a keyframe at least every %d s to avoid this)",
+                self._log_name,
+                self._files.target_duration,
+                self._files.target_duration,
+            )
+        return True
 
     def _segment_full(self) -> bool:
         size = sum(buffer.byte_count for buffer in self._buffers())
@@ -703,6 +734,7 @@ class Segmenter:
             discontinuity=self._discontinuity_pending
             or sequence in self._forced_discontinuities,
             program_date_time=self._date_of(fragments[0]),
+            variant=self._variant_source(),
         )
 
     def _close_segment(self, *, ended: bool = False) -> bool:
