@@ -15,7 +15,7 @@ import pytest
 from realcast_box.hls.access import PlaybackAccessCache, StreamAccess
 from realcast_box.hls.filecache import HlsFileCache
 from realcast_box.hls.playback import add_query_to_uris
-from realcast_box.hls.routes import locate_hls_file, resolve_hls_path
+from realcast_box.hls.routes import HLS_FILES, locate_hls_file, resolve_hls_path
 from realcast_box.store.db import Database
 from tests.box import start_box
 from tests.hls_helpers import (
@@ -222,9 +222,16 @@ def test_hls_cache_changed_file_not_kept(tmp_path):
     assert cache.size == 0
 
 
-@pytest.mark.parametrize("size", [1024, 300 * 1024])
-async def test_hls_cache_segment_matches_file_response(aiohttp_client, tmp_path, size):
+@pytest.mark.parametrize(
+    ("size", "sendfile"), [(1024, False), (300 * 1024, False), (300 * 1024, True)]
+)
+async def test_hls_cache_segment_matches_file_response(
+    aiohttp_client, tmp_path, size, sendfile
+):
     box = await start_box(aiohttp_client, tmp_path)
+    if sendfile:
+        # Files larger than the cache keeps go out with sendfile.
+        box.app[HLS_FILES].max_file_bytes = 64 * 1024
     stream = await public_stream(box)
     content = bytes(range(256)) * (size // 256)
     (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)

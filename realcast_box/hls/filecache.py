@@ -18,10 +18,10 @@ from collections import OrderedDict
 
 from realcast_box.hls import playback
 
-# Contents kept at once, in bytes. A 330 ms part at 3 Mbit/s is about
-# 125 KiB, so this is roughly 250 such parts.
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-DEFAULT_MAX_FILE_BYTES = 1024 * 1024
+# Contents kept at once, in bytes. A 2 s segment at 3 Mbit/s is about
+# 750 KiB, so this is roughly 85 segments, or their parts.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
 # Playlists kept split for signing. Each is a few kilobytes.
 MAX_PLAYLISTS = 256
 # Stands for the session signature in a cached playlist. A playlist that
