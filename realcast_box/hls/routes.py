@@ -137,6 +137,15 @@ def parse_cors_origins(value: str) -> CorsPolicy:
     return CorsPolicy(frozenset(origins))
 
 
+def path_suffix(relative: str) -> str:
+    """Return ``Path(relative).suffix``, without building a Path in the usual case."""
+    name = relative.rpartition("/")[2]
+    if name in ("", "."):
+        return Path(relative).suffix
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+
 def resolve_hls_path(root: Path, stream_id: str, relative: str) -> Path | None:
     """Return the file for ``relative`` inside ``root/stream_id``, or None.
 
@@ -145,7 +154,7 @@ def resolve_hls_path(root: Path, stream_id: str, relative: str) -> Path | None:
     """
     if not STREAM_ID_PATTERN.match(stream_id):
         return None
-    if Path(relative).suffix not in CONTENT_TYPES or "\x00" in relative:
+    if path_suffix(relative) not in CONTENT_TYPES or "\x00" in relative:
         return None
     base = (root / stream_id).resolve()
     candidate = (base / relative).resolve()
@@ -167,7 +176,7 @@ def locate_hls_file(
     """
     if not STREAM_ID_PATTERN.match(stream_id):
         return None
-    if Path(relative).suffix not in CONTENT_TYPES or "\x00" in relative:
+    if path_suffix(relative) not in CONTENT_TYPES or "\x00" in relative:
         return None
     names = relative.split("/")
     if all(PLAIN_NAME_PATTERN.match(name) for name in names):
@@ -210,7 +219,7 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
     cors = request.app[HLS_CORS].headers(request.headers.get("Origin"))
     if not STREAM_ID_PATTERN.match(stream_id):
         raise _not_found(stream_id, relative, cors)
-    if Path(relative).suffix not in CONTENT_TYPES:
+    if path_suffix(relative) not in CONTENT_TYPES:
         raise _not_found(stream_id, relative, cors)
 
     resource = classify(relative)
