@@ -13,7 +13,7 @@ fetches one of the segments listed there, each segment in turn. Each viewer keep
 keep-alive connection, like a player. The viewers are split over
 ``--processes`` client processes, which share the machine's CPUs with the
 server: on a machine with few cores the client can be the limit, so the
-script also prints the CPU share each server used.
+script also prints the CPU share each server and the client processes used.
 
 Prints requests per second, MiB per second, and p50 and p99 latency of
 playlists and segments for each server, and the ratio box / nginx. The box
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import resource
 import statistics
 import tempfile
 import time
@@ -131,6 +132,7 @@ class Phase:
     seconds: float
     tally: Tally
     server_cpu: float  # share of one core
+    client_cpu: float  # share of one core, all client processes together
 
     @property
     def requests_per_second(self) -> float:
@@ -148,6 +150,7 @@ def load(name: str, url: str, server_cpu, args: argparse.Namespace) -> Phase:
     for index in range(args.viewers % args.processes):
         shares[index] += 1
     cpu_start = server_cpu()
+    clients_start = _children_cpu_seconds()
     started = time.monotonic()
     tally = Tally()
     with concurrent.futures.ProcessPoolExecutor(args.processes) as pool:
@@ -159,15 +162,28 @@ def load(name: str, url: str, server_cpu, args: argparse.Namespace) -> Phase:
         for future in futures:
             tally.merge(future.result(timeout=args.seconds + 2 * REQUEST_TIMEOUT))
     elapsed = time.monotonic() - started
-    return Phase(name, args.seconds, tally, (server_cpu() - cpu_start) / elapsed)
+    # The pool has ended and been waited for, so its processes' CPU time is
+    # in RUSAGE_CHILDREN; the servers are still running, so theirs is not.
+    clients = (_children_cpu_seconds() - clients_start) / elapsed
+    return Phase(
+        name, args.seconds, tally, (server_cpu() - cpu_start) / elapsed, clients
+    )
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def print_phase(phase: Phase) -> None:
     tally = phase.tally
+    requests = phase.requests_per_second
+    cpu_per_request = 1000 * phase.server_cpu / requests if requests else 0.0
     print(
-        f"{phase.name}: {phase.requests_per_second:.0f} requests/s,"
+        f"{phase.name}: {requests:.0f} requests/s,"
         f" {phase.mib_per_second:.1f} MiB/s, server {100 * phase.server_cpu:.0f}%"
-        f" of a core, {tally.errors} errors"
+        f" of a core ({cpu_per_request:.3f} ms CPU per request),"
+        f" clients {100 * phase.client_cpu:.0f}%, {tally.errors} errors"
     )
     for label, values in (
         ("playlists", tally.playlist_seconds),

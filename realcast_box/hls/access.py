@@ -16,15 +16,21 @@
 
 Missing credentials get a 401; invalid, expired, revoked or other-stream
 credentials a 403. Neither message contains the token. A segment with a
-fresh session signature is served without a database query.
+fresh session signature is served without a database query, and
+``PlaybackAccessCache`` keeps each stream's policy and revocation generation
+between requests until the next write to the database.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from aiohttp import web
@@ -36,8 +42,18 @@ from realcast_box.hls import playback
 from realcast_box.hls.playback import InvalidPlayback, PlaybackSession
 from realcast_box.hls.viewers import VIEWERS
 from realcast_box.store import playback as playback_store
+from realcast_box.store.db import Database
 
 ANONYMOUS_ID_BYTES = 9
+# Streams whose playback access is cached at once; the least recently used
+# one goes first beyond it.
+ACCESS_CACHE_SIZE = 4096
+# How long a cached entry is used at most, in seconds. Writes through the
+# box's own connection make every entry stale at once. This limit bounds how
+# long a write by another process (the sqlite3 shell, a CLI command) goes
+# unseen.
+ACCESS_CACHE_SECONDS = 1.0
+VERIFIED_SESSIONS_CACHED = 4096
 
 
 class Resource(enum.Enum):
@@ -66,6 +82,70 @@ class Grant:
     session: PlaybackSession | None
 
 
+@dataclass(frozen=True)
+class StreamAccess:
+    """A stream's effective playback policy and its revocation generation."""
+
+    policy: str
+    generation: int
+
+
+async def read_stream_access(db: Database, stream_id: str) -> StreamAccess | None:
+    """Read the stream's access from the database, or None for an unknown stream."""
+    row = await playback_store.get_playback_access(db, stream_id)
+    if row is None:
+        return None
+    policy = playback.effective_policy(row.app_settings, row.stream_settings)
+    return StreamAccess(policy, row.generation)
+
+
+class PlaybackAccessCache:
+    """Each stream's playback access, kept between requests.
+
+    An entry is valid while the database's ``total_changes`` is the value it
+    had before the entry was read, and for at most ``max_age`` seconds. So a
+    stream that the API deletes, re-signs or revokes is checked against the
+    new row on the next request. Streams that do not exist are not cached.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = ACCESS_CACHE_SIZE,
+        max_age: float = ACCESS_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._clock = clock
+        # Stream id -> (total_changes when read, time read, access).
+        self._entries: OrderedDict[str, tuple[int, float, StreamAccess]] = OrderedDict()
+
+    async def get(self, db: Database, stream_id: str) -> StreamAccess | None:
+        """Return the stream's access from the cache or the database, or None."""
+        changes = db.total_changes
+        now = self._clock()
+        entry = self._entries.get(stream_id)
+        if entry is not None:
+            read_at_changes, read_at, access = entry
+            if read_at_changes == changes and now - read_at < self.max_age:
+                self._entries.move_to_end(stream_id)
+                return access
+            del self._entries[stream_id]
+        access = await read_stream_access(db, stream_id)
+        if access is None:
+            return None
+        # ``changes`` was read before the query, so a write that committed
+        # while it ran makes this entry stale at once.
+        self._entries[stream_id] = (changes, now, access)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return access
+
+
+ACCESS_CACHE = web.AppKey("playback_access_cache", PlaybackAccessCache)
+
+
 class _Check:
     """One request's inputs: keys, settings, credentials and the clock."""
 
@@ -88,9 +168,7 @@ class _Check:
         if not self.signature:
             return None
         try:
-            return playback.verify_session(
-                self.session_key, self.stream_id, self.signature
-            )
+            return _verify_session(self.session_key, self.stream_id, self.signature)
         except InvalidPlayback:
             return None
 
@@ -118,11 +196,10 @@ async def authorize_hls(
         if session is not None and check.is_fresh(session):
             return Grant(session)
 
-    access = await playback_store.get_playback_access(request.app[DATABASE], stream_id)
+    access = await request.app[ACCESS_CACHE].get(request.app[DATABASE], stream_id)
     if access is None:
         raise ApiError(404, f"stream not found: {stream_id}", headers=headers)
-    policy = playback.effective_policy(access.app_settings, access.stream_settings)
-    if policy == playback.PUBLIC:
+    if access.policy == playback.PUBLIC:
         return _public_grant(check, access.generation)
     return _signed_grant(check, access.generation, headers)
 
@@ -177,9 +254,7 @@ def _signed_grant(check: _Check, generation: int, headers: dict[str, str]) -> Gr
 
 
 def _session_grant(check: _Check, generation: int) -> Grant:
-    session = playback.verify_session(
-        check.session_key, check.stream_id, check.signature or ""
-    )
+    session = _verify_session(check.session_key, check.stream_id, check.signature or "")
     if session.kind != playback.TOKEN_SESSION:
         raise InvalidPlayback(
             "playback session was not started with a playback token; open the"
@@ -201,6 +276,15 @@ def _session_grant(check: _Check, generation: int) -> Grant:
             " playback token"
         )
     return check.renewed(session, generation)
+
+
+# A player sends the signature of its last playlist with each of the
+# playlist's segments, so most checks repeat one that was just made. The
+# result depends on nothing but the arguments, and only signatures with a
+# valid MAC, which the box wrote, are kept.
+@functools.lru_cache(maxsize=VERIFIED_SESSIONS_CACHED)
+def _verify_session(key: bytes, stream_id: str, signature: str) -> PlaybackSession:
+    return playback.verify_session(key, stream_id, signature)
 
 
 def _kept_alive(check: _Check, session: PlaybackSession) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -192,6 +193,7 @@ def decode_playback_token(
     )
 
 
+@functools.lru_cache(maxsize=8)
 def session_key(secret: bytes) -> bytes:
     """Derive the HMAC key of session signatures from the playback secret.
 

@@ -12,6 +12,11 @@ long-lived ``Cache-Control``, ``ETag``, range requests and HEAD. An HTTP
 cache or CDN in front of /hls can keep them once if it leaves the
 ``session`` parameter out of its cache key.
 
+Each request stats the file it serves. The file is then sent from an
+in-memory copy (hls/filecache.py) that the stat keeps current, or with
+sendfile when it is too large to keep. HEAD requests and requests with a
+range or a precondition go to aiohttp's FileResponse.
+
 Low-latency HLS (RFC 8216bis) adds two kinds of blocking request on a
 rendition that a live session is writing. A media playlist request with
 ``_HLS_msn`` (and optionally ``_HLS_part``) waits until the playlist lists
@@ -22,19 +27,31 @@ so blocked requests cost nothing between parts.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from realcast_box.api.errors import ApiError
 from realcast_box.appkeys import CONFIG, HUB
 from realcast_box.errors import StartupError
 from realcast_box.hls import playback
-from realcast_box.hls.access import Grant, Resource, authorize_hls, classify
+from realcast_box.hls.access import (
+    ACCESS_CACHE,
+    Grant,
+    PlaybackAccessCache,
+    Resource,
+    authorize_hls,
+    classify,
+)
+from realcast_box.hls.filecache import HlsFileCache
 from realcast_box.hls.output import RenditionFiles
 from realcast_box.hls.viewers import VIEWERS, ViewerTracker, publishing_session_id
 
@@ -57,6 +74,20 @@ PART_DIRECTIVE = "_HLS_part"
 # A decimal-integer of RFC 8216: at most 20 digits, up to 2**64 - 1.
 DECIMAL_INTEGER_PATTERN = re.compile(r"^[0-9]{1,20}$")
 PART_NAME_PATTERN = re.compile(r"^part-([0-9]{1,20})\.([0-9]{1,6})\.m4s$")
+# A path component that is neither "." nor ".." nor hidden, in the names the
+# packager gives its folders and files.
+PLAIN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# Request headers that only FileResponse handles: ranges and preconditions.
+FILE_RESPONSE_HEADERS = (
+    "Range",
+    "If-Range",
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+)
+HLS_FILES = web.AppKey("hls_files", HlsFileCache)
+SENDFILE_FALLBACK_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,6 +137,15 @@ def parse_cors_origins(value: str) -> CorsPolicy:
     return CorsPolicy(frozenset(origins))
 
 
+def path_suffix(relative: str) -> str:
+    """Return ``Path(relative).suffix``, without building a Path in the usual case."""
+    name = relative.rpartition("/")[2]
+    if name in ("", "."):
+        return Path(relative).suffix
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+
 def resolve_hls_path(root: Path, stream_id: str, relative: str) -> Path | None:
     """Return the file for ``relative`` inside ``root/stream_id``, or None.
 
@@ -114,7 +154,7 @@ def resolve_hls_path(root: Path, stream_id: str, relative: str) -> Path | None:
     """
     if not STREAM_ID_PATTERN.match(stream_id):
         return None
-    if Path(relative).suffix not in CONTENT_TYPES or "\x00" in relative:
+    if path_suffix(relative) not in CONTENT_TYPES or "\x00" in relative:
         return None
     base = (root / stream_id).resolve()
     candidate = (base / relative).resolve()
@@ -123,6 +163,41 @@ def resolve_hls_path(root: Path, stream_id: str, relative: str) -> Path | None:
     if not candidate.is_file():
         return None
     return candidate
+
+
+def locate_hls_file(
+    root: Path, stream_id: str, relative: str
+) -> tuple[str, os.stat_result] | None:
+    """Return the path and stat of the file ``resolve_hls_path`` would return.
+
+    The usual path, made of plain names with no symbolic link below the
+    stream's folder, costs one lstat per component. Any other path goes
+    through ``resolve_hls_path``.
+    """
+    if not STREAM_ID_PATTERN.match(stream_id):
+        return None
+    if path_suffix(relative) not in CONTENT_TYPES or "\x00" in relative:
+        return None
+    names = relative.split("/")
+    if all(PLAIN_NAME_PATTERN.match(name) for name in names):
+        path = os.path.join(root, stream_id)
+        try:
+            for name in names:
+                path = os.path.join(path, name)
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):
+                    break
+            else:
+                return (path, info) if stat.S_ISREG(info.st_mode) else None
+        except OSError:
+            return None
+    resolved = resolve_hls_path(root, stream_id, relative)
+    if resolved is None:
+        return None
+    try:
+        return str(resolved), os.stat(resolved)
+    except OSError:
+        return None
 
 
 def _not_found(
@@ -145,7 +220,7 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
     cors = request.app[HLS_CORS].headers(request.headers.get("Origin"))
     if not STREAM_ID_PATTERN.match(stream_id):
         raise _not_found(stream_id, relative, cors)
-    if Path(relative).suffix not in CONTENT_TYPES:
+    if path_suffix(relative) not in CONTENT_TYPES:
         raise _not_found(stream_id, relative, cors)
 
     resource = classify(relative)
@@ -156,13 +231,16 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
             await _block_for_directives(request, live, cors)
         elif resource is Resource.SEGMENT:
             await _wait_for_part_file(live, relative.rpartition("/")[2])
-    path = resolve_hls_path(request.app[HUB].hls_root, stream_id, relative)
-    if path is None:
+    located = locate_hls_file(request.app[HUB].hls_root, stream_id, relative)
+    if located is None:
         raise _not_found(stream_id, relative, cors)
+    path, info = located
     if resource is Resource.SEGMENT:
-        response = _segment_response(path, cors)
+        response = _segment_response(request, path, info, cors)
     else:
-        response = _playlist_response(request, stream_id, relative, path, grant, cors)
+        response = _playlist_response(
+            request, stream_id, relative, path, info, grant, cors
+        )
 
     if (
         request.method == "GET"
@@ -275,30 +353,117 @@ def _playlist_response(
     request: web.Request,
     stream_id: str,
     relative: str,
-    path: Path,
+    path: str,
+    info: os.stat_result,
     grant: Grant,
     cors: dict[str, str],
 ) -> web.Response:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _not_found(stream_id, relative, cors) from None
+    signature = None
     if grant.session is not None:
         key = playback.session_key(request.app[playback.PLAYBACK_SECRET])
         signature = playback.sign_session(key, stream_id, grant.session)
-        text = playback.add_query_to_uris(text, playback.SESSION_PARAMETER, signature)
     headers = {"Cache-Control": PLAYLIST_CACHE_CONTROL, **cors}
-    return web.Response(text=text, content_type=CONTENT_TYPES[".m3u8"], headers=headers)
+    try:
+        body = request.app[HLS_FILES].playlist(
+            path, info, playback.SESSION_PARAMETER, signature
+        )
+        if body is None:
+            text = Path(path).read_text(encoding="utf-8")
+            if signature is not None:
+                text = playback.add_query_to_uris(
+                    text, playback.SESSION_PARAMETER, signature
+                )
+            body = text.encode()
+    except FileNotFoundError:
+        raise _not_found(stream_id, relative, cors) from None
+    return web.Response(
+        body=body,
+        content_type=CONTENT_TYPES[".m3u8"],
+        charset="utf-8",
+        headers=headers,
+    )
 
 
-def _segment_response(path: Path, cors: dict[str, str]) -> web.FileResponse:
+def _segment_response(
+    request: web.Request, path: str, info: os.stat_result, cors: dict[str, str]
+) -> web.StreamResponse:
+    suffix = os.path.splitext(path)[1]
+    headers = {"Cache-Control": SEGMENT_CACHE_CONTROL, **cors}
+    if request.method == "GET" and not any(
+        name in request.headers for name in FILE_RESPONSE_HEADERS
+    ):
+        response = _whole_file_response(request, path, info, headers)
+        if response is not None:
+            response.content_type = CONTENT_TYPES[suffix]
+            # The validators and the header that FileResponse sends.
+            response.etag = f"{info.st_mtime_ns:x}-{info.st_size:x}"
+            response.last_modified = info.st_mtime
+            response.headers["Accept-Ranges"] = "bytes"
+            return response
     # FileResponse handles HEAD, Range, If-None-Match and If-Modified-Since,
-    # and sets ETag and Last-Modified.
+    # and sets ETag and Last-Modified. It opens the file in a worker thread.
     response = web.FileResponse(path)
-    response.content_type = CONTENT_TYPES[path.suffix]
-    response.headers["Cache-Control"] = SEGMENT_CACHE_CONTROL
-    response.headers.update(cors)
+    response.content_type = CONTENT_TYPES[suffix]
+    response.headers.update(headers)
     return response
+
+
+def _whole_file_response(
+    request: web.Request, path: str, info: os.stat_result, headers: dict[str, str]
+) -> web.StreamResponse | None:
+    """Return a response that sends the whole file, or None if it changed.
+
+    The file is sent from HLS_FILES, or with sendfile when it is too large
+    to keep there. In the HLS serving benchmark (bench/hls_serving.py, 2 s
+    segments of 3 Mbit/s) the copy in memory cost the box less CPU time per
+    request than sendfile, which asyncio runs in many small steps.
+    """
+    cache = request.app[HLS_FILES]
+    try:
+        if info.st_size <= cache.max_file_bytes:
+            body = cache.read(path, info)
+            return None if body is None else web.Response(body=body, headers=headers)
+        file = open(path, "rb")  # closed by the response
+    except OSError:
+        return None
+    if os.fstat(file.fileno()).st_ino != info.st_ino:
+        file.close()
+        return None
+    return _SendfileResponse(file, info.st_size, headers)
+
+
+class _SendfileResponse(web.StreamResponse):
+    """The whole of an open file, sent with the event loop's sendfile.
+
+    It does what FileResponse does once it has opened the file, without its
+    two trips to a worker thread (open and stat, then close).
+    """
+
+    def __init__(self, file: BinaryIO, size: int, headers: dict[str, str]) -> None:
+        super().__init__(headers=headers)
+        self._file = file
+        self.content_length = size
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return await super().prepare(request)
+        try:
+            writer = await super().prepare(request)
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("Connection lost")
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.sendfile(transport, self._file, 0, self.content_length)
+            except NotImplementedError:
+                # asyncio falls back to reads and writes by itself (for TLS),
+                # so only a loop that refuses sendfile outright gets here.
+                while chunk := self._file.read(SENDFILE_FALLBACK_CHUNK):
+                    await writer.write(chunk)
+            await super().write_eof()
+            return writer
+        finally:
+            self._file.close()
 
 
 async def preflight(request: web.Request) -> web.Response:
@@ -309,7 +474,7 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 def setup_hls_routes(app: web.Application) -> None:
-    """Add the /hls routes, the CORS policy and the viewer tracker to ``app``.
+    """Add the /hls routes, the CORS policy, caches and the viewer tracker to ``app``.
 
     Raises StartupError for an invalid hls_cors_origins setting. app.py
     sets the playback secret (playback.PLAYBACK_SECRET) before the server
@@ -317,6 +482,8 @@ def setup_hls_routes(app: web.Application) -> None:
     """
     config = app[CONFIG]
     app[HLS_CORS] = parse_cors_origins(config.hls_cors_origins)
+    app[ACCESS_CACHE] = PlaybackAccessCache()
+    app[HLS_FILES] = HlsFileCache()
     app[VIEWERS] = ViewerTracker(
         window=config.hls_viewer_window,
         retain=config.playback_session_seconds,

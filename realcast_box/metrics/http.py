@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import PurePosixPath
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -82,15 +81,22 @@ def method_label(method: str) -> str:
 
 def hls_kind(relative: str) -> str:
     """Return the kind of the HLS file at ``relative`` below the stream's folder."""
-    path = PurePosixPath(relative)
-    if path.suffix == ".m3u8":
+    # String operations in place of PurePosixPath, because this runs on
+    # every /hls request. They take the name and suffix as it does.
+    name = relative.rpartition("/")[2]
+    if name in ("", "."):
+        names = [part for part in relative.split("/") if part not in ("", ".")]
+        name = names[-1] if names else ""
+    dot = name.rfind(".")
+    suffix = name[dot:] if 0 < dot < len(name) - 1 else ""
+    if suffix == ".m3u8":
         return "playlist"
-    if path.suffix == ".mp4":
+    if suffix == ".mp4":
         return "init"
-    if path.suffix == ".m4s":
+    if suffix == ".m4s":
         # NOTE: this must match the names that the low-latency packager
         # gives partial segments, part-N.K.m4s (part K of segment N).
-        return "part" if PART_NAME.fullmatch(path.name) else "segment"
+        return "part" if PART_NAME.fullmatch(name) else "segment"
     return "other"
 
 

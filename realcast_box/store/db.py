@@ -89,6 +89,16 @@ class Database:
         finally:
             await connection.close()
 
+    @property
+    def total_changes(self) -> int:
+        """Rows inserted, updated or deleted through this connection since it opened.
+
+        Any committed write through this Database raises it, so a cache of
+        query results stays valid while it is unchanged. Writes by other
+        processes (the sqlite3 shell, a CLI command) do not raise it.
+        """
+        return self._open_connection().total_changes
+
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement, commit it and return the number of rows it changed."""
         async with self._open_connection().execute(sql, params) as cursor:

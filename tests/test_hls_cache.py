@@ -1,0 +1,324 @@
+"""Caches on the /hls request path: playback access, file contents, path lookup.
+
+Each cache must serve what the uncached path would: a deleted stream, a
+stream that became signed and a replaced or deleted file are seen on the
+next request.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from realcast_box.hls.access import PlaybackAccessCache, StreamAccess
+from realcast_box.hls.filecache import HlsFileCache
+from realcast_box.hls.playback import add_query_to_uris
+from realcast_box.hls.routes import HLS_FILES, locate_hls_file, resolve_hls_path
+from realcast_box.store.db import Database
+from tests.box import start_box
+from tests.hls_helpers import (
+    SEGMENT_BYTES,
+    create_app_and_stream,
+    issue_token,
+    write_hls_tree,
+)
+
+MEDIA = (
+    "#EXTM3U\r\n"
+    "#EXT-X-TARGETDURATION:2\n"
+    '#EXT-X-MAP:URI="init-0.mp4"\n'
+    "#EXTINF:2.000,\n"
+    "seg-1.m4s?x=1\n"
+    "#EXTINF:2.000,\n"
+    "https://cdn.example.com/seg-2.m4s\n"
+)
+
+
+# --- Playback access ----------------------------------------------------------
+
+
+async def public_stream(box) -> dict:
+    stream = await create_app_and_stream(box)
+    write_hls_tree(box, stream["id"])
+    return stream
+
+
+async def test_hls_cache_deleted_stream_404(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    path = f"/hls/{stream['id']}/source/index.m3u8"
+    assert (await box.client.get(path)).status == 200
+
+    response = await box.client.delete(f"/api/streams/{stream['id']}", headers=box.auth)
+    assert response.status == 204
+    response = await box.client.get(path)
+    body = await response.json()
+    assert response.status == 404
+    assert body["detail"] == f"stream not found: {stream['id']}"
+
+
+async def test_hls_cache_stream_made_signed_401(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    path = f"/hls/{stream['id']}/index.m3u8"
+    assert (await box.client.get(path)).status == 200
+
+    response = await box.client.put(
+        f"/api/streams/{stream['id']}",
+        json={"settings": {"playback_policy": "signed"}},
+        headers=box.auth,
+    )
+    assert response.status == 200, await response.text()
+    assert (await box.client.get(path)).status == 401
+    token = (await issue_token(box, stream["id"]))["playback_token"]
+    assert (await box.client.get(f"{path}?token={token}")).status == 200
+
+
+async def test_hls_cache_app_made_signed_401(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    path = f"/hls/{stream['id']}/index.m3u8"
+    assert (await box.client.get(path)).status == 200
+
+    response = await box.client.put(
+        f"/api/apps/{stream['app_id']}",
+        json={"settings": {"playback_policy": "signed"}},
+        headers=box.auth,
+    )
+    assert response.status == 200, await response.text()
+    assert (await box.client.get(path)).status == 401
+
+
+async def open_database(tmp_path) -> tuple[Database, str]:
+    """Open a migrated database with one public stream; return it and the stream id."""
+    database = await Database.open(tmp_path / "realcast.db")
+    await database.execute(
+        "INSERT INTO users"
+        " (id, email, email_key, password_hash, full_name, created_at)"
+        " VALUES ('user_1', 'a@example.com', 'a@example.com', 'x', 'A',"
+        " '2030-01-01T00:00:00Z')"
+    )
+    await database.execute(
+        "INSERT INTO apps (id, user_id, name, description, settings, created_at)"
+        " VALUES ('app_1', 'user_1', 'App', '', '{}', '2030-01-01T00:00:00Z')"
+    )
+    await database.execute(
+        "INSERT INTO streams"
+        " (id, app_id, title, description, stream_key, settings, created_at)"
+        " VALUES ('stream_1', 'app_1', 'Show', '', 'key', '{}',"
+        " '2030-01-01T00:00:00Z')"
+    )
+    return database, "stream_1"
+
+
+async def test_hls_cache_access_follows_own_writes(tmp_path):
+    database, stream_id = await open_database(tmp_path)
+    try:
+        cache = PlaybackAccessCache(clock=lambda: 0.0)
+        assert await cache.get(database, stream_id) == StreamAccess("public", 0)
+        await database.execute(
+            "UPDATE streams SET settings = ? WHERE id = ?",
+            ('{"playback_policy": "signed"}', stream_id),
+        )
+        assert await cache.get(database, stream_id) == StreamAccess("signed", 0)
+        await database.execute(
+            "INSERT INTO playback_revocations (stream_id, generation, revoked_at)"
+            " VALUES (?, 1, '2030-01-01T00:00:00Z')",
+            (stream_id,),
+        )
+        assert await cache.get(database, stream_id) == StreamAccess("signed", 1)
+        await database.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
+        assert await cache.get(database, stream_id) is None
+    finally:
+        await database.close()
+
+
+async def test_hls_cache_access_expires_other_writers(tmp_path):
+    database, stream_id = await open_database(tmp_path)
+    now = [0.0]
+    try:
+        cache = PlaybackAccessCache(max_age=1.0, clock=lambda: now[0])
+        assert await cache.get(database, stream_id) == StreamAccess("public", 0)
+        # Another process writes: this connection's total_changes stays.
+        with sqlite3.connect(tmp_path / "realcast.db") as other:
+            other.execute(
+                "UPDATE streams SET settings = ? WHERE id = ?",
+                ('{"playback_policy": "signed"}', stream_id),
+            )
+        other.close()
+        now[0] = 0.5
+        assert await cache.get(database, stream_id) == StreamAccess("public", 0)
+        now[0] = 1.0
+        assert await cache.get(database, stream_id) == StreamAccess("signed", 0)
+    finally:
+        await database.close()
+
+
+async def test_hls_cache_access_bounded(tmp_path):
+    database, stream_id = await open_database(tmp_path)
+    try:
+        cache = PlaybackAccessCache(max_entries=2)
+        for missing in ("stream_a", "stream_b", "stream_c"):
+            assert await cache.get(database, missing) is None
+        assert await cache.get(database, stream_id) == StreamAccess("public", 0)
+        assert len(cache._entries) == 1
+    finally:
+        await database.close()
+
+
+# --- File contents ------------------------------------------------------------
+
+
+def test_hls_cache_playlist_matches_rewrite(tmp_path):
+    path = tmp_path / "index.m3u8"
+    path.write_bytes(MEDIA.encode())
+    cache = HlsFileCache()
+    expected = add_query_to_uris(MEDIA.replace("\r\n", "\n"), "session", "SIG")
+    for _ in range(2):
+        body = cache.playlist(str(path), os.stat(path), "session", "SIG")
+        assert body == expected.encode()
+    other = cache.playlist(str(path), os.stat(path), "session", "OTHER")
+    assert other == expected.replace("SIG", "OTHER").encode()
+    plain = cache.playlist(str(path), os.stat(path), "session", None)
+    assert plain == MEDIA.replace("\r\n", "\n").encode()
+
+
+def test_hls_cache_replaced_playlist_reread(tmp_path):
+    path = tmp_path / "index.m3u8"
+    path.write_text("#EXTM3U\nseg-1.m4s\n")
+    cache = HlsFileCache()
+    first = cache.playlist(str(path), os.stat(path), "session", "S")
+    assert first == b"#EXTM3U\nseg-1.m4s?session=S\n"
+    # The packager renames a new file over the playlist.
+    new = tmp_path / "index.m3u8.tmp"
+    new.write_text("#EXTM3U\nseg-1.m4s\nseg-2.m4s\n")
+    new.replace(path)
+    second = cache.playlist(str(path), os.stat(path), "session", "S")
+    assert second == b"#EXTM3U\nseg-1.m4s?session=S\nseg-2.m4s?session=S\n"
+
+
+def test_hls_cache_files_bounded(tmp_path):
+    cache = HlsFileCache(max_bytes=250, max_file_bytes=100)
+    for index in range(5):
+        path = tmp_path / f"seg-{index}.m4s"
+        path.write_bytes(bytes([index]) * 100)
+        assert cache.read(str(path), os.stat(path)) == bytes([index]) * 100
+    assert cache.size == 200
+    large = tmp_path / "large.m4s"
+    large.write_bytes(b"x" * 101)
+    assert cache.read(str(large), os.stat(large)) is None
+
+
+def test_hls_cache_changed_file_not_kept(tmp_path):
+    path = tmp_path / "seg-1.m4s"
+    path.write_bytes(b"a" * 10)
+    stale = os.stat(path)
+    path.unlink()
+    path.write_bytes(b"b" * 20)
+    cache = HlsFileCache()
+    assert cache.read(str(path), stale) is None
+    assert cache.size == 0
+
+
+@pytest.mark.parametrize(
+    ("size", "sendfile"), [(1024, False), (300 * 1024, False), (300 * 1024, True)]
+)
+async def test_hls_cache_segment_matches_file_response(
+    aiohttp_client, tmp_path, size, sendfile
+):
+    box = await start_box(aiohttp_client, tmp_path)
+    if sendfile:
+        # Files larger than the cache keeps go out with sendfile.
+        box.app[HLS_FILES].max_file_bytes = 64 * 1024
+    stream = await public_stream(box)
+    content = bytes(range(256)) * (size // 256)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+    path = f"/hls/{stream['id']}/source/seg-3.m4s"
+    sent = await box.client.get(path)
+    # A precondition that is met sends the same file through FileResponse.
+    from_disk = await box.client.get(
+        path, headers={"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}
+    )
+    assert sent.status == 200
+    assert from_disk.status == 200
+    assert await sent.read() == content
+    assert await from_disk.read() == content
+    for name in (
+        "Content-Type",
+        "Content-Length",
+        "ETag",
+        "Last-Modified",
+        "Accept-Ranges",
+        "Cache-Control",
+        "Access-Control-Allow-Origin",
+    ):
+        assert sent.headers.get(name) == from_disk.headers.get(name), name
+
+
+async def test_hls_cache_deleted_segment_404(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    path = f"/hls/{stream['id']}/source/seg-1.m4s"
+    assert (await box.client.get(path)).status == 200
+    (box.hub.hls_root / stream["id"] / "source" / "seg-1.m4s").unlink()
+    assert (await box.client.get(path)).status == 404
+
+
+async def test_hls_cache_segment_range_206(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    path = f"/hls/{stream['id']}/source/seg-1.m4s"
+    assert (await box.client.get(path)).status == 200
+    response = await box.client.get(path, headers={"Range": "bytes=0-9"})
+    assert response.status == 206
+    assert await response.read() == SEGMENT_BYTES[:10]
+
+
+# --- Path lookup --------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "hls"
+    rendition = root / "stream_abc" / "source"
+    rendition.mkdir(parents=True)
+    (rendition / "index.m3u8").write_text("#EXTM3U\n")
+    (rendition / "seg-1.m4s").write_bytes(b"segment")
+    (root / "secret.m3u8").write_text("private")
+    return root
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "source/index.m3u8",
+        "source/seg-1.m4s",
+        "../secret.m3u8",
+        "source/../../secret.m3u8",
+        "./source/index.m3u8",
+        "/etc/passwd.m3u8",
+        "source/missing.m4s",
+        "source",
+        "source//index.m3u8",
+    ],
+)
+def test_hls_cache_locate_matches_resolve(tree, relative):
+    located = locate_hls_file(tree, "stream_abc", relative)
+    resolved = resolve_hls_path(tree, "stream_abc", relative)
+    assert (located is None) == (resolved is None)
+    if located is not None:
+        assert os.path.samefile(located[0], resolved)
+
+
+def test_hls_cache_locate_symlinks(tree):
+    folder = tree / "stream_abc"
+    (folder / "out.m3u8").symlink_to(tree / "secret.m3u8")
+    (folder / "inside.m3u8").symlink_to(folder / "source" / "index.m3u8")
+    (folder / "linked").symlink_to(tree)
+    assert locate_hls_file(tree, "stream_abc", "out.m3u8") is None
+    assert locate_hls_file(tree, "stream_abc", "linked/secret.m3u8") is None
+    inside = locate_hls_file(tree, "stream_abc", "inside.m3u8")
+    assert inside is not None
+    assert os.path.samefile(inside[0], folder / "source" / "index.m3u8")
