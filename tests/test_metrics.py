@@ -395,6 +395,24 @@ async def test_metrics_token_required_when_set(aiohttp_client, tmp_path):
     assert accepted.value("realcast_live_streams") == 0
 
 
+async def test_metrics_token_non_utf8_rejected(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, metrics_token=TOKEN)
+    # aiohttp's client sends only Latin-1 headers, so the request goes out
+    # as raw bytes: a token that is not valid UTF-8.
+    reader, writer = await asyncio.open_connection(box.client.host, box.client.port)
+    writer.write(
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    reply = await reader.read()
+    writer.close()
+
+    status_line = reply.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 401 Unauthorized"
+    assert b"invalid metrics token" in reply
+
+
 async def test_metrics_text_format_and_openmetrics(aiohttp_client, tmp_path):
     box = await start_box(aiohttp_client, tmp_path)
 
