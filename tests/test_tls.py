@@ -467,6 +467,54 @@ async def test_tls_plain_rtmp_to_rtmps_port(aiohttp_client, tmp_path):
     assert status["started_at"] is not None
 
 
+async def test_tls_half_open_handshakes_count(aiohttp_client, tmp_path):
+    cert_path, key_path, _ = make_cert(tmp_path / "certs")
+    # The read timeout, which also limits the TLS handshake, is far longer
+    # than CLOSE_WAIT_LIMIT, so a close within that limit is the limit's doing.
+    box = await start_box(
+        aiohttp_client,
+        tmp_path,
+        **tls_settings(cert_path, key_path),
+        rtmp_read_timeout=600.0,
+        rtmp_max_connections=2,
+    )
+    rtmp_server = box.app[RTMP_SERVER]
+    rtmps_port = rtmp_server.tls_sockets[0].getsockname()[1]
+    rtmp_port = rtmp_server.sockets[0].getsockname()[1]
+
+    # Clients that connect to RTMPS and never send a ClientHello hold a
+    # socket each, so they count against rtmp_max_connections.
+    half_open = []
+    for _ in range(2):
+        half_open.append(await asyncio.open_connection("127.0.0.1", rtmps_port))
+    reader, writer = await asyncio.open_connection("127.0.0.1", rtmps_port)
+    assert await read_until_closed(reader) == b""
+    writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", rtmp_port)
+    assert await read_until_closed(reader) == b""
+    writer.close()
+    assert rtmp_server.rejected_connections == 2
+    assert rtmp_server.open_connections == 2
+
+    # Once they go, RTMPS completes handshakes again.
+    for _, half_open_writer in half_open:
+        half_open_writer.close()
+    for _ in range(int(CLOSE_WAIT_LIMIT / 0.05)):
+        if rtmp_server.open_connections == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert rtmp_server.open_connections == 0
+    context = client_context(cert_path)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", rtmps_port, ssl=context, server_hostname="127.0.0.1"
+    )
+    writer.write(PLAIN_RTMP_HELLO)
+    await writer.drain()
+    reply = await reader.readexactly(1 + 1536)
+    assert reply[0] == 3
+    writer.close()
+
+
 async def test_tls_serve_https_and_rtmps(tmp_path):
     """``realcast-box serve`` with a certificate: HTTPS beside HTTP, RTMPS."""
     cert_path, key_path, fingerprint = make_cert(tmp_path / "certs")

@@ -73,6 +73,8 @@ class RtmpServer:
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._connections: set[RtmpConnection] = set()
+        # RTMPS connections accepted and still in the TLS handshake.
+        self._handshakes = 0
 
     @property
     def sockets(self) -> list:
@@ -81,7 +83,8 @@ class RtmpServer:
 
     @property
     def open_connections(self) -> int:
-        return len(self._connections)
+        """Connections open now, RTMPS ones still in the TLS handshake included."""
+        return len(self._connections) + self._handshakes
 
     @property
     def rejected_connections(self) -> int:
@@ -95,27 +98,22 @@ class RtmpServer:
 
     async def start(self, host: str, port: int) -> None:
         """Listen for plain RTMP on ``host``:``port``."""
-        self._server = await asyncio.start_server(
-            functools.partial(self._accept, scheme="rtmp"), host, port
-        )
+        self._server = await asyncio.start_server(self._accept, host, port)
 
     async def start_tls(
         self, host: str, port: int, ssl_context: ssl.SSLContext
     ) -> None:
         """Listen for RTMPS (RTMP inside TLS) on ``host``:``port``.
 
-        Connections share the plain port's limit and protocol handling. The
-        TLS handshake happens before a connection counts, and has the read
-        timeout as its limit. A client that fails it, such as one that speaks
-        plain RTMP here, is closed by asyncio without reaching this server.
+        Connections share the plain port's limit and protocol handling. A
+        connection counts from the moment it is accepted, so clients that
+        open sockets and never finish the TLS handshake cannot hold more than
+        rtmp_max_connections of them. The handshake has the read timeout as
+        its limit, and a client that fails it, such as one that speaks plain
+        RTMP here, is closed.
         """
         self._tls_server = await asyncio.start_server(
-            functools.partial(self._accept, scheme="rtmps"),
-            host,
-            port,
-            ssl=ssl_context,
-            ssl_handshake_timeout=self._read_timeout,
-            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            functools.partial(self._accept, ssl_context=ssl_context), host, port
         )
 
     async def close(self) -> None:
@@ -134,9 +132,9 @@ class RtmpServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         *,
-        scheme: str,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        if len(self._connections) >= self._max_connections:
+        if self.open_connections >= self._max_connections:
             self._rejected_connections += 1
             # Logged once per 100 to keep a flood from flooding the log too.
             if self._rejected_connections % 100 == 1:
@@ -149,6 +147,22 @@ class RtmpServer:
                 )
             writer.transport.abort()
             return
+        scheme = "rtmp"
+        if ssl_context is not None:
+            scheme = "rtmps"
+            self._handshakes += 1
+            try:
+                reader, writer = await self._start_tls(writer, ssl_context)
+            except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
+                logger.info(
+                    "RTMPS connection from %s closed: TLS handshake failed: %s",
+                    writer.get_extra_info("peername"),
+                    exc,
+                )
+                writer.transport.abort()
+                return
+            finally:
+                self._handshakes -= 1
         connection = RtmpConnection(
             reader,
             writer,
@@ -165,6 +179,32 @@ class RtmpServer:
             await connection.run()
         finally:
             self._connections.discard(connection)
+
+    async def _start_tls(
+        self, writer: asyncio.StreamWriter, ssl_context: ssl.SSLContext
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Run the server side of the TLS handshake on an accepted connection.
+
+        Returns a new reader and writer on the TLS transport. It must run
+        before the first await of the connection's task, because
+        loop.start_tls stops reading from the socket first, and so no byte of
+        the ClientHello can end up in the plain reader. StreamWriter.start_tls
+        is not used because it cannot set the shutdown timeout in Python 3.11.
+        """
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport = await loop.start_tls(
+            writer.transport,
+            protocol,
+            ssl_context,
+            server_side=True,
+            ssl_handshake_timeout=self._read_timeout,
+            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+        )
+        # loop.start_tls does not call connection_made on the new protocol.
+        protocol.connection_made(transport)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class RtmpConnection:
