@@ -397,8 +397,8 @@ async def test_metrics_token_required_when_set(aiohttp_client, tmp_path):
 
 async def test_metrics_token_non_utf8_rejected(aiohttp_client, tmp_path):
     box = await start_box(aiohttp_client, tmp_path, metrics_token=TOKEN)
-    # aiohttp's client sends only Latin-1 headers, so the request goes out
-    # as raw bytes: a token that is not valid UTF-8.
+    # The request is written as raw bytes, so that its token can be bytes
+    # that are not valid UTF-8.
     reader, writer = await asyncio.open_connection(box.client.host, box.client.port)
     writer.write(
         b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
