@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realcast_box.api.client_address import forwarded_client
+from realcast_box.api.client_address import MAX_FORWARDED_HOPS, forwarded_client
 from realcast_box.app import create_app
 from realcast_box.config import parse_trusted_proxies
 from realcast_box.errors import ConfigError
@@ -191,10 +191,29 @@ TRUSTED = parse_trusted_proxies("127.0.0.1, 10.0.0.0/8")
         ("127.0.0.1", ["2001:db8::5"], "2001:db8::5"),
         # An IPv4 peer seen on a dual-stack socket.
         ("::ffff:127.0.0.1", ["203.0.113.5"], "203.0.113.5"),
+        # A dual-stack proxy writes IPv4 clients as IPv4-mapped addresses,
+        # which count as the IPv4 address they contain.
+        ("127.0.0.1", ["::ffff:203.0.113.5"], "203.0.113.5"),
+        ("127.0.0.1", ["::ffff:203.0.113.5, ::ffff:10.1.2.3"], "203.0.113.5"),
     ],
 )
 def test_proxy_forwarded_client_cases(peer, headers, expected):
     assert forwarded_client(peer, headers, TRUSTED) == expected
+
+
+def test_proxy_forwarded_walk_bounded():
+    # A client inside a trusted network can send any number of trusted
+    # addresses. The walk stops after MAX_FORWARDED_HOPS entries, at the
+    # last one reached, so such a header costs little time.
+    trusted_hops = ["10.0.0.9"] * (MAX_FORWARDED_HOPS + 5)
+    header = ", ".join([CLIENT, *trusted_hops])
+    assert forwarded_client("127.0.0.1", [header], TRUSTED) == "10.0.0.9"
+    many_headers = [CLIENT, *trusted_hops]
+    assert forwarded_client("127.0.0.1", many_headers, TRUSTED) == "10.0.0.9"
+
+    # A chain that fits is walked to its end.
+    fitting = ", ".join([CLIENT, *trusted_hops[: MAX_FORWARDED_HOPS - 1]])
+    assert forwarded_client("127.0.0.1", [fitting], TRUSTED) == CLIENT
 
 
 async def proxied_client(aiohttp_client, tmp_path, **settings):
