@@ -18,6 +18,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import idna
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -179,18 +180,34 @@ def fingerprint(certificate_der: bytes) -> str:
 def parse_host(host: str) -> x509.GeneralName:
     """Return the subjectAltName entry for an IP address or DNS name.
 
-    Raises ValueError for anything else.
+    An internationalized name is converted to its ASCII (xn--) form with
+    IDNA 2008 and the UTS 46 mapping, as browsers do. Raises ValueError for
+    anything else.
     """
     try:
-        return x509.IPAddress(ipaddress.ip_address(host.strip("[]")))
+        return x509.IPAddress(ipaddress.ip_address(host.strip("[]").rstrip(".")))
     except ValueError:
         pass
-    if DNS_NAME_PATTERN.fullmatch(host) is None:
+    if host.startswith("*."):
+        raise ValueError(
+            f"invalid host {host!r}: wildcard names are not supported; pass"
+            " each name that clients use with its own --host"
+        )
+    name = host
+    if not host.isascii():
+        try:
+            name = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(
+                f"invalid host {host!r}: not a valid internationalized name"
+                f" ({exc}); pass the name in its ASCII form (xn--...)"
+            ) from None
+    if DNS_NAME_PATTERN.fullmatch(name) is None:
         raise ValueError(
             f"invalid host {host!r}: expected a DNS name such as box.local or an"
             " IP address such as 192.168.1.10"
         )
-    return x509.DNSName(host.rstrip(".").lower())
+    return x509.DNSName(name.rstrip(".").lower())
 
 
 @dataclass(frozen=True)

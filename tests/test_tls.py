@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import ipaddress
 import os
 import re
 import shutil
@@ -192,6 +193,37 @@ def test_tls_cert_command_rejects_invalid_host(tmp_path):
     assert result.returncode == 2
     assert "invalid host 'box local'" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        # An internationalized name goes into the certificate in its
+        # ASCII (xn--) form, which is what clients compare.
+        ("bücher.example", x509.DNSName("xn--bcher-kva.example")),
+        ("BÜCHER.example", x509.DNSName("xn--bcher-kva.example")),
+        # A trailing dot makes a name absolute, and an IP address stays one.
+        ("192.0.2.10.", x509.IPAddress(ipaddress.ip_address("192.0.2.10"))),
+        ("[2001:db8::10]", x509.IPAddress(ipaddress.ip_address("2001:db8::10"))),
+    ],
+)
+def test_tls_cert_host_forms(host, expected):
+    assert tls.parse_host(host) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("*.box.local", "wildcard"),
+        ("☃.example", "xn--"),
+    ],
+)
+def test_tls_cert_host_rejected_with_hint(host, hint):
+    with pytest.raises(ValueError) as raised:
+        tls.parse_host(host)
+    message = str(raised.value)
+    assert repr(host) in message
+    assert hint in message
 
 
 def test_tls_cert_command_sets_days(tmp_path):
