@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import idna
 import platformdirs
 
 from realcast_box.errors import ConfigError
@@ -669,6 +670,8 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 def normalize_public_url(value: str) -> str:
     """Check public_url and return it as scheme://host[:port], lowercased.
 
+    An internationalized host is converted to its ASCII (xn--) form.
+
     Raises ConfigError unless the value is empty or an http or https URL
     with a host, an optional port and no path, query, fragment or user name.
     """
@@ -700,6 +703,14 @@ def _split_public_url(value: str) -> tuple[str, str, int | None]:
     host = parts.netloc.lower()
     if port is not None:
         host = host.rsplit(":", 1)[0]
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(
+                f"the host is not a valid internationalized name ({exc}); write"
+                " it in its ASCII form (xn--...)"
+            ) from None
     if PUBLIC_URL_HOST.fullmatch(host) is None:
         raise ValueError("the host is missing or invalid")
     if host.startswith("["):

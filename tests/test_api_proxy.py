@@ -114,6 +114,8 @@ async def test_proxy_public_url_counts_as_own_host(proxied_owner, start_publishi
         ("HTTPS://Live.Example.COM/", "https://live.example.com"),
         ("http://192.0.2.7:8080", "http://192.0.2.7:8080"),
         ("https://[2001:db8::7]:8443/", "https://[2001:db8::7]:8443"),
+        # An internationalized host is written in its ASCII (xn--) form.
+        ("https://Bücher.example:8443", "https://xn--bcher-kva.example:8443"),
     ],
 )
 def test_proxy_public_url_normalized(tmp_path, value, expected):
@@ -134,6 +136,7 @@ def test_proxy_public_url_normalized(tmp_path, value, expected):
         ("https://live.example.com:0", "port must be from 1 to 65535"),
         ("https://live.example.com:70000", "public_url"),
         ("https://[2001:db8::zz]", "public_url"),
+        ("https://☃.example", "ASCII form"),
     ],
 )
 def test_proxy_public_url_invalid_rejected(tmp_path, value, message):
