@@ -66,9 +66,15 @@ def load_server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     key_path = Path(key_file).expanduser()
     certificates = _load_certificates(cert_path)
     key = _load_private_key(key_path)
-    if _public_key_der(certificates[0].public_key()) != _public_key_der(
-        key.public_key()
-    ):
+    key_der = _public_key_der(key.public_key())
+    if _public_key_der(certificates[0].public_key()) != key_der:
+        for number, certificate in enumerate(certificates[1:], start=2):
+            if _public_key_der(certificate.public_key()) == key_der:
+                raise ConfigError(
+                    f"tls_cert_file {cert_path} has the certificate of"
+                    f" tls_key_file {key_path} as certificate {number}; put it"
+                    " first, followed by its intermediate certificates"
+                )
         raise ConfigError(
             f"tls_key_file {key_path} is not the private key of the certificate in"
             f" tls_cert_file {cert_path}; set tls_key_file to the key made with"
@@ -115,11 +121,25 @@ def _load_certificates(path: Path) -> list[x509.Certificate]:
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
+        if _is_der_certificate(data):
+            raise ConfigError(
+                f"tls_cert_file {path} is a DER certificate, but the box reads"
+                " PEM; convert it with `openssl x509 -inform DER -in"
+                f" {path} -out cert.pem` and set tls_cert_file to cert.pem"
+            ) from None
         raise ConfigError(
             f"tls_cert_file {path} contains no valid PEM certificate (a block"
             " starting with -----BEGIN CERTIFICATE-----)"
         ) from None
     return certificates
+
+
+def _is_der_certificate(data: bytes) -> bool:
+    try:
+        x509.load_der_x509_certificate(data)
+    except ValueError:
+        return False
+    return True
 
 
 def _load_private_key(path: Path) -> PrivateKeyTypes:

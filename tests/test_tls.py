@@ -316,6 +316,37 @@ def test_tls_context_file_errors(tmp_path):
         create_app(config)
 
 
+def test_tls_context_chain_order_and_der(tmp_path):
+    cert_path, key_path, _ = make_cert(tmp_path / "a")
+    issuer_path, _, _ = make_cert(tmp_path / "b")
+
+    # The server certificate followed by its issuer loads.
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(cert_path.read_bytes() + issuer_path.read_bytes())
+    assert tls.load_server_context(str(chain), str(key_path)) is not None
+
+    # The issuer first: the message says which certificate to move.
+    reversed_chain = tmp_path / "reversed-chain.pem"
+    reversed_chain.write_bytes(issuer_path.read_bytes() + cert_path.read_bytes())
+    with pytest.raises(ConfigError) as error:
+        tls.load_server_context(str(reversed_chain), str(key_path))
+    message = str(error.value)
+    assert str(reversed_chain) in message
+    assert "certificate 2" in message
+    assert "first" in message
+
+    # A DER file: the message names the conversion.
+    der = tmp_path / "cert.der"
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    der.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+    with pytest.raises(ConfigError) as error:
+        tls.load_server_context(str(der), str(key_path))
+    message = str(error.value)
+    assert str(der) in message
+    assert "DER" in message
+    assert "openssl x509 -inform DER" in message
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of any mode")
 def test_tls_context_unreadable_key(tmp_path):
     cert_path, key_path, _ = make_cert(tmp_path)
