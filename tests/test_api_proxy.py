@@ -204,6 +204,15 @@ def test_proxy_forwarded_client_cases(peer, headers, expected):
     assert forwarded_client(peer, headers, TRUSTED) == expected
 
 
+@pytest.mark.parametrize("peer", ["127.0.0.1", "::ffff:127.0.0.1"])
+@pytest.mark.parametrize("setting", ["::ffff:127.0.0.1", "::ffff:127.0.0.0/104"])
+def test_proxy_trusted_mapped_ipv4_entry(peer, setting):
+    # A box listening on "::" logs IPv4 peers as ::ffff:a.b.c.d, and an owner
+    # may copy that form into trusted_proxies.
+    networks = parse_trusted_proxies(setting)
+    assert forwarded_client(peer, [CLIENT], networks) == CLIENT
+
+
 def test_proxy_forwarded_walk_bounded():
     # A client inside a trusted network can send any number of trusted
     # addresses. The walk stops after MAX_FORWARDED_HOPS entries, at the

@@ -74,13 +74,25 @@ def _trusted_networks(setting: str) -> tuple[IpNetwork, ...]:
 
 
 def _is_trusted(address: str, networks: tuple[IpNetwork, ...]) -> bool:
+    """Return whether ``address`` is in one of ``networks``.
+
+    An IPv4 address and its IPv4-mapped IPv6 form (::ffff:a.b.c.d) are the
+    same client, so each matches a network written in either form.
+    """
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+    forms: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (ip,)
+    if isinstance(ip, ipaddress.IPv4Address):
+        forms = (ip, ipaddress.IPv6Address(f"::ffff:{ip}"))
+    return any(
+        form.version == network.version and form in network
+        for form in forms
+        for network in networks
+    )
 
 
 def _parse_hop(hop: str) -> str | None:
