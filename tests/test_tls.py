@@ -17,6 +17,7 @@ import shutil
 import ssl
 import stat
 import tomllib
+import warnings
 from pathlib import Path
 
 import aiohttp
@@ -345,6 +346,45 @@ def test_tls_context_chain_order_and_der(tmp_path):
     assert str(der) in message
     assert "DER" in message
     assert "openssl x509 -inform DER" in message
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+async def test_tls_context_rejects_old_versions(tmp_path, version):
+    cert_path, key_path, _ = make_cert(tmp_path)
+    server_context = tls.load_server_context(str(cert_path), str(key_path))
+    assert server_context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+    async def echo(reader, writer):
+        writer.write(await reader.read(5))
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    old_client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old_client.check_hostname = False
+    old_client.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        # Python deprecates the old versions that this client must offer.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old_client.minimum_version = getattr(ssl.TLSVersion, version)
+        old_client.maximum_version = getattr(ssl.TLSVersion, version)
+    old_client.set_ciphers("ALL:@SECLEVEL=0")
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await asyncio.open_connection("127.0.0.1", port, ssl=old_client)
+        # TLS 1.2 from the same machine completes the handshake.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            ssl=client_context(cert_path),
+            server_hostname="127.0.0.1",
+        )
+        writer.write(b"hello")
+        assert await reader.readexactly(5) == b"hello"
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of any mode")
