@@ -18,7 +18,8 @@ import contextlib
 import functools
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 from realcast_box.live.hub import Hub, PublishRejected
 from realcast_box.live.publication import Publisher
@@ -73,8 +74,11 @@ class RtmpServer:
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._connections: set[RtmpConnection] = set()
-        # RTMPS connections accepted and still in the TLS handshake.
-        self._handshakes = 0
+        # Transports of RTMPS connections accepted and still in the TLS
+        # handshake.
+        self._handshakes: set[asyncio.Transport] = set()
+        # Tasks of RTMPS connections, from accept to close.
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def sockets(self) -> list:
@@ -84,7 +88,7 @@ class RtmpServer:
     @property
     def open_connections(self) -> int:
         """Connections open now, RTMPS ones still in the TLS handshake included."""
-        return len(self._connections) + self._handshakes
+        return len(self._connections) + len(self._handshakes)
 
     @property
     def rejected_connections(self) -> int:
@@ -112,8 +116,9 @@ class RtmpServer:
         its limit, and a client that fails it, such as one that speaks plain
         RTMP here, is closed.
         """
-        self._tls_server = await asyncio.start_server(
-            functools.partial(self._accept, ssl_context=ssl_context), host, port
+        loop = asyncio.get_running_loop()
+        self._tls_server = await loop.create_server(
+            functools.partial(_TlsAcceptor, self, ssl_context), host, port
         )
 
     async def close(self) -> None:
@@ -121,48 +126,85 @@ class RtmpServer:
         servers = [s for s in (self._server, self._tls_server) if s is not None]
         for server in servers:
             server.close()
+        for transport in list(self._handshakes):
+            transport.abort()
         for connection in list(self._connections):
             await connection.close("server shutting down")
         for server in servers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 2)
 
+    def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        # The event loop holds only a weak reference to a task.
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reject_if_full(self, transport: asyncio.BaseTransport) -> bool:
+        """Abort ``transport`` and return True when rtmp_max_connections are open."""
+        if self.open_connections < self._max_connections:
+            return False
+        self._rejected_connections += 1
+        # Logged once per 100 to keep a flood from flooding the log too.
+        if self._rejected_connections % 100 == 1:
+            logger.warning(
+                "rejected RTMP connection from %s: %d connections open, the "
+                "maximum (rtmp_max_connections); %d rejected so far",
+                transport.get_extra_info("peername"),
+                self.open_connections,
+                self._rejected_connections,
+            )
+        transport.abort()
+        return True
+
     async def _accept(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        if self.open_connections >= self._max_connections:
-            self._rejected_connections += 1
-            # Logged once per 100 to keep a flood from flooding the log too.
-            if self._rejected_connections % 100 == 1:
-                logger.warning(
-                    "rejected RTMP connection from %s: %d connections open, the "
-                    "maximum (rtmp_max_connections); %d rejected so far",
-                    writer.get_extra_info("peername"),
-                    len(self._connections),
-                    self._rejected_connections,
-                )
-            writer.transport.abort()
+        if not self._reject_if_full(writer.transport):
+            await self._serve(reader, writer, scheme="rtmp")
+
+    async def _accept_tls(
+        self, transport: asyncio.Transport, ssl_context: ssl.SSLContext
+    ) -> None:
+        """Run the TLS handshake on an accepted TCP connection, then serve it.
+
+        ``transport`` must not be reading, so that no byte of the ClientHello
+        is lost before loop.start_tls takes over the socket.
+        """
+        if self._reject_if_full(transport):
             return
-        scheme = "rtmp"
-        if ssl_context is not None:
-            scheme = "rtmps"
-            self._handshakes += 1
-            try:
-                reader, writer = await self._start_tls(writer, ssl_context)
-            except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
-                logger.info(
-                    "RTMPS connection from %s closed: TLS handshake failed: %s",
-                    writer.get_extra_info("peername"),
-                    exc,
-                )
-                writer.transport.abort()
-                return
-            finally:
-                self._handshakes -= 1
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        self._handshakes.add(transport)
+        try:
+            tls_transport = await loop.start_tls(
+                transport,
+                protocol,
+                ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self._read_timeout,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            )
+        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
+            logger.info(
+                "RTMPS connection from %s closed: TLS handshake failed: %s",
+                transport.get_extra_info("peername"),
+                exc,
+            )
+            transport.abort()
+            return
+        finally:
+            self._handshakes.discard(transport)
+        # loop.start_tls does not call connection_made on the new protocol,
+        # and the reader gets its transport there.
+        protocol.connection_made(tls_transport)
+        writer = asyncio.StreamWriter(tls_transport, protocol, reader, loop)
+        await self._serve(reader, writer, scheme="rtmps")
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, scheme: str
+    ) -> None:
         connection = RtmpConnection(
             reader,
             writer,
@@ -180,31 +222,26 @@ class RtmpServer:
         finally:
             self._connections.discard(connection)
 
-    async def _start_tls(
-        self, writer: asyncio.StreamWriter, ssl_context: ssl.SSLContext
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Run the server side of the TLS handshake on an accepted connection.
 
-        Returns a new reader and writer on the TLS transport. It must run
-        before the first await of the connection's task, because
-        loop.start_tls stops reading from the socket first, and so no byte of
-        the ClientHello can end up in the plain reader. StreamWriter.start_tls
-        is not used because it cannot set the shutdown timeout in Python 3.11.
-        """
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        protocol = asyncio.StreamReaderProtocol(reader)
-        transport = await loop.start_tls(
-            writer.transport,
-            protocol,
-            ssl_context,
-            server_side=True,
-            ssl_handshake_timeout=self._read_timeout,
-            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+class _TlsAcceptor(asyncio.Protocol):
+    """Protocol of a just-accepted RTMPS socket, until its TLS handshake starts.
+
+    asyncio's own TLS server runs the handshake before any callback, so it
+    cannot count or refuse a connection that never finishes it. This
+    protocol stops reading at once and hands the socket to
+    RtmpServer._accept_tls, which checks the limit first.
+    """
+
+    def __init__(self, server: RtmpServer, ssl_context: ssl.SSLContext) -> None:
+        self._server = server
+        self._ssl_context = ssl_context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp_transport = cast(asyncio.Transport, transport)
+        tcp_transport.pause_reading()
+        self._server._start_task(
+            self._server._accept_tls(tcp_transport, self._ssl_context)
         )
-        # loop.start_tls does not call connection_made on the new protocol.
-        protocol.connection_made(transport)
-        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class RtmpConnection:
