@@ -661,8 +661,12 @@ def _check_tls_settings(values: Mapping[str, Any]) -> None:
             )
 
 
-# A DNS name, an IPv4 address, or an IPv6 address in brackets.
-PUBLIC_URL_HOST = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
+# A lower-case DNS name or IPv4 address (dot-separated labels that neither
+# start nor end with a hyphen), or an IPv6 address in brackets.
+PUBLIC_URL_HOST = re.compile(
+    r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?"
+    r"|\[[0-9a-f:.]+\]"
+)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -224,8 +224,10 @@ def parse_host(host: str) -> x509.GeneralName:
             ) from None
     if DNS_NAME_PATTERN.fullmatch(name) is None:
         raise ValueError(
-            f"invalid host {host!r}: expected a DNS name such as box.local or an"
-            " IP address such as 192.168.1.10"
+            f"invalid host {host!r}: expected a DNS name such as box.local"
+            " (labels of letters, digits and hyphens, each at most 63 characters,"
+            " at most 253 characters in all) or an IP address such as"
+            " 192.168.1.10"
         )
     return x509.DNSName(name.rstrip(".").lower())
 

@@ -218,6 +218,9 @@ def test_tls_cert_host_forms(host, expected):
     [
         ("*.box.local", "wildcard"),
         ("☃.example", "xn--"),
+        ("a" * 64 + ".local", "63 characters"),
+        (".".join(["box"] * 64), "253 characters"),
+        ("box_1.local", "letters, digits and hyphens"),
     ],
 )
 def test_tls_cert_host_rejected_with_hint(host, hint):
