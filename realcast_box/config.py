@@ -628,11 +628,27 @@ def load_config(
             f" hls_segment_duration ({values['hls_segment_duration']!r})"
         )
     values["public_url"] = normalize_public_url(values["public_url"])
+    _check_metrics_token(values["metrics_token"])
     try:
         parse_trusted_proxies(values["trusted_proxies"])
     except ValueError as exc:
         raise ConfigError(f"invalid value for trusted_proxies: {exc}") from None
     return Config(**values)
+
+
+def _check_metrics_token(token: str) -> None:
+    """Reject a token that no client can send in an Authorization header.
+
+    HTTP drops spaces around a header value and forbids control characters
+    in it. The message leaves the token out, because it is a secret.
+    """
+    has_control = any(ord(char) < 0x20 or ord(char) == 0x7F for char in token)
+    if token != token.strip() or has_control:
+        raise ConfigError(
+            "invalid value for metrics_token: it starts or ends with spaces or"
+            " contains control characters (such as a tab or a newline), which"
+            " a client cannot send; remove them"
+        )
 
 
 def _check_tls_settings(values: Mapping[str, Any]) -> None:

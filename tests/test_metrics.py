@@ -15,9 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from realcast_box import __version__
+from realcast_box.errors import ConfigError
 from realcast_box.metrics import METRICS
 from realcast_box.metrics.http import hls_kind
 from tests.box import Box, start_box, start_publisher
+from tests.conftest import make_config
 from tests.hls_helpers import playlist_uris
 from tests.test_webhooks_e2e import create_app_id, create_webhook, send_test
 from tests.webhook_receiver import Receiver
@@ -411,6 +413,18 @@ async def test_metrics_token_non_utf8_rejected(aiohttp_client, tmp_path):
     status_line = reply.split(b"\r\n", 1)[0]
     assert status_line == b"HTTP/1.1 401 Unauthorized"
     assert b"invalid metrics token" in reply
+
+
+@pytest.mark.parametrize("token", [" padded-token", "padded-token\n", "tab\tinside"])
+def test_metrics_token_unsendable_rejected(tmp_path, token):
+    # A client cannot send surrounding spaces or control characters in a
+    # header, so such a token would lock every scraper out.
+    with pytest.raises(ConfigError) as raised:
+        make_config(tmp_path, metrics_token=token)
+    message = str(raised.value)
+    assert "metrics_token" in message
+    assert repr(token) not in message
+    assert "spaces" in message
 
 
 async def test_metrics_text_format_and_openmetrics(aiohttp_client, tmp_path):
