@@ -637,17 +637,19 @@ def load_config(
 
 
 def _check_metrics_token(token: str) -> None:
-    """Reject a token that no client can send in an Authorization header.
+    """Reject a token that a client cannot send as it is, or that was pasted badly.
 
-    HTTP drops spaces around a header value and forbids control characters
-    in it. The message leaves the token out, because it is a secret.
+    HTTP drops spaces and tabs around a header value and forbids control
+    characters other than a tab inside it. A tab inside is allowed by HTTP
+    but is a paste error in a token. The message leaves the token out,
+    because it is a secret.
     """
     has_control = any(ord(char) < 0x20 or ord(char) == 0x7F for char in token)
     if token != token.strip() or has_control:
         raise ConfigError(
             "invalid value for metrics_token: it starts or ends with spaces or"
-            " contains control characters (such as a tab or a newline), which"
-            " a client cannot send; remove them"
+            " contains control characters such as a tab or a newline; remove"
+            " them, since a client sends the token without them"
         )
 
 

@@ -417,8 +417,8 @@ async def test_metrics_token_non_utf8_rejected(aiohttp_client, tmp_path):
 
 @pytest.mark.parametrize("token", [" padded-token", "padded-token\n", "tab\tinside"])
 def test_metrics_token_unsendable_rejected(tmp_path, token):
-    # A client cannot send surrounding spaces or control characters in a
-    # header, so such a token would lock every scraper out.
+    # HTTP drops spaces around a header value and forbids most control
+    # characters in it, so such a token would lock every scraper out.
     with pytest.raises(ConfigError) as raised:
         make_config(tmp_path, metrics_token=token)
     message = str(raised.value)
