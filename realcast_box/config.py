@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import idna
 import platformdirs
 
 from realcast_box.errors import ConfigError
@@ -627,11 +628,29 @@ def load_config(
             f" hls_segment_duration ({values['hls_segment_duration']!r})"
         )
     values["public_url"] = normalize_public_url(values["public_url"])
+    _check_metrics_token(values["metrics_token"])
     try:
         parse_trusted_proxies(values["trusted_proxies"])
     except ValueError as exc:
         raise ConfigError(f"invalid value for trusted_proxies: {exc}") from None
     return Config(**values)
+
+
+def _check_metrics_token(token: str) -> None:
+    """Reject a token that a client cannot send as it is, or that was pasted badly.
+
+    HTTP drops spaces and tabs around a header value and forbids control
+    characters other than a tab inside it. A tab inside is allowed by HTTP
+    but is a paste error in a token. The message leaves the token out,
+    because it is a secret.
+    """
+    has_control = any(ord(char) < 0x20 or ord(char) == 0x7F for char in token)
+    if token != token.strip() or has_control:
+        raise ConfigError(
+            "invalid value for metrics_token: it starts or ends with spaces or"
+            " contains control characters such as a tab or a newline; remove"
+            " them, since a client sends the token without them"
+        )
 
 
 def _check_tls_settings(values: Mapping[str, Any]) -> None:
@@ -660,14 +679,20 @@ def _check_tls_settings(values: Mapping[str, Any]) -> None:
             )
 
 
-# A DNS name, an IPv4 address, or an IPv6 address in brackets.
-PUBLIC_URL_HOST = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
+# A lower-case DNS name or IPv4 address (dot-separated labels that neither
+# start nor end with a hyphen), or an IPv6 address in brackets.
+PUBLIC_URL_HOST = re.compile(
+    r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?"
+    r"|\[[0-9a-f:.]+\]"
+)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def normalize_public_url(value: str) -> str:
     """Check public_url and return it as scheme://host[:port], lowercased.
+
+    An internationalized host is converted to its ASCII (xn--) form.
 
     Raises ConfigError unless the value is empty or an http or https URL
     with a host, an optional port and no path, query, fragment or user name.
@@ -700,6 +725,14 @@ def _split_public_url(value: str) -> tuple[str, str, int | None]:
     host = parts.netloc.lower()
     if port is not None:
         host = host.rsplit(":", 1)[0]
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(
+                f"the host is not a valid internationalized name ({exc}); write"
+                " it in its ASCII form (xn--...)"
+            ) from None
     if PUBLIC_URL_HOST.fullmatch(host) is None:
         raise ValueError("the host is missing or invalid")
     if host.startswith("["):

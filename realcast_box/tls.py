@@ -18,6 +18,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import idna
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -65,9 +66,15 @@ def load_server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     key_path = Path(key_file).expanduser()
     certificates = _load_certificates(cert_path)
     key = _load_private_key(key_path)
-    if _public_key_der(certificates[0].public_key()) != _public_key_der(
-        key.public_key()
-    ):
+    key_der = _public_key_der(key.public_key())
+    if _public_key_der(certificates[0].public_key()) != key_der:
+        for number, certificate in enumerate(certificates[1:], start=2):
+            if _public_key_der(certificate.public_key()) == key_der:
+                raise ConfigError(
+                    f"tls_cert_file {cert_path} has the certificate of"
+                    f" tls_key_file {key_path} as certificate {number}; put it"
+                    " first, followed by its intermediate certificates"
+                )
         raise ConfigError(
             f"tls_key_file {key_path} is not the private key of the certificate in"
             f" tls_cert_file {cert_path}; set tls_key_file to the key made with"
@@ -114,11 +121,25 @@ def _load_certificates(path: Path) -> list[x509.Certificate]:
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
+        if _is_der_certificate(data):
+            raise ConfigError(
+                f"tls_cert_file {path} is a DER certificate, but the box reads"
+                " PEM; convert it with `openssl x509 -inform DER -in"
+                f" {path} -out cert.pem` and set tls_cert_file to cert.pem"
+            ) from None
         raise ConfigError(
             f"tls_cert_file {path} contains no valid PEM certificate (a block"
             " starting with -----BEGIN CERTIFICATE-----)"
         ) from None
     return certificates
+
+
+def _is_der_certificate(data: bytes) -> bool:
+    try:
+        x509.load_der_x509_certificate(data)
+    except ValueError:
+        return False
+    return True
 
 
 def _load_private_key(path: Path) -> PrivateKeyTypes:
@@ -179,18 +200,36 @@ def fingerprint(certificate_der: bytes) -> str:
 def parse_host(host: str) -> x509.GeneralName:
     """Return the subjectAltName entry for an IP address or DNS name.
 
-    Raises ValueError for anything else.
+    An internationalized name is converted to its ASCII (xn--) form with
+    IDNA 2008 and the UTS 46 mapping, as browsers do. Raises ValueError for
+    anything else.
     """
     try:
-        return x509.IPAddress(ipaddress.ip_address(host.strip("[]")))
+        return x509.IPAddress(ipaddress.ip_address(host.strip("[]").rstrip(".")))
     except ValueError:
         pass
-    if DNS_NAME_PATTERN.fullmatch(host) is None:
+    if host.startswith("*."):
         raise ValueError(
-            f"invalid host {host!r}: expected a DNS name such as box.local or an"
-            " IP address such as 192.168.1.10"
+            f"invalid host {host!r}: wildcard names are not supported; pass"
+            " each name that clients use with its own --host"
         )
-    return x509.DNSName(host.rstrip(".").lower())
+    name = host
+    if not host.isascii():
+        try:
+            name = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(
+                f"invalid host {host!r}: not a valid internationalized name"
+                f" ({exc}); pass the name in its ASCII form (xn--...)"
+            ) from None
+    if DNS_NAME_PATTERN.fullmatch(name) is None:
+        raise ValueError(
+            f"invalid host {host!r}: expected a DNS name such as box.local"
+            " (labels of letters, digits and hyphens, each at most 63 characters,"
+            " at most 253 characters in all) or an IP address such as"
+            " 192.168.1.10"
+        )
+    return x509.DNSName(name.rstrip(".").lower())
 
 
 @dataclass(frozen=True)

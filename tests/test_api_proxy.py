@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realcast_box.api.client_address import forwarded_client
+from realcast_box.api.client_address import MAX_FORWARDED_HOPS, forwarded_client
 from realcast_box.app import create_app
 from realcast_box.config import parse_trusted_proxies
 from realcast_box.errors import ConfigError
@@ -114,6 +114,8 @@ async def test_proxy_public_url_counts_as_own_host(proxied_owner, start_publishi
         ("HTTPS://Live.Example.COM/", "https://live.example.com"),
         ("http://192.0.2.7:8080", "http://192.0.2.7:8080"),
         ("https://[2001:db8::7]:8443/", "https://[2001:db8::7]:8443"),
+        # An internationalized host is written in its ASCII (xn--) form.
+        ("https://Bücher.example:8443", "https://xn--bcher-kva.example:8443"),
     ],
 )
 def test_proxy_public_url_normalized(tmp_path, value, expected):
@@ -127,6 +129,9 @@ def test_proxy_public_url_normalized(tmp_path, value, expected):
         ("ftp://live.example.com", "scheme must be http or https"),
         ("https://", "host is missing or invalid"),
         ("https://live example.com", "host is missing or invalid"),
+        ("https://live..example.com", "host is missing or invalid"),
+        ("https://.", "host is missing or invalid"),
+        ("https://-live.example.com", "host is missing or invalid"),
         ("https://live.example.com/tv", "path, query or fragment"),
         ("https://live.example.com?a=1", "path, query or fragment"),
         ("https://live.example.com#top", "path, query or fragment"),
@@ -134,6 +139,7 @@ def test_proxy_public_url_normalized(tmp_path, value, expected):
         ("https://live.example.com:0", "port must be from 1 to 65535"),
         ("https://live.example.com:70000", "public_url"),
         ("https://[2001:db8::zz]", "public_url"),
+        ("https://☃.example", "ASCII form"),
     ],
 )
 def test_proxy_public_url_invalid_rejected(tmp_path, value, message):
@@ -191,10 +197,38 @@ TRUSTED = parse_trusted_proxies("127.0.0.1, 10.0.0.0/8")
         ("127.0.0.1", ["2001:db8::5"], "2001:db8::5"),
         # An IPv4 peer seen on a dual-stack socket.
         ("::ffff:127.0.0.1", ["203.0.113.5"], "203.0.113.5"),
+        # A dual-stack proxy writes IPv4 clients as IPv4-mapped addresses,
+        # which count as the IPv4 address they contain.
+        ("127.0.0.1", ["::ffff:203.0.113.5"], "203.0.113.5"),
+        ("127.0.0.1", ["::ffff:203.0.113.5, ::ffff:10.1.2.3"], "203.0.113.5"),
     ],
 )
 def test_proxy_forwarded_client_cases(peer, headers, expected):
     assert forwarded_client(peer, headers, TRUSTED) == expected
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "::ffff:127.0.0.1"])
+@pytest.mark.parametrize("setting", ["::ffff:127.0.0.1", "::ffff:127.0.0.0/104"])
+def test_proxy_trusted_mapped_ipv4_entry(peer, setting):
+    # A box listening on "::" logs IPv4 peers as ::ffff:a.b.c.d, and an owner
+    # may copy that form into trusted_proxies.
+    networks = parse_trusted_proxies(setting)
+    assert forwarded_client(peer, [CLIENT], networks) == CLIENT
+
+
+def test_proxy_forwarded_walk_bounded():
+    # A client inside a trusted network can send any number of trusted
+    # addresses. The walk stops after MAX_FORWARDED_HOPS entries, at the
+    # last one reached, so such a header costs little time.
+    trusted_hops = ["10.0.0.9"] * (MAX_FORWARDED_HOPS + 5)
+    header = ", ".join([CLIENT, *trusted_hops])
+    assert forwarded_client("127.0.0.1", [header], TRUSTED) == "10.0.0.9"
+    many_headers = [CLIENT, *trusted_hops]
+    assert forwarded_client("127.0.0.1", many_headers, TRUSTED) == "10.0.0.9"
+
+    # A chain that fits is walked to its end.
+    fitting = ", ".join([CLIENT, *trusted_hops[: MAX_FORWARDED_HOPS - 1]])
+    assert forwarded_client("127.0.0.1", [fitting], TRUSTED) == CLIENT
 
 
 async def proxied_client(aiohttp_client, tmp_path, **settings):

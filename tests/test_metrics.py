@@ -15,9 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from realcast_box import __version__
+from realcast_box.errors import ConfigError
 from realcast_box.metrics import METRICS
 from realcast_box.metrics.http import hls_kind
 from tests.box import Box, start_box, start_publisher
+from tests.conftest import make_config
 from tests.hls_helpers import playlist_uris
 from tests.test_webhooks_e2e import create_app_id, create_webhook, send_test
 from tests.webhook_receiver import Receiver
@@ -420,6 +422,36 @@ async def test_metrics_token_required_when_set(aiohttp_client, tmp_path):
         assert "metrics" in body["detail"]
         assert TOKEN not in body["detail"]
     assert accepted.value("realcast_live_streams") == 0
+
+
+async def test_metrics_token_non_utf8_rejected(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path, metrics_token=TOKEN)
+    # The request is written as raw bytes, so that its token can be bytes
+    # that are not valid UTF-8.
+    reader, writer = await asyncio.open_connection(box.client.host, box.client.port)
+    writer.write(
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    reply = await reader.read()
+    writer.close()
+
+    status_line = reply.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 401 Unauthorized"
+    assert b"invalid metrics token" in reply
+
+
+@pytest.mark.parametrize("token", [" padded-token", "padded-token\n", "tab\tinside"])
+def test_metrics_token_unsendable_rejected(tmp_path, token):
+    # HTTP drops spaces around a header value and forbids most control
+    # characters in it, so such a token would lock every scraper out.
+    with pytest.raises(ConfigError) as raised:
+        make_config(tmp_path, metrics_token=token)
+    message = str(raised.value)
+    assert "metrics_token" in message
+    assert repr(token) not in message
+    assert "spaces" in message
 
 
 async def test_metrics_text_format_and_openmetrics(aiohttp_client, tmp_path):

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import hashlib
+import ipaddress
 import os
 import re
 import shutil
 import ssl
 import stat
 import tomllib
+import warnings
 from pathlib import Path
 
 import aiohttp
@@ -194,6 +197,40 @@ def test_tls_cert_command_rejects_invalid_host(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        # An internationalized name goes into the certificate in its
+        # ASCII (xn--) form, which is what clients compare.
+        ("bücher.example", x509.DNSName("xn--bcher-kva.example")),
+        ("BÜCHER.example", x509.DNSName("xn--bcher-kva.example")),
+        # A trailing dot makes a name absolute, and an IP address stays one.
+        ("192.0.2.10.", x509.IPAddress(ipaddress.ip_address("192.0.2.10"))),
+        ("[2001:db8::10]", x509.IPAddress(ipaddress.ip_address("2001:db8::10"))),
+    ],
+)
+def test_tls_cert_host_forms(host, expected):
+    assert tls.parse_host(host) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("*.box.local", "wildcard"),
+        ("☃.example", "xn--"),
+        ("a" * 64 + ".local", "63 characters"),
+        (".".join(["box"] * 64), "253 characters"),
+        ("box_1.local", "letters, digits and hyphens"),
+    ],
+)
+def test_tls_cert_host_rejected_with_hint(host, hint):
+    with pytest.raises(ValueError) as raised:
+        tls.parse_host(host)
+    message = str(raised.value)
+    assert repr(host) in message
+    assert hint in message
+
+
 def test_tls_cert_command_sets_days(tmp_path):
     result = run_cli(
         "cert", "--host", "box.local", "--days", "30", "--out-dir", str(tmp_path)
@@ -282,6 +319,76 @@ def test_tls_context_file_errors(tmp_path):
     config = load_config(environ={}, overrides=tls_settings(cert_path, other_key))
     with pytest.raises(ConfigError, match="is not the private key"):
         create_app(config)
+
+
+def test_tls_context_chain_order_and_der(tmp_path):
+    cert_path, key_path, _ = make_cert(tmp_path / "a")
+    issuer_path, _, _ = make_cert(tmp_path / "b")
+
+    # The server certificate followed by its issuer loads.
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(cert_path.read_bytes() + issuer_path.read_bytes())
+    assert tls.load_server_context(str(chain), str(key_path)) is not None
+
+    # The issuer first: the message says which certificate to move.
+    reversed_chain = tmp_path / "reversed-chain.pem"
+    reversed_chain.write_bytes(issuer_path.read_bytes() + cert_path.read_bytes())
+    with pytest.raises(ConfigError) as error:
+        tls.load_server_context(str(reversed_chain), str(key_path))
+    message = str(error.value)
+    assert str(reversed_chain) in message
+    assert "certificate 2" in message
+    assert "first" in message
+
+    # A DER file: the message names the conversion.
+    der = tmp_path / "cert.der"
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    der.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+    with pytest.raises(ConfigError) as error:
+        tls.load_server_context(str(der), str(key_path))
+    message = str(error.value)
+    assert str(der) in message
+    assert "DER" in message
+    assert "openssl x509 -inform DER" in message
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+async def test_tls_context_rejects_old_versions(tmp_path, version):
+    cert_path, key_path, _ = make_cert(tmp_path)
+    server_context = tls.load_server_context(str(cert_path), str(key_path))
+    assert server_context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+    async def echo(reader, writer):
+        writer.write(await reader.read(5))
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    old_client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old_client.check_hostname = False
+    old_client.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        # Python deprecates the old versions that this client must offer.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old_client.minimum_version = getattr(ssl.TLSVersion, version)
+        old_client.maximum_version = getattr(ssl.TLSVersion, version)
+    old_client.set_ciphers("ALL:@SECLEVEL=0")
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await asyncio.open_connection("127.0.0.1", port, ssl=old_client)
+        # TLS 1.2 from the same machine completes the handshake.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            ssl=client_context(cert_path),
+            server_hostname="127.0.0.1",
+        )
+        writer.write(b"hello")
+        assert await reader.readexactly(5) == b"hello"
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of any mode")
@@ -465,6 +572,57 @@ async def test_tls_plain_rtmp_to_rtmps_port(aiohttp_client, tmp_path):
     assert sent_video == 2 * FPS
     status = await box.wait_for_status(stream["id"], "offline")
     assert status["started_at"] is not None
+
+
+async def test_tls_half_open_handshakes_count(aiohttp_client, tmp_path):
+    cert_path, key_path, _ = make_cert(tmp_path / "certs")
+    # The read timeout, which also limits the TLS handshake, is far longer
+    # than CLOSE_WAIT_LIMIT, so a close within that limit is the limit's doing.
+    box = await start_box(
+        aiohttp_client,
+        tmp_path,
+        **tls_settings(cert_path, key_path),
+        rtmp_read_timeout=600.0,
+        rtmp_max_connections=2,
+    )
+    rtmp_server = box.app[RTMP_SERVER]
+    rtmps_port = rtmp_server.tls_sockets[0].getsockname()[1]
+    rtmp_port = rtmp_server.sockets[0].getsockname()[1]
+
+    # Clients that connect to RTMPS and never send a ClientHello hold a
+    # socket each, so they count against rtmp_max_connections.
+    half_open = []
+    for _ in range(2):
+        half_open.append(await asyncio.open_connection("127.0.0.1", rtmps_port))
+    reader, writer = await asyncio.open_connection("127.0.0.1", rtmps_port)
+    assert await read_until_closed(reader) == b""
+    writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", rtmp_port)
+    assert await read_until_closed(reader) == b""
+    writer.close()
+    assert rtmp_server.rejected_connections == 2
+    assert rtmp_server.open_connections == 2
+
+    # Once they go, RTMPS completes handshakes again.
+    for _, half_open_writer in half_open:
+        half_open_writer.close()
+    for _ in range(int(CLOSE_WAIT_LIMIT / 0.05)):
+        if rtmp_server.open_connections == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert rtmp_server.open_connections == 0
+    context = client_context(cert_path)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", rtmps_port, ssl=context, server_hostname="127.0.0.1"
+    )
+    # Nothing the box dropped after the handshake, such as a stream writer
+    # on the plain socket, may close that socket when it is collected.
+    gc.collect()
+    writer.write(PLAIN_RTMP_HELLO)
+    await writer.drain()
+    reply = await reader.readexactly(1 + 1536)
+    assert reply[0] == 3
+    writer.close()
 
 
 async def test_tls_serve_https_and_rtmps(tmp_path):

@@ -100,7 +100,10 @@ def _check_token(request: web.Request, token: str) -> None:
             " 'Authorization: Bearer <metrics_token>'",
             headers=TOKEN_CHALLENGE,
         )
-    if not hmac.compare_digest(credentials.encode(), token.encode()):
+    # aiohttp keeps header bytes that are not UTF-8 as lone surrogates, which
+    # a strict encode would turn into a 500.
+    presented = credentials.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(presented, token.encode()):
         raise ApiError(
             401,
             "invalid metrics token: send the value of the metrics_token setting",

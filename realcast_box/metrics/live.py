@@ -107,7 +107,8 @@ class LiveStateCollector(Collector):
             return
         open_connections = GaugeMetricFamily(
             "realcast_rtmp_open_connections",
-            "RTMP connections open now, publishing or not.",
+            "RTMP connections open now, publishing or not, RTMPS ones still in"
+            " the TLS handshake included.",
         )
         open_connections.add_metric([], server.open_connections)
         accepted = CounterMetricFamily(

@@ -19,7 +19,8 @@ import functools
 import logging
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 from realcast_box.live.hub import Hub, PublishRejected
 from realcast_box.live.publication import Publisher
@@ -74,6 +75,11 @@ class RtmpServer:
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._connections: set[RtmpConnection] = set()
+        # Transports of RTMPS connections accepted and still in the TLS
+        # handshake.
+        self._handshakes: set[asyncio.Transport] = set()
+        # Tasks of RTMPS connections, from accept to close.
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def sockets(self) -> list:
@@ -82,7 +88,8 @@ class RtmpServer:
 
     @property
     def open_connections(self) -> int:
-        return len(self._connections)
+        """Connections open now, RTMPS ones still in the TLS handshake included."""
+        return len(self._connections) + len(self._handshakes)
 
     @property
     def rejected_connections(self) -> int:
@@ -96,27 +103,23 @@ class RtmpServer:
 
     async def start(self, host: str, port: int) -> None:
         """Listen for plain RTMP on ``host``:``port``."""
-        self._server = await asyncio.start_server(
-            functools.partial(self._accept, scheme="rtmp"), host, port
-        )
+        self._server = await asyncio.start_server(self._accept, host, port)
 
     async def start_tls(
         self, host: str, port: int, ssl_context: ssl.SSLContext
     ) -> None:
         """Listen for RTMPS (RTMP inside TLS) on ``host``:``port``.
 
-        Connections share the plain port's limit and protocol handling. The
-        TLS handshake happens before a connection counts, and has the read
-        timeout as its limit. A client that fails it, such as one that speaks
-        plain RTMP here, is closed by asyncio without reaching this server.
+        Connections share the plain port's limit and protocol handling. A
+        connection counts from the moment it is accepted, so clients that
+        open sockets and never finish the TLS handshake cannot hold more than
+        rtmp_max_connections of them. The handshake has the read timeout as
+        its limit, and a client that fails it, such as one that speaks plain
+        RTMP here, is closed.
         """
-        self._tls_server = await asyncio.start_server(
-            functools.partial(self._accept, scheme="rtmps"),
-            host,
-            port,
-            ssl=ssl_context,
-            ssl_handshake_timeout=self._read_timeout,
-            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+        loop = asyncio.get_running_loop()
+        self._tls_server = await loop.create_server(
+            functools.partial(_TlsAcceptor, self, ssl_context), host, port
         )
 
     async def close(self) -> None:
@@ -124,32 +127,85 @@ class RtmpServer:
         servers = [s for s in (self._server, self._tls_server) if s is not None]
         for server in servers:
             server.close()
+        for transport in list(self._handshakes):
+            transport.abort()
         for connection in list(self._connections):
             await connection.close("server shutting down")
         for server in servers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 2)
 
+    def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        # The event loop holds only a weak reference to a task.
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reject_if_full(self, transport: asyncio.BaseTransport) -> bool:
+        """Abort ``transport`` and return True when rtmp_max_connections are open."""
+        if self.open_connections < self._max_connections:
+            return False
+        self._rejected_connections += 1
+        # Logged once per 100 to keep a flood from flooding the log too.
+        if self._rejected_connections % 100 == 1:
+            logger.warning(
+                "rejected RTMP connection from %s: %d connections open, the "
+                "maximum (rtmp_max_connections); %d rejected so far",
+                transport.get_extra_info("peername"),
+                self.open_connections,
+                self._rejected_connections,
+            )
+        transport.abort()
+        return True
+
     async def _accept(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        scheme: str,
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        if len(self._connections) >= self._max_connections:
-            self._rejected_connections += 1
-            # Logged once per 100 to keep a flood from flooding the log too.
-            if self._rejected_connections % 100 == 1:
-                logger.warning(
-                    "rejected RTMP connection from %s: %d connections open, the "
-                    "maximum (rtmp_max_connections); %d rejected so far",
-                    writer.get_extra_info("peername"),
-                    len(self._connections),
-                    self._rejected_connections,
-                )
-            writer.transport.abort()
+        if not self._reject_if_full(writer.transport):
+            await self._serve(reader, writer, scheme="rtmp")
+
+    async def _accept_tls(
+        self, transport: asyncio.Transport, ssl_context: ssl.SSLContext
+    ) -> None:
+        """Run the TLS handshake on an accepted TCP connection, then serve it.
+
+        ``transport`` must not be reading, so that no byte of the ClientHello
+        is lost before loop.start_tls takes over the socket.
+        """
+        if self._reject_if_full(transport):
             return
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        self._handshakes.add(transport)
+        try:
+            tls_transport = await loop.start_tls(
+                transport,
+                protocol,
+                ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self._read_timeout,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            )
+        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
+            logger.info(
+                "RTMPS connection from %s closed: TLS handshake failed: %s",
+                transport.get_extra_info("peername"),
+                exc,
+            )
+            transport.abort()
+            return
+        finally:
+            self._handshakes.discard(transport)
+        # loop.start_tls does not call connection_made on the new protocol,
+        # and the reader gets its transport there.
+        protocol.connection_made(tls_transport)
+        writer = asyncio.StreamWriter(tls_transport, protocol, reader, loop)
+        await self._serve(reader, writer, scheme="rtmps")
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, scheme: str
+    ) -> None:
         connection = RtmpConnection(
             reader,
             writer,
@@ -202,6 +258,27 @@ class _ReceiveHook(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._stream_protocol.resume_writing()
+
+
+class _TlsAcceptor(asyncio.Protocol):
+    """Protocol of a just-accepted RTMPS socket, until its TLS handshake starts.
+
+    asyncio's own TLS server runs the handshake before any callback, so it
+    cannot count or refuse a connection that never finishes it. This
+    protocol stops reading at once and hands the socket to
+    RtmpServer._accept_tls, which checks the limit first.
+    """
+
+    def __init__(self, server: RtmpServer, ssl_context: ssl.SSLContext) -> None:
+        self._server = server
+        self._ssl_context = ssl_context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp_transport = cast(asyncio.Transport, transport)
+        tcp_transport.pause_reading()
+        self._server._start_task(
+            self._server._accept_tls(tcp_transport, self._ssl_context)
+        )
 
 
 class RtmpConnection:
