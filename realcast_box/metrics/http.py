@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -25,8 +26,13 @@ UNMATCHED_ROUTE = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 PART_NAME = re.compile(r"part-[0-9]+\.[0-9]+\.m4s")
 # Request key under which the middleware leaves an /hls request's kind for
-# the response hook that counts its bytes.
-HLS_KIND_KEY = "realcast_metrics_hls_kind"
+# the response hook that counts its bytes. aiohttp releases older than
+# RequestKey take a plain string (and newer ones warn about it).
+HLS_KIND_KEY: Any = (
+    web.RequestKey("realcast_metrics_hls_kind", str)
+    if hasattr(web, "RequestKey")
+    else "realcast_metrics_hls_kind"
+)
 
 
 class RequestMetrics:
