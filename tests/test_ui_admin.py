@@ -22,6 +22,7 @@ from tests.test_hls_browser import require_chromium, stop_publisher
 from tests.test_ui_browser import (
     confirm_in_page,
     create_app_in_page,
+    create_key_in_page,
     create_stream_in_page,
     log_in_over_api,
     open_browser,
@@ -238,15 +239,9 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
     async with open_browser(tmp_path) as (page, console):
         await sign_up(page, str(box.client.make_url("/")))
         await create_app_in_page(page, "Studio")
-        await page.get_by_role("link", name="API keys").click()
-        await page.get_by_label("Key name").fill("Scoreboard")
-        await page.get_by_label("streams:read").check()
-        await page.get_by_role("button", name="Create key").click()
-        secret_input = page.get_by_label("API secret")
-        await secret_input.wait_for(timeout=5_000)
-        old_secret = await secret_input.input_value()
-        key_row = page.get_by_role("listitem").filter(has_text="Scoreboard")
-        api_key = await key_row.locator("code").text_content()
+        api_key, old_secret = await create_key_in_page(
+            page, "Scoreboard", "streams:read"
+        )
         await page.get_by_role("button", name="Done").click()
 
         # The confirmation dialog with the keyboard: Enter opens it with the
@@ -274,6 +269,7 @@ async def test_ui_admin_key_regenerate(aiohttp_client, tmp_path):
         await dialog.wait_for(timeout=5_000)
         await page.keyboard.press("Tab")
         await page.keyboard.press("Enter")
+        secret_input = page.get_by_label("API secret")
         await secret_input.wait_for(timeout=5_000)
         new_secret = await secret_input.input_value()
         await page.screenshot(path=tmp_path / "api-key-regenerated.png", full_page=True)

@@ -208,23 +208,32 @@ async def create_app_in_page(page: Page, name: str) -> None:
     await heading.wait_for(timeout=5_000)
 
 
+async def create_key_in_page(page: Page, name: str, scope: str) -> tuple[str, str]:
+    """Create an API key on the API keys page; return its id and shown secret.
+
+    The secret panel is left open, for the caller to look at and close.
+    """
+    await page.get_by_role("link", name="API keys").click()
+    await page.get_by_label("Key name").fill(name)
+    await page.get_by_label(scope).check()
+    await page.get_by_role("button", name="Create key").click()
+    secret_input = page.get_by_label("API secret")
+    await secret_input.wait_for(timeout=5_000)
+    secret = await secret_input.input_value()
+    key_row = page.get_by_role("listitem").filter(has_text=name)
+    await key_row.wait_for(timeout=5_000)
+    api_key = await key_row.locator("code").text_content()
+    return api_key or "", secret
+
+
 async def test_ui_browser_api_key_secret(aiohttp_client, tmp_path):
     require_chromium()
     box = await start_box(aiohttp_client, tmp_path)
     async with open_browser(tmp_path) as (page, console):
         await sign_up(page, str(box.client.make_url("/")))
         await create_app_in_page(page, "Studio")
-        await page.get_by_role("link", name="API keys").click()
-        await page.get_by_label("Key name").fill("Scoreboard")
-        await page.get_by_label("streams:read").check()
-        await page.get_by_role("button", name="Create key").click()
-
-        secret_input = page.get_by_label("API secret")
-        await secret_input.wait_for(timeout=5_000)
-        secret = await secret_input.input_value()
+        api_key, secret = await create_key_in_page(page, "Scoreboard", "streams:read")
         key_row = page.get_by_role("listitem").filter(has_text="Scoreboard")
-        await key_row.wait_for(timeout=5_000)
-        api_key = await key_row.locator("code").text_content()
         await page.screenshot(path=tmp_path / "api-key-created.png", full_page=True)
 
         await page.get_by_role("button", name="Done").click()
