@@ -368,29 +368,25 @@ def test_restore_not_a_backup(tmp_path):
     assert "is not a RealCast Box backup" in result.output
 
 
+def serve_expecting_failure(data_dir: Path) -> subprocess.CompletedProcess:
+    """Run ``serve`` on ``data_dir`` with free ports, for a start that must fail."""
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "realcast_box", "serve"),
+            *("--data-dir", str(data_dir), "--host", "127.0.0.1"),
+            *("--http-port", "0", "--rtmp-port", "0"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_serve_locked_data_dir_fails(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with DataDirLock(data_dir):
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "realcast_box",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--rtmp-port",
-                "0",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        completed = serve_expecting_failure(data_dir)
     assert completed.returncode == 1
     assert f"failed to start: data directory {data_dir} is in use" in completed.stderr
     assert "Traceback" not in completed.stderr
@@ -576,25 +572,7 @@ def test_serve_unusable_database_fails(tmp_path, stopped_box_data):
         (stopped_box_data, "newer than the latest known migration"),
     ]
     for data_dir, reason in cases:
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "realcast_box",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--rtmp-port",
-                "0",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        completed = serve_expecting_failure(data_dir)
         assert completed.returncode == 1, reason
         assert "Traceback" not in completed.stderr, reason
         assert "failed to start: " in completed.stderr, reason
