@@ -291,8 +291,16 @@ class Segmenter:
                 self._start(time_ms, tag)
             return
 
-        video_changed = self._active_video != self._video_config
-        audio_changed = self._active_audio != self._audio_config
+        # The configs are usually the objects that the init was opened with, so
+        # an identity test skips the field comparison on almost every frame.
+        video_changed = (
+            self._active_video is not self._video_config
+            and self._active_video != self._video_config
+        )
+        audio_changed = (
+            self._active_audio is not self._audio_config
+            and self._active_audio != self._audio_config
+        )
         if video_changed or audio_changed:
             if tag.keyframe:
                 self._restart_at_keyframe(time_ms, tag)
@@ -322,7 +330,10 @@ class Segmenter:
                 self._start_audio_only()
             return
 
-        if self._active_audio != self._audio_config:
+        if (
+            self._active_audio is not self._audio_config
+            and self._active_audio != self._audio_config
+        ):
             if self._video_config is not None:
                 # Held until the video keyframe that starts the new init.
                 self._audio_backlog.append((time_ms, tag.data))
@@ -458,6 +469,10 @@ class Segmenter:
                 self._log_name,
                 self._files.current_init,
             )
+            # Equal configs: keep the new objects so that add_video's
+            # identity test matches again.
+            self._active_video = video
+            self._active_audio = audio
             return
         self._open_init(video, audio)
 
