@@ -641,7 +641,12 @@ class Segmenter:
         return True
 
     def _segment_full(self) -> bool:
-        size = sum(buffer.byte_count for buffer in self._buffers())
+        # Runs on every sample, so it adds the two counts without a list.
+        size = 0
+        if self._video is not None:
+            size += self._video.byte_count
+        if self._audio is not None:
+            size += self._audio.byte_count
         if size < MAX_SEGMENT_BYTES:
             return False
         logger.warning(
