@@ -98,18 +98,23 @@ def media_segment(sequence_number: int, fragments: Iterable[Fragment]) -> bytes:
     fragments = [fragment for fragment in fragments if fragment.samples]
     if not fragments:
         raise ValueError("a media segment needs at least one sample")
-    payloads = [b"".join(s.data for s in fragment.samples) for fragment in fragments]
 
-    # The moof's size does not depend on the data offsets it contains, so a
-    # first pass with zero offsets gives the size the real offsets start from.
-    moof_size = len(_moof(sequence_number, fragments, [0] * len(fragments)))
-    offsets = []
-    position = moof_size + 8  # mdat header
-    for payload in payloads:
-        offsets.append(position)
-        position += len(payload)
-    moof = _moof(sequence_number, fragments, offsets)
-    return moof + box(b"mdat", *payloads)
+    mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number))
+    trafs = [_traf(fragment) for fragment in fragments]
+    moof = bytearray(box(b"moof", mfhd, *(traf for traf, _ in trafs)))
+
+    # Each trun was written with data offset 0. The moof's size does not
+    # depend on the offsets, so the real ones are patched in now.
+    data_offset = len(moof) + 8  # mdat header
+    traf_start = 8 + len(mfhd)
+    for (traf, offset_position), fragment in zip(trafs, fragments, strict=True):
+        struct.pack_into(">i", moof, traf_start + offset_position, data_offset)
+        data_offset += sum(len(sample.data) for sample in fragment.samples)
+        traf_start += len(traf)
+
+    mdat_header = struct.pack(">I4s", data_offset - len(moof), b"mdat")
+    sample_data = (sample.data for f in fragments for sample in f.samples)
+    return b"".join([moof, mdat_header, *sample_data])
 
 
 def _mvhd(next_track_id: int) -> bytes:
@@ -240,15 +245,8 @@ def _trex(track: Track) -> bytes:
     return full_box(b"trex", 0, 0, struct.pack(">IIIII", track.track_id, 1, 0, 0, 0))
 
 
-def _moof(
-    sequence_number: int, fragments: Sequence[Fragment], offsets: Sequence[int]
-) -> bytes:
-    mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number))
-    trafs = [_traf(f, offset) for f, offset in zip(fragments, offsets, strict=True)]
-    return box(b"moof", mfhd, *trafs)
-
-
-def _traf(fragment: Fragment, data_offset: int) -> bytes:
+def _traf(fragment: Fragment) -> tuple[bytes, int]:
+    """Return a traf whose trun has data offset 0, and that field's index in it."""
     track = fragment.track
     if track.is_video:
         tfhd = full_box(
@@ -262,30 +260,45 @@ def _traf(fragment: Fragment, data_offset: int) -> bytes:
             struct.pack(">II", track.track_id, SYNC_SAMPLE_FLAGS),
         )
     tfdt = full_box(b"tfdt", 1, 0, struct.pack(">Q", fragment.base_decode_time))
-    return box(b"traf", tfhd, tfdt, _trun(fragment, data_offset))
+    trun = _trun(fragment)
+    traf = box(b"traf", tfhd, tfdt, trun)
+    # The trun is the traf's last box, and its data offset follows its box
+    # header, version and flags, and sample_count.
+    return traf, len(traf) - len(trun) + 16
 
 
-def _trun(fragment: Fragment, data_offset: int) -> bytes:
+def _trun(fragment: Fragment) -> bytes:
+    """Return a trun with data offset 0, packed in one struct.pack call."""
     samples = fragment.samples
-    header = struct.pack(">Ii", len(samples), data_offset)
+    count = len(samples)
     flags = _TRUN_DATA_OFFSET | _TRUN_SAMPLE_DURATION | _TRUN_SAMPLE_SIZE
     if not fragment.track.is_video:
-        entries = b"".join(struct.pack(">II", s.duration, len(s.data)) for s in samples)
-        return full_box(b"trun", 0, flags, header, entries)
-
-    # Version 1 makes composition offsets signed. It is written only when an
-    # offset is negative, so other fragments keep the original version 0.
-    flags |= _TRUN_SAMPLE_FLAGS | _TRUN_COMPOSITION_OFFSET
-    version = 1 if any(s.composition_offset < 0 for s in samples) else 0
-    offset_format = ">IIIi" if version else ">IIII"
-    entries = b"".join(
-        struct.pack(
-            offset_format,
-            s.duration,
-            len(s.data),
-            SYNC_SAMPLE_FLAGS if s.keyframe else NON_SYNC_SAMPLE_FLAGS,
-            s.composition_offset,
-        )
-        for s in samples
+        entry_format = "II"
+        values = [v for s in samples for v in (s.duration, len(s.data))]
+        version = 0
+    else:
+        # Version 1 makes composition offsets signed. It is written only when
+        # an offset is negative, so other fragments keep the original version 0.
+        flags |= _TRUN_SAMPLE_FLAGS | _TRUN_COMPOSITION_OFFSET
+        version = 1 if any(s.composition_offset < 0 for s in samples) else 0
+        entry_format = "IIIi" if version else "IIII"
+        values = [
+            v
+            for s in samples
+            for v in (
+                s.duration,
+                len(s.data),
+                SYNC_SAMPLE_FLAGS if s.keyframe else NON_SYNC_SAMPLE_FLAGS,
+                s.composition_offset,
+            )
+        ]
+    size = 20 + 4 * len(values)
+    return struct.pack(
+        ">I4sIIi" + entry_format * count,
+        size,
+        b"trun",
+        (version << 24) | flags,
+        count,
+        0,
+        *values,
     )
-    return full_box(b"trun", version, flags, header, entries)
