@@ -71,7 +71,7 @@ class TrackClock:
         return value
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingSample:
     dts: int
     data: bytes
