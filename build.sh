@@ -6,7 +6,7 @@
 #
 # The build installs the project, its runtime dependencies and the `build`
 # extra (PyInstaller) into its own virtual environment, build/venv, made
-# with $PYTHON (python3 unless set), so the binary bundles exactly the
+# with $PYTHON (python3 unless set). So the binary bundles exactly the
 # packages that pyproject.toml lists, not those of the calling environment.
 # REALCAST_BUILD_MODE=onedir builds a folder, dist/realcast-box/, with the
 # executable dist/realcast-box/realcast-box, in place of the single file.

@@ -9,12 +9,13 @@ util-linux's unshare exists, the binary also runs in a private mount
 namespace with every Python of the machine hidden
 (packaging/without-python.sh), which shows it needs none.
 
-Steps: the bundled files; ``--version``; ``doctor`` on free ports;
-``serve`` on 127.0.0.1 with a temporary data directory; the admin UI page;
-sign-up, login, an app and a stream through the REST API; 6 s of H.264 and
-AAC pushed over RTMP by the ffmpeg CLI; the HLS playlists and segments
-fetched over HTTP and decoded with PyAV; SIGTERM and a clean exit, with a
-one-file build's unpack directory removed.
+It checks the bundled files, ``--version`` and ``doctor`` on free ports.
+Then it starts ``serve`` on 127.0.0.1 with a temporary data directory,
+loads the admin UI page, and signs up, logs in and creates an app and a
+stream through the REST API. The ffmpeg CLI pushes 6 s of H.264 and AAC
+over RTMP, and the HLS playlists and segments are fetched over HTTP and
+decoded with PyAV. Last, SIGTERM must give a clean exit, and a one-file
+build must leave no unpack directory behind.
 
 Usage: python packaging/smoke_test.py dist/realcast-box
 """
@@ -95,7 +96,7 @@ def python_locations() -> list[str]:
         for match in glob.glob(os.path.join(folder, "python*")):
             found.add(Path(match))
     found.add(Path(sys.executable))
-    # Only the places that exist, and never a folder that holds the system.
+    # Keep only paths that exist, and never a top-level system folder.
     system = {Path("/"), Path("/usr"), Path("/usr/local"), Path("/usr/lib")}
     return sorted(str(path) for path in found if path.exists() and path not in system)
 
@@ -104,7 +105,7 @@ def launcher() -> list[str]:
     """Return the prefix that runs the binary with every Python hidden.
 
     Hiding takes a private mount namespace, so it needs root and util-linux's
-    unshare; elsewhere the binary runs as it is and the test says so.
+    unshare. Elsewhere the binary runs unchanged and the test prints a note.
     """
     unshare = shutil.which("unshare")
     if os.geteuid() != 0 or unshare is None:

@@ -1,6 +1,6 @@
 """The data directory lock: at most one running box per data directory.
 
-``realcast-box serve`` holds an exclusive ``flock`` on ``realcast.lock`` in
+``realcast-box serve`` keeps an exclusive ``flock`` on ``realcast.lock`` in
 the data directory for as long as it runs, and writes its process id into
 the file. ``restore`` takes the same lock, so it cannot replace the
 database under a running box. The kernel drops the lock when the process

@@ -330,7 +330,7 @@ def test_tls_context_chain_order_and_der(tmp_path):
     chain.write_bytes(cert_path.read_bytes() + issuer_path.read_bytes())
     assert tls.load_server_context(str(chain), str(key_path)) is not None
 
-    # The issuer first: the message says which certificate to move.
+    # The issuer first: the error message names the certificate to move.
     reversed_chain = tmp_path / "reversed-chain.pem"
     reversed_chain.write_bytes(issuer_path.read_bytes() + cert_path.read_bytes())
     with pytest.raises(ConfigError) as error:

@@ -216,7 +216,7 @@ async def test_webhooks_offline_sent_for_session_left_by_crash(
     box = await start_box(aiohttp_client, tmp_path, **FAST_RETRIES)
     stream = await box.create_stream()
     await create_webhook(box, receiver, stream["app_id"], ["stream.offline"])
-    # What a crash mid-session leaves behind: the row still says live.
+    # A crash mid-session leaves the stream's row with status live.
     started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     await stream_store.mark_stream_live(box.app[DATABASE], stream["id"], started)
 

@@ -73,7 +73,7 @@ def setup_metrics(app: web.Application) -> None:
 
 
 async def serve_metrics(request: web.Request) -> web.Response:
-    """Return every metric in the format the Accept header asks for.
+    """Return every metric in the format that the Accept header requests.
 
     Without an Accept header that names OpenMetrics or a newer text format,
     the format is Prometheus text 0.0.4.
