@@ -703,6 +703,25 @@ async def test_llhls_transcoded_rendition(aiohttp_client, tmp_path) -> None:
 
 
 @pytest.mark.timeout(120)
+async def test_llhls_directive_errors_after_end(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "3"
+    )
+    media_path = await wait_for_media_playlist(box, stream["id"])
+    await publisher.communicate()
+    await box.wait_for_status(stream["id"], "offline")
+
+    bad = await box.client.get(f"{media_path}&_HLS_msn=abc")
+    ended = await box.client.get(f"{media_path}&_HLS_msn=0")
+
+    assert bad.status == 400
+    assert (await bad.json())["status_code"] == 400
+    assert ended.status == 200
+    assert "#EXT-X-ENDLIST" in await ended.text()
+
+
 async def test_llhls_disabled_by_setting(aiohttp_client, tmp_path) -> None:
     box = await start_box(
         aiohttp_client, tmp_path, hls_low_latency=False, **LIVE_SETTINGS

@@ -225,10 +225,16 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
 
     resource = classify(relative)
     grant = await authorize_hls(request, stream_id, resource, cors)
+    position = None
+    if resource is Resource.MEDIA_PLAYLIST and request.app[CONFIG].hls_low_latency:
+        # Checked before the rendition's state, so malformed directives get
+        # a 400 also after the stream has ended. Without low-latency HLS
+        # the playlists offer no blocking reload and directives are ignored.
+        position = parse_delivery_directives(request.query, cors)
     live = _live_rendition(request, stream_id, relative)
     if live is not None:
-        if resource is Resource.MEDIA_PLAYLIST:
-            await _block_for_directives(request, live, cors)
+        if position is not None:
+            await _block_for_directives(request, live, position, cors)
         elif resource is Resource.SEGMENT:
             await _wait_for_part_file(live, relative.rpartition("/")[2])
     located = locate_hls_file(request.app[HUB].hls_root, stream_id, relative)
@@ -308,16 +314,16 @@ def _directive_number(name: str, text: str, headers: Mapping[str, str] | None) -
 
 
 async def _block_for_directives(
-    request: web.Request, live: RenditionFiles, cors: dict[str, str]
+    request: web.Request,
+    live: RenditionFiles,
+    position: tuple[int, int],
+    cors: dict[str, str],
 ) -> None:
-    """Wait until the playlist lists the part that the request's directives name.
+    """Wait until the playlist lists the part at ``position`` (segment, part).
 
-    Raises ApiError 400 for invalid directives and 503 when the part is not
-    written within the rendition's blocking timeout.
+    Raises ApiError 400 for a position the rendition cannot reach and 503
+    when the part is not written within the rendition's blocking timeout.
     """
-    position = parse_delivery_directives(request.query, cors)
-    if position is None:
-        return
     msn, part = position
     problem = live.check_delivery_directive(
         msn, part if PART_DIRECTIVE in request.query else None
