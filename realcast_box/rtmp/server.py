@@ -146,7 +146,7 @@ class RtmpServer:
         if self.open_connections < self._max_connections:
             return False
         self._rejected_connections += 1
-        # Logged once per 100 to keep a flood from flooding the log too.
+        # Logged once per 100 rejections, so a connection flood does not flood the log.
         if self._rejected_connections % 100 == 1:
             logger.warning(
                 "rejected RTMP connection from %s: %d connections open, the "
