@@ -68,34 +68,35 @@ class Packaged:
 def package_tag_by_tag(directory: Path, tags: list[FlvTag]) -> Packaged:
     """Feed ``tags`` one at a time and keep each new version of the playlist.
 
-    After each version, checks that a segment just completed is the
-    concatenation of its part files, while those files are still on disk.
+    The live versions come from the packager's memory, as the /hls routes
+    serve them, and the ended one from disk. After each version, checks
+    that a segment just completed is the concatenation of its parts.
     """
     segmenter = Segmenter(
         directory, target_duration=1.0, part_duration=PART_TARGET, window=100
     )
     playlist_path = directory / "source" / "index.m3u8"
+    files = segmenter.files
     versions: list[str] = []
     parts: dict[tuple[int, int], bytes] = {}
     for tag in tags:
         feed_tag(segmenter, tag)
-        if not playlist_path.exists():
+        live = files.live_playlist()
+        if live is None:
             continue
-        text = playlist_path.read_text()
+        text = live.decode()
         if versions and versions[-1] == text:
             continue
         versions.append(text)
         for part in parse_playlist(text).parts:
             if part.position not in parts:
-                path = directory / "source" / part.uri
-                parts[part.position] = path.read_bytes()
+                data = files.live_part(part.uri)
+                assert data is not None, part.uri
+                parts[part.position] = data
         newest = parse_playlist(text).segments[-1:]
         for segment in newest:
             if segment.parts:
-                joined = b"".join(
-                    (directory / "source" / part.uri).read_bytes()
-                    for part in segment.parts
-                )
+                joined = b"".join(files.live_part(part.uri) for part in segment.parts)
                 assert (directory / "source" / segment.uri).read_bytes() == joined
     segmenter.finish()
     versions.append(playlist_path.read_text())
@@ -206,9 +207,14 @@ def test_llhls_old_part_files_removed(av_output) -> None:
     versions = packaged.versions
     final = parse_playlist(versions[-1])
     oldest = final.segments[0].msn
+    on_disk = {path.name for path in (directory / "source").glob("part-*.m4s")}
+    kept_from = final.segments[-1].msn - 3  # PART_SEGMENTS_LISTED + 2 kept
 
     assert not list((directory / "source").glob(f"part-{oldest}.*.m4s"))
     assert (directory / "source" / final.segments[0].uri).exists()
+    # Only the ended playlist's parts were written out, and all of them.
+    assert {part.uri for part in final.parts} <= on_disk
+    assert all(int(name.split("-")[1].split(".")[0]) >= kept_from for name in on_disk)
 
 
 def test_llhls_audio_only_parts(tmp_path) -> None:
@@ -224,16 +230,18 @@ def test_llhls_audio_only_parts(tmp_path) -> None:
 def test_llhls_multivariant_at_first_part(tmp_path, av_tags) -> None:
     directory = tmp_path / "stream"
     segmenter = Segmenter(directory, target_duration=1.0, part_duration=PART_TARGET)
-    media_path = directory / "source" / "index.m3u8"
     for tag in av_tags:
         feed_tag(segmenter, tag)
-        if media_path.exists():
+        if segmenter.files.live_playlist() is not None:
             break
-    media = parse_playlist(media_path.read_text())
+    media = parse_playlist(segmenter.files.live_playlist().decode())
     multivariant = (directory / "index.m3u8").read_text()
+    on_disk = (directory / "source" / "index.m3u8").exists()
     segmenter.finish()
 
     assert media.segments == []
+    # The file on disk is the regular HLS playlist: none before a segment.
+    assert not on_disk
     assert len(media.open_parts) == 1
     assert "source/index.m3u8" in multivariant.splitlines()
     bandwidth = re.search(r"BANDWIDTH=([0-9]+)", multivariant)
@@ -370,7 +378,8 @@ async def test_llhls_waiters_share_one_future(tmp_path, av_tags) -> None:
 
     assert results == [True] * 1000
     assert files._waiters == {}
-    assert (tmp_path / "source" / "part-10.0.m4s").exists()
+    assert files.live_part("part-10.0.m4s") is not None
+    assert not (tmp_path / "source" / "part-10.0.m4s").exists()
 
 
 async def test_llhls_wait_times_out(tmp_path) -> None:

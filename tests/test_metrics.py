@@ -137,7 +137,8 @@ async def wait_for_hls(box: Box, stream_id: str) -> None:
         if response.status == 200:
             variant = playlist_uris(await response.text())[0].split("?")[0]
             media = box.hub.hls_root / stream_id / variant
-            if "#EXTINF" in media.read_text():
+            # The file appears with the first whole segment.
+            if media.exists() and "#EXTINF" in media.read_text():
                 return
         assert loop.time() < deadline, f"no HLS segment for {stream_id}"
         await asyncio.sleep(0.2)

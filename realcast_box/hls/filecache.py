@@ -1,7 +1,9 @@
 """In-memory copies of recently served HLS files, for the /hls routes.
 
 The packager replaces a playlist by renaming a new file over it, and a
-segment or part file never changes once it has its name. So an entry is
+segment or part file never changes once it has its name. Playlists that
+the packager keeps in memory (low-latency HLS) are signed here too, under
+a key that changes with their text. So an entry is
 keyed by the file's path together with its inode, size and modification
 time, which come from the stat that each request makes anyway. A replaced
 file gets a new key. A deleted one is never looked up, because its request
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Hashable
 
 from realcast_box.hls import playback
 
@@ -50,7 +53,7 @@ class HlsFileCache:
         self._files: OrderedDict[FileKey, bytes] = OrderedDict()
         # (file key, query parameter or None) -> the playlist's text split
         # at each place the signature goes.
-        self._playlists: OrderedDict[tuple[FileKey, str | None], list[bytes]] = (
+        self._playlists: OrderedDict[tuple[Hashable, str | None], list[bytes]] = (
             OrderedDict()
         )
 
@@ -101,7 +104,19 @@ class HlsFileCache:
         data = self.read(path, stat)
         if data is None:
             return None
-        key = (file_key(path, stat), parameter if signature is not None else None)
+        return self.signed_playlist(file_key(path, stat), data, parameter, signature)
+
+    def signed_playlist(
+        self, key: Hashable, data: bytes, parameter: str, signature: str | None
+    ) -> bytes | None:
+        """Return playlist ``data`` with ``parameter=signature`` in each relative URI.
+
+        ``key`` names this exact text: the split text is kept under it, so
+        the same key must never stand for other contents. Returns None for
+        text that cannot be split (it contains a NUL character). Raises
+        UnicodeDecodeError for text that is not UTF-8.
+        """
+        key = (key, parameter if signature is not None else None)
         pieces = self._playlists.get(key)
         if pieces is None:
             pieces = _split_playlist(data, parameter if signature is not None else None)

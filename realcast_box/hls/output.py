@@ -3,11 +3,20 @@
 Writes go to a temporary name first and are renamed into place, and a
 playlist is written only after the segments it lists. ``OSError`` from the
 file system propagates to the caller.
+
+With low-latency HLS, the parts and the media playlist that lists them live
+in memory while the session runs, and the /hls routes serve them from there.
+The disk holds what regular HLS needs: init and media segments and a media
+playlist without part tags, rewritten once per segment. Creating a file
+costs the kernel far more than the write itself (about 0.1 ms of CPU each on
+ext4), and a file per part plus a playlist per part made file creation the
+largest cost of ingest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -45,6 +54,8 @@ BLOCKING_TIMEOUT_TARGETS = 3
 # Highest _HLS_part index accepted: a segment of MAX_SEGMENT_SECONDS (60 s)
 # in parts of the smallest part target (0.1 s) has 600 parts.
 MAX_PART_INDEX = 1000
+# Numbers that tell renditions apart in caches, never reused in a process.
+_RENDITION_IDS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -147,9 +158,10 @@ class RenditionFiles:
     With ``part_duration`` set, the rendition is low-latency HLS: media is
     written as partial segments ``part-N.K.m4s`` (K counts from 0 within
     segment N), each one moof and mdat, and each segment file is the
-    concatenation of its parts. Waiters for a part (blocking playlist reload,
-    preload hints) are woken once the part and the playlist that lists it
-    are on disk.
+    concatenation of its parts. Parts and the low-latency playlist are kept
+    in memory (``live_part``, ``live_playlist``); the media playlist on disk
+    is the regular HLS one. Waiters for a part (blocking playlist reload,
+    preload hints) are woken once the part is there.
     """
 
     def __init__(
@@ -201,8 +213,15 @@ class RenditionFiles:
         self._fragment_number = 1
         # (media sequence number, part index) of the newest part.
         self._last_part: tuple[int, int] | None = None
-        # Part file names of complete segments, oldest first, for removal.
+        # Part names of complete segments, oldest first, for removal.
         self._part_files: deque[list[str]] = deque()
+        # Contents of the parts still listed or recently listed, by name.
+        self._parts: dict[str, bytes] = {}
+        # The low-latency media playlist, built on the first request after a
+        # change; ``playlist_version`` counts the changes.
+        self._live_playlist: bytes | None = None
+        self.playlist_version = 0
+        self.cache_id = next(_RENDITION_IDS)
         # Futures of blocked requests, keyed by the part position they wait for.
         self._waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._multivariant.register(self)
@@ -297,6 +316,7 @@ class RenditionFiles:
             )
         )
         self._next_sequence += 1
+        self._playlist_changed()
         logger.debug("%s: segment %d is a gap", self._log_name, sequence)
 
     def write_init(self, tracks: Sequence[fmp4.Track]) -> str:
@@ -345,7 +365,7 @@ class RenditionFiles:
         if self._part_duration is None or not fragments:
             return
         self._add_part(fragments, discontinuity, program_date_time)
-        self._write_media_playlist(ended=False)
+        self._playlist_changed()
         # The variant is listed from the first part on, so low-latency players
         # can start about one part target after the first keyframe. Players
         # without low-latency support see a media playlist without segments
@@ -421,6 +441,7 @@ class RenditionFiles:
 
         self._remove_old_files()
         self._ended = ended
+        self._playlist_changed()
         self._write_media_playlist(ended=ended)
         self._write_multivariant_playlist(variant)
         self.ready = True
@@ -428,15 +449,41 @@ class RenditionFiles:
         return duration
 
     def end(self) -> None:
-        """End the media playlist with EXT-X-ENDLIST, if it lists any segment."""
+        """End the media playlist with EXT-X-ENDLIST, if it lists any segment.
+
+        The parts in memory are dropped: from now on the segments on disk
+        hold all the media.
+        """
         if self._entries:
             self._ended = True
+            self._playlist_changed()
             self._write_media_playlist(ended=True)
+        self._parts.clear()
         self._wake_waiters()
 
     def variant(self) -> playlist.VariantEntry | None:
         """Return the entry this rendition last gave the multivariant playlist."""
         return self._variant
+
+    # Low-latency HLS in memory.
+
+    def live_part(self, name: str) -> bytes | None:
+        """Return the part named ``name`` (``part-N.K.m4s``), if still kept."""
+        return self._parts.get(name)
+
+    def live_playlist(self) -> bytes | None:
+        """Return the low-latency media playlist as it is now.
+
+        None when low-latency HLS is off, before the first part, and once
+        the playlist has ended (the file on disk is then complete). The
+        text is rebuilt only after ``playlist_version`` changed.
+        """
+        if self._part_duration is None or self._ended or self._last_part is None:
+            return None
+        if self._live_playlist is None:
+            text = self._media_playlist(ended=False, low_latency=True)
+            self._live_playlist = text.encode()
+        return self._live_playlist
 
     # Blocking requests.
 
@@ -518,12 +565,12 @@ class RenditionFiles:
         discontinuity: bool,
         program_date_time: datetime,
     ) -> None:
-        """Write one part file and add it to the open segment."""
+        """Keep one part in memory and add it to the open segment."""
         sequence = self._next_sequence
         index = len(self._open_parts)
         data = fmp4.media_segment(self._next_fragment_number(), fragments)
         name = f"part-{sequence}.{index}.m4s"
-        self._write_file(name, data)
+        self._parts[name] = data
         primary = fragments[0]  # video when the part has video
         duration = sum(s.duration for s in primary.samples) / primary.track.timescale
         first_video = next((f for f in fragments if f.track.is_video), None)
@@ -552,7 +599,7 @@ class RenditionFiles:
             (self._rendition_directory / old.uri).unlink(missing_ok=True)
         while len(self._part_files) > PART_SEGMENTS_LISTED + EXTRA_SEGMENTS_KEPT:
             for name in self._part_files.popleft():
-                (self._rendition_directory / name).unlink(missing_ok=True)
+                self._parts.pop(name, None)
         needed = {entry.map_uri for entry in self._entries}
         needed.add(self._init_names[-1])
         for name in [name for name in self._init_names if name not in needed]:
@@ -560,30 +607,54 @@ class RenditionFiles:
             self._init_names.remove(name)
 
     def _write_media_playlist(self, *, ended: bool) -> None:
+        """Write the media playlist file.
+
+        While the session runs it is the regular HLS playlist, without part
+        tags. The ended playlist of a low-latency rendition keeps its tags
+        and parts, as RFC 8216bis lets a playlist change only by growing,
+        so the parts kept in memory are written out first.
+        """
+        low_latency = ended and self._part_duration is not None
+        text = self._media_playlist(ended=ended, low_latency=low_latency)
+        if low_latency:
+            # The parts kept are those of the last few segments: a few dozen
+            # files, once per session.
+            for name, data in self._parts.items():
+                self._write_file(name, data)
+        self._write_file("index.m3u8", text.encode())
+
+    def _playlist_changed(self) -> None:
+        self._live_playlist = None
+        self.playlist_version += 1
+
+    def _media_playlist(self, *, ended: bool, low_latency: bool) -> str:
         listed = self._entries[-self._window :]
         hidden = self._entries[: len(self._entries) - len(listed)]
         self._target_duration = playlist.target_duration(
             (entry.duration for entry in listed), minimum=self._target_duration
         )
-        low_latency = None
-        if self._part_duration is not None:
+        tags = None
+        if low_latency:
             # Only the newest complete segments keep their parts.
             cut = len(listed) - PART_SEGMENTS_LISTED
             listed = [
                 replace(entry, parts=()) if i < cut and entry.parts else entry
                 for i, entry in enumerate(listed)
             ]
-            low_latency = self._low_latency()
-        text = playlist.media_playlist(
+            tags = self._low_latency()
+        elif self._part_duration is not None:
+            listed = [
+                replace(entry, parts=()) if entry.parts else entry for entry in listed
+            ]
+        return playlist.media_playlist(
             listed,
             target_duration=self._target_duration,
             media_sequence=self._next_sequence - len(listed),
             discontinuity_sequence=self._removed_discontinuities
             + sum(entry.discontinuity for entry in hidden),
             ended=ended,
-            low_latency=low_latency,
+            low_latency=tags,
         )
-        self._write_file("index.m3u8", text.encode())
 
     def _low_latency(self) -> playlist.LowLatency:
         assert self._part_duration is not None

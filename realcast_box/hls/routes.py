@@ -12,6 +12,11 @@ long-lived ``Cache-Control``, ``ETag``, range requests and HEAD. An HTTP
 cache or CDN in front of /hls can keep them once if it leaves the
 ``session`` parameter out of its cache key.
 
+With low-latency HLS, the media playlist and the parts of a rendition that
+a live session is writing are served from the packager's memory
+(hls/output.py). Everything else, and those once the session ended, comes
+from disk.
+
 Each request stats the file it serves. The file is then sent from an
 in-memory copy (hls/filecache.py) that the stat keeps current, or with
 sendfile when it is too large to keep. HEAD requests and requests with a
@@ -232,21 +237,24 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
         # the playlists offer no blocking reload and directives are ignored.
         position = parse_delivery_directives(request.query, cors)
     live = _live_rendition(request, stream_id, relative)
+    response = None
     if live is not None:
         if position is not None:
             await _block_for_directives(request, live, position, cors)
         elif resource is Resource.SEGMENT:
             await _wait_for_part_file(live, relative.rpartition("/")[2])
-    located = locate_hls_file(request.app[HUB].hls_root, stream_id, relative)
-    if located is None:
-        raise _not_found(stream_id, relative, cors)
-    path, info = located
-    if resource is Resource.SEGMENT:
-        response = _segment_response(request, path, info, cors)
-    else:
-        response = _playlist_response(
-            request, stream_id, relative, path, info, grant, cors
-        )
+        response = _memory_response(request, stream_id, relative, live, grant, cors)
+    if response is None:
+        located = locate_hls_file(request.app[HUB].hls_root, stream_id, relative)
+        if located is None:
+            raise _not_found(stream_id, relative, cors)
+        path, info = located
+        if resource is Resource.SEGMENT:
+            response = _segment_response(request, path, info, cors)
+        else:
+            response = _playlist_response(
+                request, stream_id, relative, path, info, grant, cors
+            )
 
     if (
         request.method == "GET"
@@ -355,6 +363,61 @@ async def _wait_for_part_file(live: RenditionFiles, name: str) -> None:
     await live.wait_for_part(msn, part, live.blocking_timeout)
 
 
+def _memory_response(
+    request: web.Request,
+    stream_id: str,
+    relative: str,
+    live: RenditionFiles,
+    grant: Grant,
+    cors: dict[str, str],
+) -> web.Response | None:
+    """Return the live playlist or part that ``live`` keeps in memory, or None.
+
+    None for every other name, and when the rendition no longer has it:
+    the caller then looks on disk.
+    """
+    name = relative.rpartition("/")[2]
+    if name == "index.m3u8":
+        text = live.live_playlist()
+        if text is None:
+            return None
+        signature = _session_signature(request, stream_id, grant)
+        key = (live.cache_id, live.playlist_version)
+        body = request.app[HLS_FILES].signed_playlist(
+            key, text, playback.SESSION_PARAMETER, signature
+        )
+        if body is None:
+            return None
+        return web.Response(
+            body=body,
+            content_type=CONTENT_TYPES[".m3u8"],
+            charset="utf-8",
+            headers={"Cache-Control": PLAYLIST_CACHE_CONTROL, **cors},
+        )
+    if not name.startswith("part-"):
+        return None
+    data = live.live_part(name)
+    if data is None:
+        return None
+    # A part never changes once it has its name. It is sent whole: the
+    # playlists offer no byte ranges of parts, and a server may answer a
+    # Range request with the whole resource.
+    response = web.Response(
+        body=data, headers={"Cache-Control": SEGMENT_CACHE_CONTROL, **cors}
+    )
+    response.content_type = CONTENT_TYPES[".m4s"]
+    return response
+
+
+def _session_signature(
+    request: web.Request, stream_id: str, grant: Grant
+) -> str | None:
+    if grant.session is None:
+        return None
+    key = playback.session_key(request.app[playback.PLAYBACK_SECRET])
+    return playback.sign_session(key, stream_id, grant.session)
+
+
 def _playlist_response(
     request: web.Request,
     stream_id: str,
@@ -364,10 +427,7 @@ def _playlist_response(
     grant: Grant,
     cors: dict[str, str],
 ) -> web.Response:
-    signature = None
-    if grant.session is not None:
-        key = playback.session_key(request.app[playback.PLAYBACK_SECRET])
-        signature = playback.sign_session(key, stream_id, grant.session)
+    signature = _session_signature(request, stream_id, grant)
     headers = {"Cache-Control": PLAYLIST_CACHE_CONTROL, **cors}
     try:
         body = request.app[HLS_FILES].playlist(
