@@ -228,6 +228,68 @@ def test_chunk_every_split_point_gives_same_messages():
         assert messages == expected, f"split at byte {split}"
 
 
+def test_chunk_whole_and_split_reads_agree_on_media_mix():
+    # Whole messages in the buffer take the reader's one-copy path; fed a
+    # byte at a time or at random splits, every message goes chunk by
+    # chunk. Both must give the same messages for every header type,
+    # interleaving and chunk size.
+    rng = random.Random(11)
+    encoder = ClientChunkEncoder(chunk_size=128)
+    data = bytearray(encoder.set_chunk_size(100))
+    expected = []
+    clock = {4: 0, 6: 0, 7: 0}
+    for index in range(120):
+        chunk_stream_id = rng.choice((4, 6, 7))
+        type_id = AUDIO if chunk_stream_id == 4 else VIDEO
+        clock[chunk_stream_id] += rng.choice((0, 21, 23, 33, 34))
+        body = payload(rng.choice((1, 99, 100, 101, 250, 700)), index)
+        chunks = list(
+            encoder.chunks(chunk_stream_id, type_id, 1, clock[chunk_stream_id], body)
+        )
+        if index % 9 == 4 and len(chunks) > 1:
+            # Another chunk stream's whole message between two chunks.
+            other = 7 if chunk_stream_id != 7 else 6
+            clock[other] += 33
+            between = payload(50, 1000 + index)
+            data += chunks[0] + encoder.message(other, VIDEO, 1, clock[other], between)
+            expected.append(RawMessage(other, VIDEO, 1, clock[other], between))
+            data += b"".join(chunks[1:])
+        else:
+            data += b"".join(chunks)
+        # An interleaved message completes first, so it is listed first.
+        expected.append(
+            RawMessage(chunk_stream_id, type_id, 1, clock[chunk_stream_id], body)
+        )
+        if index == 60:
+            data += encoder.set_chunk_size(4096)
+    data = bytes(data)
+    whole = [m for m in read_messages(data) if m.type_id != SET_CHUNK_SIZE]
+
+    assert set(encoder.formats_used) >= {0, 1, 2, 3}
+    assert whole == expected
+    for step in (1, 7, 1000):
+        split = [
+            m for m in read_messages(data, step=step) if m.type_id != SET_CHUNK_SIZE
+        ]
+        assert split == expected, f"pieces of {step} bytes"
+
+
+def test_chunk_interleaved_message_not_held_behind_partial_one():
+    # The first chunk of a long video message, then a whole command on
+    # another chunk stream: the command comes out before the rest of the
+    # video arrives, so a client that waits for its reply is not stuck.
+    encoder = ClientChunkEncoder(chunk_size=128)
+    video = list(encoder.chunks(6, VIDEO, 1, 40, payload(300, 1)))
+    command = encoder.message(3, 20, 0, 0, b"\x02\x00\x07publish")
+    reader = ChunkReader(MAX_MESSAGE_SIZE)
+
+    first = read_messages(video[0] + command, reader)
+    rest = read_messages(b"".join(video[1:]), reader)
+
+    assert first == [RawMessage(3, 20, 0, 0, b"\x02\x00\x07publish")]
+    assert rest == [RawMessage(6, VIDEO, 1, 40, payload(300, 1))]
+
+
 def test_chunk_oversized_message_rejected_from_header():
     reader = ChunkReader(max_message_size=1000)
     reader.feed(b"\x06\x00\x00\x00\x00\x03\xe9\x09\x01\x00\x00\x00")

@@ -84,6 +84,7 @@ class _TrackMeter:
         self._last_raw: int | None = None
         self._step = 0
         self.recent: deque[tuple[int, int]] = deque()  # (media_ms, bytes)
+        self._recent_bytes = 0  # the sum of the sizes in ``recent``
 
     def add(self, raw: int, size: int) -> bool:
         """Count one frame at RTMP time ``raw`` and return whether the clock jumped."""
@@ -100,9 +101,12 @@ class _TrackMeter:
                 self.media_ms += self._step
         self._last_raw = raw
         self.frames += 1
-        self.recent.append((self.media_ms, size))
-        while self.recent and self.recent[0][0] < self.media_ms - WINDOW_MS:
-            self.recent.popleft()
+        recent = self.recent
+        recent.append((self.media_ms, size))
+        self._recent_bytes += size
+        oldest = self.media_ms - WINDOW_MS
+        while recent[0][0] < oldest:
+            self._recent_bytes -= recent.popleft()[1]
         return jumped
 
     def span_ms(self) -> int:
@@ -116,7 +120,7 @@ class _TrackMeter:
         span = self.span_ms()
         if span < MIN_MEASURE_MS:
             return None
-        bits = 8 * sum(size for _, size in list(self.recent)[1:])
+        bits = 8 * (self._recent_bytes - self.recent[0][1])
         return round(bits / span)
 
     def frame_rate(self) -> float | None:

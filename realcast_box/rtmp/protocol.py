@@ -127,6 +127,8 @@ class ServerProtocol:
 
     def data_to_send(self) -> bytes:
         """Return every byte queued since the last call and clear the queue."""
+        if not self._outgoing:
+            return b""
         data = bytes(self._outgoing)
         self._outgoing.clear()
         return data

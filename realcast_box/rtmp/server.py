@@ -26,6 +26,7 @@ from realcast_box.live.hub import Hub, PublishRejected
 from realcast_box.live.publication import Publisher
 from realcast_box.media.flv import UnsupportedCodec
 from realcast_box.rtmp import events as ev
+from realcast_box.rtmp.batching import ReadBatcher
 from realcast_box.rtmp.errors import RtmpProtocolError
 from realcast_box.rtmp.protocol import ServerProtocol
 from realcast_box.store import streams as stream_store
@@ -304,6 +305,7 @@ class RtmpConnection:
         self._read_timeout = read_timeout
         self._protocol = ServerProtocol(max_message_size=max_message_size)
         self._publisher: Publisher | None = None
+        self._batcher: ReadBatcher | None = None
         # False once the session should end with this connection rather than
         # wait for the publisher to reconnect.
         self._may_reconnect = True
@@ -555,6 +557,7 @@ class RtmpConnection:
             return f"publish to stream {stream['id']} rejected: {exc.description}"
 
         self._publish_stream_id = msid
+        self._start_batching()
         self._may_reconnect = True
         self._log_prefix = f"[{self._scheme} {self.client_address} {stream['id']}]"
         protocol.accept_publish(msid, event.name)
@@ -601,7 +604,20 @@ class RtmpConnection:
             return f"invalid media: {exc}"
         return None
 
+    def _start_batching(self) -> None:
+        sock = self._writer.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        if self._batcher is None:
+            protocol = self._protocol
+            self._batcher = ReadBatcher(
+                sock, lambda: protocol.bytes_received, self._loop
+            )
+        self._batcher.start()
+
     async def _end_publication(self, reason: str) -> None:
+        if self._batcher is not None:
+            self._batcher.stop()
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             await self._hub.stop(publisher, reason, reconnect=self._may_reconnect)
