@@ -33,6 +33,9 @@ so blocked requests cost nothing between parts.
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import functools
+import math
 import os
 import re
 import stat
@@ -92,6 +95,11 @@ FILE_RESPONSE_HEADERS = (
     "If-Unmodified-Since",
 )
 HLS_FILES = web.AppKey("hls_files", HlsFileCache)
+# Session signatures made for playlists, by stream and session. A viewer's
+# renewed session changes once a second at most, so a viewer that reloads
+# several times a second reuses one signature.
+SIGNATURES = web.AppKey("hls_signatures", dict)
+MAX_SIGNATURES = 4096
 SENDFILE_FALLBACK_CHUNK = 256 * 1024
 
 
@@ -414,8 +422,16 @@ def _session_signature(
 ) -> str | None:
     if grant.session is None:
         return None
-    key = playback.session_key(request.app[playback.PLAYBACK_SECRET])
-    return playback.sign_session(key, stream_id, grant.session)
+    signatures = request.app[SIGNATURES]
+    cache_key = (stream_id, grant.session)
+    signature = signatures.get(cache_key)
+    if signature is None:
+        key = playback.session_key(request.app[playback.PLAYBACK_SECRET])
+        signature = playback.sign_session(key, stream_id, grant.session)
+        if len(signatures) >= MAX_SIGNATURES:
+            signatures.clear()
+        signatures[cache_key] = signature
+    return signature
 
 
 def _playlist_response(
@@ -458,13 +474,16 @@ def _segment_response(
     if request.method == "GET" and not any(
         name in request.headers for name in FILE_RESPONSE_HEADERS
     ):
-        response = _whole_file_response(request, path, info, headers)
+        # The validators and the header that FileResponse sends, in its format.
+        whole = {
+            **headers,
+            "Content-Type": CONTENT_TYPES[suffix],
+            "ETag": f'"{info.st_mtime_ns:x}-{info.st_size:x}"',
+            "Last-Modified": _http_date(math.ceil(info.st_mtime)),
+            "Accept-Ranges": "bytes",
+        }
+        response = _whole_file_response(request, path, info, whole)
         if response is not None:
-            response.content_type = CONTENT_TYPES[suffix]
-            # The validators and the header that FileResponse sends.
-            response.etag = f"{info.st_mtime_ns:x}-{info.st_size:x}"
-            response.last_modified = info.st_mtime
-            response.headers["Accept-Ranges"] = "bytes"
             return response
     # FileResponse handles HEAD, Range, If-None-Match and If-Modified-Since,
     # and sets ETag and Last-Modified. It opens the file in a worker thread.
@@ -472,6 +491,12 @@ def _segment_response(
     response.content_type = CONTENT_TYPES[suffix]
     response.headers.update(headers)
     return response
+
+
+@functools.lru_cache(maxsize=256)
+def _http_date(seconds: int) -> str:
+    """Return the HTTP date of Unix time ``seconds``; segments share a few."""
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def _whole_file_response(
@@ -550,6 +575,7 @@ def setup_hls_routes(app: web.Application) -> None:
     app[HLS_CORS] = parse_cors_origins(config.hls_cors_origins)
     app[ACCESS_CACHE] = PlaybackAccessCache()
     app[HLS_FILES] = HlsFileCache()
+    app[SIGNATURES] = {}
     app[VIEWERS] = ViewerTracker(
         window=config.hls_viewer_window,
         retain=config.playback_session_seconds,
