@@ -1,7 +1,7 @@
 """Benchmark: CPU cost of players blocked on a low-latency HLS playlist reload.
 
 A low-latency player asks for the next part before it exists
-(``_HLS_msn``/``_HLS_part``), and the box holds the request until the
+(``_HLS_msn``/``_HLS_part``), and the box keeps the request open until the
 packager writes that part. This script measures what such waiting costs:
 
 - It starts the box (``python -m realcast_box serve``) and pushes a looping
