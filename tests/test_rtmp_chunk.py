@@ -290,6 +290,39 @@ def test_chunk_interleaved_message_not_held_behind_partial_one():
     assert rest == [RawMessage(6, VIDEO, 1, 40, payload(300, 1))]
 
 
+class _CountingBuffer(bytearray):
+    """A reader buffer that counts index and slice reads, up to a limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.reads = 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        if self.reads > self.limit:
+            raise AssertionError(f"reader indexed its buffer over {self.limit} times")
+        return super().__getitem__(key)
+
+
+def test_chunk_trickled_message_scanned_once():
+    # A peer may set chunk size 1 and send a long message a byte at a time.
+    # Each byte wakes the reader, so checking every continuation header
+    # again on each wake-up would cost time quadratic in the message size.
+    encoder = ClientChunkEncoder(chunk_size=1)
+    body = payload(3000, 5)
+    known = encoder.message(6, VIDEO, 1, 0, b"x")
+    trickled = encoder.message(6, VIDEO, 1, 40, body)
+    reader = ChunkReader(MAX_MESSAGE_SIZE)
+    reader.set_chunk_size(1)
+    assert read_messages(known, reader) == [RawMessage(6, VIDEO, 1, 0, b"x")]
+    reader._buffer = _CountingBuffer(limit=20 * len(trickled))
+
+    messages = read_messages(trickled, reader, step=1)
+
+    assert messages == [RawMessage(6, VIDEO, 1, 40, body)]
+
+
 def test_chunk_oversized_message_rejected_from_header():
     reader = ChunkReader(max_message_size=1000)
     reader.feed(b"\x06\x00\x00\x00\x00\x03\xe9\x09\x01\x00\x00\x00")

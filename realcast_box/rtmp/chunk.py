@@ -154,6 +154,9 @@ class ChunkReader:
         self._chunk_left = 0
         self._buffered_bytes = 0
         self._partial_messages = 0
+        # (chunk size, offset from _pos) of the first continuation header
+        # that _whole_message has not checked yet in the message it waits for.
+        self._scan_resume: tuple[int, int] | None = None
 
     def feed(self, data: bytes) -> None:
         if self._pos:
@@ -220,6 +223,7 @@ class ChunkReader:
         """
         buffer = self._buffer
         pos = self._pos
+        resume, self._scan_resume = self._scan_resume, None
         available = len(buffer) - pos
         if available < 1:
             return None
@@ -250,6 +254,7 @@ class ChunkReader:
         continuations = (length - 1) // chunk_size
         start = pos + header_size
         end = start + length + continuations
+        received = len(buffer)
         if continuations:
             # The one-byte header of each continuation chunk received so far.
             # A chunk of another chunk stream there sends the message down
@@ -257,13 +262,20 @@ class ChunkReader:
             # an interleaved message (one with an Abort after it, say).
             marker = 0xC0 | chunk_stream_id
             step = chunk_size + 1
-            received = len(buffer)
-            for offset in range(start + chunk_size, end, step):
-                if offset >= received:
-                    break
+            offset = start + chunk_size
+            if resume is not None and resume[0] == chunk_size:
+                # Headers before this offset passed the check on an earlier
+                # call, which consumed nothing. Checking them again on every
+                # trickled byte would cost time quadratic in the length.
+                offset = pos + resume[1]
+            while offset < end and offset < received:
                 if buffer[offset] != marker:
                     return None
-        if end > len(buffer):
+                offset += step
+            if end > received:
+                self._scan_resume = (chunk_size, offset - pos)
+                return _INCOMPLETE
+        if end > received:
             return _INCOMPLETE
         if continuations:
             last = start + continuations * step
