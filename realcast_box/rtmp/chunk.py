@@ -115,6 +115,13 @@ class _Header:
 
 # Returned by ChunkReader._whole_message for a message still missing bytes.
 _INCOMPLETE = object()
+# Maximum number of continuation chunks in a message that
+# ChunkReader._whole_message reads. It keeps a memoryview (about 190 bytes)
+# per chunk until the payload is joined, so at chunk size 1 a message would
+# briefly cost about 190 times its length. 4096 chunks cost under 1 MB and
+# cover a 16 MB message at chunk size 4096, or a 512 KB one at the default
+# chunk size of 128.
+_WHOLE_MESSAGE_MAX_CONTINUATIONS = 4096
 
 
 class ChunkReader:
@@ -212,7 +219,8 @@ class ChunkReader:
         The usual case of a publisher's media: a message that starts on a
         known chunk stream with a one-byte basic header, no extended
         timestamp, and continuation chunks that no other chunk stream
-        interleaves. Its payload is joined from the buffer in one copy.
+        interleaves, in at most _WHOLE_MESSAGE_MAX_CONTINUATIONS + 1 chunks.
+        Its payload is joined from the buffer in one copy.
         Returns _INCOMPLETE, consuming nothing, while such a message still
         misses bytes, and None for every other case, which next_message()
         then reads chunk by chunk. Waiting for the whole message buffers at
@@ -252,6 +260,8 @@ class ChunkReader:
             return None
         chunk_size = self.chunk_size
         continuations = (length - 1) // chunk_size
+        if continuations > _WHOLE_MESSAGE_MAX_CONTINUATIONS:
+            return None
         start = pos + header_size
         end = start + length + continuations
         received = len(buffer)
