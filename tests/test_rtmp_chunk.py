@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import pytest
 from rtmp_client import (
@@ -288,6 +289,61 @@ def test_chunk_interleaved_message_not_held_behind_partial_one():
 
     assert first == [RawMessage(3, 20, 0, 0, b"\x02\x00\x07publish")]
     assert rest == [RawMessage(6, VIDEO, 1, 40, payload(300, 1))]
+
+
+class _CountingBuffer(bytearray):
+    """A reader buffer that counts index and slice reads, up to a limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.reads = 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        if self.reads > self.limit:
+            raise AssertionError(f"reader indexed its buffer over {self.limit} times")
+        return super().__getitem__(key)
+
+
+def test_chunk_trickled_message_scanned_once():
+    # A peer may send a long message a byte at a time. Each byte wakes the
+    # reader, so checking every continuation header again on each wake-up
+    # would cost time quadratic in the message size.
+    encoder = ClientChunkEncoder(chunk_size=128)
+    body = payload(40_000, 5)
+    known = encoder.message(6, VIDEO, 1, 0, b"x")
+    trickled = encoder.message(6, VIDEO, 1, 40, body)
+    reader = ChunkReader(MAX_MESSAGE_SIZE)
+    assert read_messages(known, reader) == [RawMessage(6, VIDEO, 1, 0, b"x")]
+    reader._buffer = _CountingBuffer(limit=20 * len(trickled))
+
+    messages = read_messages(trickled, reader, step=1)
+
+    assert messages == [RawMessage(6, VIDEO, 1, 40, body)]
+
+
+def test_chunk_size_one_message_memory_bounded():
+    # At chunk size 1 every payload byte is its own chunk. Reading such a
+    # message must not hold an object per chunk on top of its bytes.
+    encoder = ClientChunkEncoder(chunk_size=1)
+    body = payload(50_000, 6)
+    known = encoder.message(6, VIDEO, 1, 0, b"x")
+    whole = encoder.message(6, VIDEO, 1, 40, body)
+    reader = ChunkReader(MAX_MESSAGE_SIZE)
+    reader.set_chunk_size(1)
+    assert read_messages(known, reader) == [RawMessage(6, VIDEO, 1, 0, b"x")]
+    reader.feed(whole)
+
+    tracemalloc.start()
+    try:
+        message = reader.next_message()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert message == RawMessage(6, VIDEO, 1, 40, body)
+    assert peak < 8 * len(body)
 
 
 def test_chunk_oversized_message_rejected_from_header():

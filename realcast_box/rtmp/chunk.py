@@ -115,6 +115,13 @@ class _Header:
 
 # Returned by ChunkReader._whole_message for a message still missing bytes.
 _INCOMPLETE = object()
+# Maximum number of continuation chunks in a message that
+# ChunkReader._whole_message reads. It keeps a memoryview (about 190 bytes)
+# per chunk until the payload is joined, so at chunk size 1 a message would
+# briefly cost about 190 times its length. 4096 chunks cost under 1 MB and
+# cover a 16 MB message at chunk size 4096, or a 512 KB one at the default
+# chunk size of 128.
+_WHOLE_MESSAGE_MAX_CONTINUATIONS = 4096
 
 
 class ChunkReader:
@@ -154,6 +161,9 @@ class ChunkReader:
         self._chunk_left = 0
         self._buffered_bytes = 0
         self._partial_messages = 0
+        # (chunk size, offset from _pos) of the first continuation header
+        # that _whole_message has not checked yet in the message it waits for.
+        self._scan_resume: tuple[int, int] | None = None
 
     def feed(self, data: bytes) -> None:
         if self._pos:
@@ -209,7 +219,8 @@ class ChunkReader:
         The usual case of a publisher's media: a message that starts on a
         known chunk stream with a one-byte basic header, no extended
         timestamp, and continuation chunks that no other chunk stream
-        interleaves. Its payload is joined from the buffer in one copy.
+        interleaves, in at most _WHOLE_MESSAGE_MAX_CONTINUATIONS + 1 chunks.
+        Its payload is joined from the buffer in one copy.
         Returns _INCOMPLETE, consuming nothing, while such a message still
         misses bytes, and None for every other case, which next_message()
         then reads chunk by chunk. Waiting for the whole message buffers at
@@ -220,6 +231,7 @@ class ChunkReader:
         """
         buffer = self._buffer
         pos = self._pos
+        resume, self._scan_resume = self._scan_resume, None
         available = len(buffer) - pos
         if available < 1:
             return None
@@ -248,8 +260,11 @@ class ChunkReader:
             return None
         chunk_size = self.chunk_size
         continuations = (length - 1) // chunk_size
+        if continuations > _WHOLE_MESSAGE_MAX_CONTINUATIONS:
+            return None
         start = pos + header_size
         end = start + length + continuations
+        received = len(buffer)
         if continuations:
             # The one-byte header of each continuation chunk received so far.
             # A chunk of another chunk stream there sends the message down
@@ -257,13 +272,20 @@ class ChunkReader:
             # an interleaved message (one with an Abort after it, say).
             marker = 0xC0 | chunk_stream_id
             step = chunk_size + 1
-            received = len(buffer)
-            for offset in range(start + chunk_size, end, step):
-                if offset >= received:
-                    break
+            offset = start + chunk_size
+            if resume is not None and resume[0] == chunk_size:
+                # Headers before this offset passed the check on an earlier
+                # call, which consumed nothing. Checking them again on every
+                # trickled byte would cost time quadratic in the length.
+                offset = pos + resume[1]
+            while offset < end and offset < received:
                 if buffer[offset] != marker:
                     return None
-        if end > len(buffer):
+                offset += step
+            if end > received:
+                self._scan_resume = (chunk_size, offset - pos)
+                return _INCOMPLETE
+        if end > received:
             return _INCOMPLETE
         if continuations:
             last = start + continuations * step
