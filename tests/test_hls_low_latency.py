@@ -21,7 +21,7 @@ import pytest
 from flvfile import AUDIO_TAG, VIDEO_TAG, FlvTag, encode_flv, read_tags
 
 from realcast_box.hls import fmp4, playback
-from realcast_box.hls.output import RenditionFiles
+from realcast_box.hls.output import RenditionFiles, VariantSource
 from realcast_box.hls.playlist import (
     LowLatency,
     PartEntry,
@@ -347,6 +347,43 @@ def video_fragment(av_tags: list[FlvTag]) -> tuple[fmp4.Track, fmp4.Fragment]:
     track = fmp4.Track(1, 90000, parse_avc_config(parse_video_tag(header.payload).data))
     sample = fmp4.Sample(parse_video_tag(frame.payload).data, 3000, True)
     return track, fmp4.Fragment(track, 0, [sample])
+
+
+def test_llhls_ended_segment_writes_out_parts(tmp_path, av_tags) -> None:
+    # The last segment can end the playlist itself (write_segment with
+    # ended=True): its parts go to disk with the ended playlist and leave
+    # memory.
+    files = RenditionFiles(
+        tmp_path,
+        "source",
+        target_duration=2.0,
+        window=6,
+        first_sequence=10,
+        log_name="test",
+        part_duration=PART_TARGET,
+    )
+    track, fragment = video_fragment(av_tags)
+    files.write_init([track])
+    written = datetime(2026, 1, 1, tzinfo=UTC)
+    files.write_part([fragment], discontinuity=False, program_date_time=written)
+    in_memory = files.live_part("part-10.0.m4s")
+    source = VariantSource(track.config, None, None, 30.0)
+    files.write_segment(
+        [fragment],
+        discontinuity=False,
+        program_date_time=written,
+        variant=source,
+        ended=True,
+    )
+    text = (tmp_path / "source" / "index.m3u8").read_text()
+
+    assert in_memory is not None
+    assert files.live_part("part-10.0.m4s") is None
+    assert files.live_playlist() is None
+    assert "#EXT-X-ENDLIST" in text
+    assert 'URI="part-10.1.m4s"' in text
+    assert (tmp_path / "source" / "part-10.0.m4s").read_bytes() == in_memory
+    assert (tmp_path / "source" / "part-10.1.m4s").exists()
 
 
 async def test_llhls_waiters_share_one_future(tmp_path, av_tags) -> None:

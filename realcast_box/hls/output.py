@@ -443,6 +443,8 @@ class RenditionFiles:
         self._ended = ended
         self._playlist_changed()
         self._write_media_playlist(ended=ended)
+        if ended:
+            self._parts.clear()  # written out with the ended playlist
         self._write_multivariant_playlist(variant)
         self.ready = True
         self._wake_waiters()
