@@ -101,8 +101,6 @@ HLS_FILES = web.AppKey("hls_files", HlsFileCache)
 SIGNATURES = web.AppKey("hls_signatures", dict)
 MAX_SIGNATURES = 4096
 SENDFILE_FALLBACK_CHUNK = 256 * 1024
-# Bodies at least this large are written apart from the headers.
-SEPARATE_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -412,12 +410,11 @@ def _memory_response(
     # A part never changes once it has its name. It is sent whole: the
     # playlists offer no byte ranges of parts, and a server may answer a
     # Range request with the whole resource.
-    headers = {
-        "Cache-Control": SEGMENT_CACHE_CONTROL,
-        **cors,
-        "Content-Type": CONTENT_TYPES[".m4s"],
-    }
-    return body_response(request, data, headers)
+    response = web.Response(
+        body=data, headers={"Cache-Control": SEGMENT_CACHE_CONTROL, **cors}
+    )
+    response.content_type = CONTENT_TYPES[".m4s"]
+    return response
 
 
 def _session_signature(
@@ -516,7 +513,7 @@ def _whole_file_response(
     try:
         if info.st_size <= cache.max_file_bytes:
             body = cache.read(path, info)
-            return None if body is None else body_response(request, body, headers)
+            return None if body is None else web.Response(body=body, headers=headers)
         file = open(path, "rb")  # closed by the response
     except OSError:
         return None
@@ -524,45 +521,6 @@ def _whole_file_response(
         file.close()
         return None
     return _SendfileResponse(file, info.st_size, headers)
-
-
-def body_response(
-    request: web.Request, body: bytes, headers: dict[str, str]
-) -> web.StreamResponse:
-    """Return a response that sends ``body`` with ``headers``.
-
-    aiohttp sends the headers and a body of 1 KiB or more with one
-    ``writelines`` call, which asyncio on Python 3.11 turns into one joined
-    copy of both. For a segment of a few hundred kilobytes that copy cost
-    about a tenth of the box's CPU in bench/hls_serving.py, so large bodies
-    go out after the headers, in a write of their own.
-    """
-    if request.method == "HEAD" or len(body) < SEPARATE_BODY_BYTES:
-        return web.Response(body=body, headers=headers)
-    return _SeparateBodyResponse(body, headers)
-
-
-class _SeparateBodyResponse(web.StreamResponse):
-    """A whole in-memory body, written after the headers rather than with them."""
-
-    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
-        super().__init__(headers=headers)
-        self._whole_body = body
-        self.content_length = len(body)
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self.prepared:
-            return await super().prepare(request)
-        writer = await super().prepare(request)
-        if writer is not None:
-            # StreamWriter.send_headers flushes the buffered headers; without
-            # it (another writer class) the body still goes out, with them.
-            send_headers = getattr(writer, "send_headers", None)
-            if send_headers is not None:
-                send_headers()
-            await writer.write(self._whole_body)
-        await super().write_eof()
-        return writer
 
 
 class _SendfileResponse(web.StreamResponse):
