@@ -125,6 +125,30 @@ async def test_hls_routes_segment_etag(aiohttp_client, tmp_path, hls_tree):
     assert again.headers["ETag"] == etag
 
 
+async def test_hls_routes_large_segment_whole(aiohttp_client, tmp_path, hls_tree):
+    # A segment the size of a real one comes whole from the in-memory copy,
+    # with the same headers as a small one.
+    box, prefix = await box_with_tree(aiohttp_client, tmp_path, hls_tree)
+    folder = box.hub.hls_root / prefix.split("/")[2] / "source"
+    body = bytes(range(256)) * 2000  # 512,000 bytes
+    (folder / "seg-2.m4s").write_bytes(body)
+
+    responses = [await box.client.get(f"{prefix}/source/seg-2.m4s") for _ in range(2)]
+    head = await box.client.head(f"{prefix}/source/seg-2.m4s")
+
+    for response in responses:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(len(body))
+        assert response.content_type == "video/iso.segment"
+        assert response.headers["Accept-Ranges"] == "bytes"
+        assert "ETag" in response.headers
+        assert "Last-Modified" in response.headers
+        assert await response.read() == body
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(len(body))
+    assert await head.read() == b""
+
+
 async def test_hls_routes_head(aiohttp_client, tmp_path, hls_tree):
     box, prefix = await box_with_tree(aiohttp_client, tmp_path, hls_tree)
     segment = await box.client.head(f"{prefix}/source/seg-1.m4s")
