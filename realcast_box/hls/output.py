@@ -614,15 +614,23 @@ class RenditionFiles:
         While the session runs it is the regular HLS playlist, without part
         tags. The ended playlist of a low-latency rendition keeps its tags
         and parts, as RFC 8216bis lets a playlist change only by growing,
-        so the parts kept in memory are written out first.
+        so the parts it lists are written out first.
         """
         low_latency = ended and self._part_duration is not None
         text = self._media_playlist(ended=ended, low_latency=low_latency)
         if low_latency:
-            # The parts kept are those of the last few segments: a few dozen
-            # files, once per session.
-            for name, data in self._parts.items():
-                self._write_file(name, data)
+            # The parts of the newest segments, as _media_playlist lists
+            # them: a dozen or so files, once per session.
+            listed = [
+                part.uri
+                for entry in self._entries[-PART_SEGMENTS_LISTED:]
+                for part in entry.parts
+            ]
+            listed += [part.uri for part in self._open_parts]
+            for name in listed:
+                data = self._parts.get(name)
+                if data is not None:
+                    self._write_file(name, data)
         self._write_file("index.m3u8", text.encode())
 
     def _playlist_changed(self) -> None:
