@@ -8,14 +8,14 @@ packager writes that part. This script measures what such waiting costs:
   640x360, 1 Mbit/s H.264 and AAC clip to it with the ffmpeg CLI, without
   re-encoding, so the box packages low-latency HLS (on by default).
 - Baseline: the box's CPU time over ``--window`` seconds with no viewer.
-- Each of ``--rounds`` rounds opens ``--waiters`` connections, each with
+- Each of ``--rounds`` rounds opens ``--waiters`` connections. Each sends
   one blocking reload for part 0 of the segment two after the newest one
-  (the furthest a request may ask for), which comes 2 to 4 s later with
-  2 s segments. Once the requests are sent, it measures the box's CPU over
-  ``--window`` seconds while they wait, and checks that none was answered
-  during the window (the round fails otherwise). Then it waits for every
+  (the furthest a request may ask for). With 2 s segments that part comes
+  2 to 4 s later. Once the requests are sent, the script measures the
+  box's CPU over ``--window`` seconds while they wait. The round fails if
+  any request got its response during the window. Then it waits for every
   response and prints how long the box took from the first of them to the
-  last, and whether each playlist lists the part it asked for.
+  last, and whether each playlist lists the requested part.
 
 The peer here is the limit: the same box with no viewers. The printed
 ratio is the box's CPU with the waiters over the baseline, and the extra

@@ -339,6 +339,19 @@ def test_llhls_playlist_tag_order() -> None:
 # Waiting for parts, without a server.
 
 
+def low_latency_files(directory: Path, first_sequence: int) -> RenditionFiles:
+    """Return a low-latency rendition ``source`` with 2 s segments in ``directory``."""
+    return RenditionFiles(
+        directory,
+        "source",
+        target_duration=2.0,
+        window=6,
+        first_sequence=first_sequence,
+        log_name="test",
+        part_duration=PART_TARGET,
+    )
+
+
 def video_fragment(av_tags: list[FlvTag]) -> tuple[fmp4.Track, fmp4.Fragment]:
     header = next(t for t in av_tags if t.kind == VIDEO_TAG and t.is_sequence_header)
     frame = next(t for t in av_tags if t.kind == VIDEO_TAG and t.is_media_frame)
@@ -351,15 +364,7 @@ def test_llhls_ended_segment_writes_out_parts(tmp_path, av_tags) -> None:
     # The last segment can end the playlist itself (write_segment with
     # ended=True): its parts go to disk with the ended playlist and leave
     # memory.
-    files = RenditionFiles(
-        tmp_path,
-        "source",
-        target_duration=2.0,
-        window=6,
-        first_sequence=10,
-        log_name="test",
-        part_duration=PART_TARGET,
-    )
+    files = low_latency_files(tmp_path, first_sequence=10)
     track, fragment = video_fragment(av_tags)
     files.write_init([track])
     written = datetime(2026, 1, 1, tzinfo=UTC)
@@ -385,15 +390,7 @@ def test_llhls_ended_segment_writes_out_parts(tmp_path, av_tags) -> None:
 
 
 async def test_llhls_waiters_share_one_future(tmp_path, av_tags) -> None:
-    files = RenditionFiles(
-        tmp_path,
-        "source",
-        target_duration=2.0,
-        window=6,
-        first_sequence=10,
-        log_name="test",
-        part_duration=PART_TARGET,
-    )
+    files = low_latency_files(tmp_path, first_sequence=10)
     track, fragment = video_fragment(av_tags)
     files.write_init([track])
     waiters = [
@@ -418,29 +415,13 @@ async def test_llhls_waiters_share_one_future(tmp_path, av_tags) -> None:
 
 
 async def test_llhls_wait_times_out(tmp_path) -> None:
-    files = RenditionFiles(
-        tmp_path,
-        "source",
-        target_duration=2.0,
-        window=6,
-        first_sequence=0,
-        log_name="test",
-        part_duration=PART_TARGET,
-    )
+    files = low_latency_files(tmp_path, first_sequence=0)
 
     assert await files.wait_for_part(0, 0, timeout=0.01) is False
 
 
 def test_llhls_directive_limits(tmp_path, av_tags) -> None:
-    files = RenditionFiles(
-        tmp_path,
-        "source",
-        target_duration=2.0,
-        window=6,
-        first_sequence=100,
-        log_name="test",
-        part_duration=PART_TARGET,
-    )
+    files = low_latency_files(tmp_path, first_sequence=100)
     track, fragment = video_fragment(av_tags)
     files.write_init([track])
     files.write_part(

@@ -6,7 +6,7 @@ file system propagates to the caller.
 
 With low-latency HLS, the parts and the media playlist that lists them live
 in memory while the session runs, and the /hls routes serve them from there.
-The disk holds what regular HLS needs: init and media segments and a media
+The disk contains what regular HLS needs: init and media segments and a media
 playlist without part tags, rewritten once per segment. Creating a file
 costs the kernel far more than the write itself (about 0.1 ms of CPU each on
 ext4), and a file per part plus a playlist per part made file creation the

@@ -407,9 +407,9 @@ def _memory_response(
     data = live.live_part(name)
     if data is None:
         return None
-    # A part never changes once it has its name. It is sent whole: the
-    # playlists offer no byte ranges of parts, and a server may answer a
-    # Range request with the whole resource.
+    # A part never changes once it has its name. It is sent whole, because
+    # the playlists offer no byte ranges of parts and HTTP lets a server
+    # reply to a Range request with the whole resource.
     response = web.Response(
         body=data, headers={"Cache-Control": SEGMENT_CACHE_CONTROL, **cors}
     )

@@ -42,7 +42,7 @@ RATE_SMOOTHING = 0.2
 
 
 class ReadBatcher:
-    """Keeps one socket's SO_RCVLOWAT at about BATCH_SECONDS of its media.
+    """Setter of one socket's SO_RCVLOWAT to about BATCH_SECONDS of its media.
 
     ``bytes_received`` returns the bytes the connection has read so far.
     """
@@ -99,8 +99,8 @@ class ReadBatcher:
             elif abs(threshold - self._threshold) <= self._threshold // 4:
                 threshold = self._threshold  # small drifts keep the value in force
         else:
-            # Nothing came: the publisher paused, slowed down a lot, or waits
-            # for the reply to a small command. Read everything at once.
+            # No bytes came: the publisher paused, slowed down a lot, or waits
+            # for the reply to a small command. So every byte is read at once.
             self._rate = 0.0
         if self._set(threshold):
             self._handle = self._loop.call_later(TICK_SECONDS, self._tick)
@@ -108,13 +108,13 @@ class ReadBatcher:
             self._handle = None
 
     def _set(self, threshold: int) -> bool:
-        """Apply ``threshold``; False when the socket refuses it."""
+        """Apply ``threshold`` and return True, or False when setting it fails."""
         if threshold == self._threshold:
             return True
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, threshold)
         except OSError as exc:
-            logger.debug("SO_RCVLOWAT %d refused: %s", threshold, exc)
+            logger.debug("setting SO_RCVLOWAT to %d failed: %s", threshold, exc)
             return False
         self._threshold = threshold
         return True
