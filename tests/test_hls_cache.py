@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import sqlite3
 
+import aiohttp
 import pytest
 
+from realcast_box.hls import routes as hls_routes
 from realcast_box.hls.access import PlaybackAccessCache, StreamAccess
 from realcast_box.hls.filecache import HlsFileCache
 from realcast_box.hls.playback import add_query_to_uris
@@ -223,15 +225,15 @@ def test_hls_cache_changed_file_not_kept(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("size", "sendfile"), [(1024, False), (300 * 1024, False), (300 * 1024, True)]
+    ("size", "max_file_bytes"),
+    [(1024, None), (300 * 1024, None), (300 * 1024, 64 * 1024)],
 )
 async def test_hls_cache_segment_matches_file_response(
-    aiohttp_client, tmp_path, size, sendfile
+    aiohttp_client, tmp_path, size, max_file_bytes
 ):
     box = await start_box(aiohttp_client, tmp_path)
-    if sendfile:
-        # Files larger than the cache keeps go out with sendfile.
-        box.app[HLS_FILES].max_file_bytes = 64 * 1024
+    if max_file_bytes is not None:
+        box.app[HLS_FILES].max_file_bytes = max_file_bytes
     stream = await public_stream(box)
     content = bytes(range(256)) * (size // 256)
     (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
@@ -255,6 +257,83 @@ async def test_hls_cache_segment_matches_file_response(
         "Access-Control-Allow-Origin",
     ):
         assert sent.headers.get(name) == from_disk.headers.get(name), name
+
+
+def record_sendfile_now(monkeypatch, before=None) -> list[tuple[int, int]]:
+    """Record (bytes sent, size) of each direct sendfile call of the routes."""
+    calls = []
+    real = hls_routes._sendfile_now
+
+    def recording(transport, file, size):
+        if before is not None:
+            before(file, size)
+        sent = real(transport, file, size)
+        calls.append((sent, size))
+        return sent
+
+    monkeypatch.setattr(hls_routes, "_sendfile_now", recording)
+    return calls
+
+
+async def test_hls_cache_large_segment_sendfile(aiohttp_client, tmp_path, monkeypatch):
+    calls = record_sendfile_now(monkeypatch)
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    content = os.urandom(300 * 1024)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+    cached = box.app[HLS_FILES].size
+
+    response = await box.client.get(f"/hls/{stream['id']}/source/seg-3.m4s")
+    assert response.status == 200
+    assert await response.read() == content
+    # One direct call sent it all, and the cache did not keep a copy.
+    assert calls == [(len(content), len(content))]
+    assert box.app[HLS_FILES].size == cached
+
+    small = await box.client.get(f"/hls/{stream['id']}/source/seg-1.m4s")
+    assert await small.read() == SEGMENT_BYTES
+    assert len(calls) == 1
+
+
+async def test_hls_cache_segment_sendfile_rest(aiohttp_client, tmp_path, monkeypatch):
+    # Larger than loopback's socket buffers take at once, so the direct call
+    # leaves a rest that the event loop's sendfile sends when there is room.
+    calls = record_sendfile_now(monkeypatch)
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    content = os.urandom(24 * 1024 * 1024)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+
+    response = await box.client.get(f"/hls/{stream['id']}/source/seg-3.m4s")
+    assert response.status == 200
+    assert response.headers["Content-Length"] == str(len(content))
+    assert await response.read() == content
+    ((sent, size),) = calls
+    assert 0 < sent < size == len(content)
+
+    again = await box.client.get(f"/hls/{stream['id']}/source/seg-1.m4s")
+    assert await again.read() == SEGMENT_BYTES
+
+
+async def test_hls_cache_segment_shrinks_closes(aiohttp_client, tmp_path, monkeypatch):
+    def truncate(file, size):
+        os.truncate(file.name, size // 2)
+
+    calls = record_sendfile_now(monkeypatch, before=truncate)
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    content = os.urandom(300 * 1024)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+
+    response = await box.client.get(f"/hls/{stream['id']}/source/seg-3.m4s")
+    assert response.status == 200
+    # The client was promised more bytes than the file now holds: the box
+    # closes the connection, so the client sees a cut-off body.
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    assert calls == [(len(content) // 2, len(content))]
+    again = await box.client.get(f"/hls/{stream['id']}/source/seg-1.m4s")
+    assert await again.read() == SEGMENT_BYTES
 
 
 async def test_hls_cache_deleted_segment_404(aiohttp_client, tmp_path):

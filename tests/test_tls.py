@@ -33,6 +33,7 @@ from realcast_box.appkeys import CONFIG
 from realcast_box.cli import _start_https
 from realcast_box.config import load_config
 from realcast_box.errors import ConfigError
+from realcast_box.hls import routes as hls_routes
 from tests.box import (
     decode_file,
     download_hls,
@@ -44,6 +45,7 @@ from tests.box import (
 )
 from tests.test_cli import ServeProcess, free_port, run_cli
 from tests.test_hls_browser import require_chromium
+from tests.test_hls_cache import public_stream
 from tests.test_ui_browser import open_browser, sign_up
 
 FPS = 25
@@ -654,3 +656,33 @@ async def test_tls_serve_https_and_rtmps(tmp_path):
     output = server.output()
     assert f"HTTPS API and HLS on https://127.0.0.1:{https_port}" in output
     assert f"RTMPS ingest on 127.0.0.1:{rtmps_port}" in output
+
+
+async def test_tls_large_segments_over_https(aiohttp_client, tmp_path, monkeypatch):
+    # Under TLS the box must not write a file's bytes to the socket itself.
+    direct_calls = []
+    monkeypatch.setattr(
+        hls_routes, "_sendfile_now", lambda *args: direct_calls.append(args) or 0
+    )
+    cert_path, key_path, _ = make_cert(tmp_path / "certs")
+    box = await start_box(aiohttp_client, tmp_path, **tls_settings(cert_path, key_path))
+    runner = box.client.server.runner
+    plain_addresses = set(runner.addresses)
+    await _start_https(runner, box.app[CONFIG], box.app[TLS_CONTEXT])
+    (https_address,) = set(runner.addresses) - plain_addresses
+    stream = await public_stream(box)
+    folder = box.hub.hls_root / stream["id"] / "source"
+    # One that the cache keeps, and one larger than it keeps.
+    contents = {"seg-3.m4s": os.urandom(300 * 1024), "seg-4.m4s": os.urandom(9 << 20)}
+    for name, content in contents.items():
+        (folder / name).write_bytes(content)
+
+    connector = aiohttp.TCPConnector(ssl=client_context(cert_path))
+    async with aiohttp.ClientSession(
+        f"https://127.0.0.1:{https_address[1]}", connector=connector
+    ) as session:
+        for name, content in contents.items():
+            async with session.get(f"/hls/{stream['id']}/source/{name}") as response:
+                assert response.status == 200
+                assert await response.read() == content
+    assert direct_calls == []

@@ -17,10 +17,11 @@ a live session is writing are served from the packager's memory
 (hls/output.py). Everything else, and those once the session ended, comes
 from disk.
 
-Each request stats the file it serves. The file is then sent from an
-in-memory copy (hls/filecache.py) that the stat keeps current, or with
-sendfile when it is too large to keep. HEAD requests and requests with a
-range or a precondition go to aiohttp's FileResponse.
+Each request stats the file it serves. A whole segment of 64 KiB or more
+on a plain TCP connection goes out with sendfile. Smaller files, and files
+on an HTTPS connection, come from an in-memory copy (hls/filecache.py) that
+the stat keeps current, unless they are too large to keep. HEAD requests
+and requests with a range or a precondition go to aiohttp's FileResponse.
 
 Low-latency HLS (RFC 8216bis) adds two kinds of blocking request on a
 rendition that a live session is writing. A media playlist request with
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import logging
 import math
 import os
 import re
@@ -62,6 +64,8 @@ from realcast_box.hls.access import (
 from realcast_box.hls.filecache import HlsFileCache
 from realcast_box.hls.output import RenditionFiles
 from realcast_box.hls.viewers import VIEWERS, ViewerTracker, publishing_session_id
+
+logger = logging.getLogger(__name__)
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -101,6 +105,8 @@ HLS_FILES = web.AppKey("hls_files", HlsFileCache)
 SIGNATURES = web.AppKey("hls_signatures", dict)
 MAX_SIGNATURES = 4096
 SENDFILE_FALLBACK_CHUNK = 256 * 1024
+# Whole segments at least this large go out with sendfile on plain TCP.
+SENDFILE_MIN_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -504,30 +510,52 @@ def _whole_file_response(
 ) -> web.StreamResponse | None:
     """Return a response that sends the whole file, or None if it changed.
 
-    The file is sent from HLS_FILES, or with sendfile when it is too large
-    to keep there. In the HLS serving benchmark (bench/hls_serving.py, 2 s
-    segments of 3 Mbit/s) the copy in memory cost the box less CPU time per
-    request than sendfile, which asyncio runs in many small steps.
+    A file of SENDFILE_MIN_BYTES or more goes out with sendfile on a plain
+    TCP connection. Smaller files, and files on a TLS connection up to the
+    cache's file limit, go out from HLS_FILES. In the HLS serving benchmark
+    (bench/hls_serving.py, 2 s segments of 3 Mbit/s) one sendfile call sent
+    each whole segment, and that cost less CPU than the copies a write of
+    the cached bytes makes: Python 3.11's transport joins the headers and
+    the body, then copies whatever the socket did not take.
     """
     cache = request.app[HLS_FILES]
+    size = info.st_size
     try:
-        if info.st_size <= cache.max_file_bytes:
+        if size <= cache.max_file_bytes and (
+            size < SENDFILE_MIN_BYTES or not _plain_socket(request.transport)
+        ):
             body = cache.read(path, info)
             return None if body is None else web.Response(body=body, headers=headers)
-        file = open(path, "rb")  # closed by the response
+        file = open(path, "rb", buffering=0)  # closed by the response
     except OSError:
         return None
     if os.fstat(file.fileno()).st_ino != info.st_ino:
         file.close()
         return None
-    return _SendfileResponse(file, info.st_size, headers)
+    return _SendfileResponse(file, size, headers)
+
+
+def _plain_socket(transport: asyncio.BaseTransport | None) -> bool:
+    """Return whether bytes written to the transport's socket reach the peer as is.
+
+    Not so under TLS: asyncio's TLS transports carry an ``sslcontext``.
+    """
+    return (
+        transport is not None
+        and transport.get_extra_info("sslcontext") is None
+        and transport.get_extra_info("socket") is not None
+    )
 
 
 class _SendfileResponse(web.StreamResponse):
-    """The whole of an open file, sent with the event loop's sendfile.
+    """The whole of an open file, sent with sendfile.
 
     It does what FileResponse does once it has opened the file, without its
-    two trips to a worker thread (open and stat, then close).
+    two trips to a worker thread (open and stat, then close). It first calls
+    sendfile itself, which on a loopback or LAN connection with room in the
+    socket's buffer sends a segment at once. Only what that call leaves
+    goes through the event loop's sendfile, which waits for the socket and
+    falls back to reads and writes under TLS.
     """
 
     def __init__(self, file: BinaryIO, size: int, headers: dict[str, str]) -> None:
@@ -543,18 +571,72 @@ class _SendfileResponse(web.StreamResponse):
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("Connection lost")
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.sendfile(transport, self._file, 0, self.content_length)
-            except NotImplementedError:
-                # asyncio falls back to reads and writes by itself (for TLS),
-                # so only a loop that refuses sendfile outright gets here.
-                while chunk := self._file.read(SENDFILE_FALLBACK_CHUNK):
-                    await writer.write(chunk)
+            size = self.content_length or 0
+            sent = 0
+            if transport.get_write_buffer_size() == 0 and _plain_socket(transport):
+                sent = _sendfile_now(transport, self._file, size)
+            if sent < size:
+                sent += await self._send_rest(writer, transport, sent, size - sent)
+            if sent < size:
+                # The file shrank under us, and the client was promised
+                # Content-Length bytes: a closed connection marks the body as cut.
+                logger.warning(
+                    "%s shrank to %d of %d bytes while it was sent; "
+                    "closed the connection",
+                    self._file.name,
+                    sent,
+                    size,
+                )
+                transport.close()
+                raise ConnectionResetError(f"file shrank to {sent} of {size} bytes")
             await super().write_eof()
             return writer
         finally:
             self._file.close()
+
+    async def _send_rest(
+        self,
+        writer: AbstractStreamWriter,
+        transport: asyncio.BaseTransport,
+        offset: int,
+        count: int,
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.sendfile(transport, self._file, offset, count)
+        except NotImplementedError:
+            # asyncio falls back to reads and writes by itself (for TLS),
+            # so only a loop that refuses sendfile outright gets here.
+            self._file.seek(offset)
+            sent = 0
+            while sent < count and (
+                chunk := self._file.read(min(SENDFILE_FALLBACK_CHUNK, count - sent))
+            ):
+                await writer.write(chunk)
+                sent += len(chunk)
+            return sent
+
+
+def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -> int:
+    """Send what the socket takes now of the first ``size`` bytes of ``file``.
+
+    Returns the number of bytes sent. The socket is non-blocking, so a full
+    socket buffer ends the loop with what the kernel took.
+    """
+    socket_fd = transport.get_extra_info("socket").fileno()
+    file_fd = file.fileno()
+    sent = 0
+    while sent < size:
+        try:
+            count = os.sendfile(socket_fd, file_fd, sent, size - sent)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as exc:
+            raise ConnectionResetError(f"sendfile failed: {exc}") from exc
+        if count == 0:
+            break
+        sent += count
+    return sent
 
 
 async def preflight(request: web.Request) -> web.Response:
