@@ -7,6 +7,7 @@ next request.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 
@@ -401,3 +402,24 @@ def test_hls_cache_locate_symlinks(tree):
     inside = locate_hls_file(tree, "stream_abc", "inside.m3u8")
     assert inside is not None
     assert os.path.samefile(inside[0], folder / "source" / "index.m3u8")
+
+
+async def test_hls_cache_segment_client_leaves_mid_send(aiohttp_client, tmp_path):
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    content = os.urandom(24 * 1024 * 1024)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+    path = f"/hls/{stream['id']}/source/seg-3.m4s"
+    open_files = len(os.listdir("/proc/self/fd"))
+
+    for _ in range(3):
+        async with aiohttp.ClientSession() as session:
+            async with session.get(box.client.make_url(path)) as response:
+                assert response.status == 200
+                await response.content.readexactly(1024 * 1024)
+        # Leaving the session closes the connection with most of it unsent.
+    again = await box.client.get(path)
+    assert await again.read() == content
+    await asyncio.sleep(0.2)
+    # Each response closed its file, sent or not.
+    assert len(os.listdir("/proc/self/fd")) <= open_files + 2
