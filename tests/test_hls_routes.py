@@ -176,6 +176,10 @@ async def test_hls_routes_cors_allow_list(aiohttp_client, tmp_path, hls_tree):
     )
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://player.example"
     assert allowed.headers["Vary"] == "Origin"
+    assert "ETag" in allowed.headers["Access-Control-Expose-Headers"]
+    # Browsers read these two only from a preflight response.
+    assert "Access-Control-Allow-Methods" not in allowed.headers
+    assert "Access-Control-Allow-Headers" not in allowed.headers
     assert "Access-Control-Allow-Origin" not in other.headers
     assert other.headers["Vary"] == "Origin"
 

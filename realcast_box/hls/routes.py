@@ -115,13 +115,21 @@ class CorsPolicy:
 
     origins: frozenset[str] | None
 
-    def headers(self, origin: str | None) -> dict[str, str]:
-        """Return the CORS headers of a response to a request from ``origin``."""
-        allowed = {
-            "Access-Control-Allow-Methods": CORS_METHODS,
-            "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS,
-            "Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS,
-        }
+    def headers(self, origin: str | None, *, preflight: bool = False) -> dict[str, str]:
+        """Return the CORS headers of a response to a request from ``origin``.
+
+        The methods and request headers that scripts may use matter only
+        to browsers' preflight requests, so only ``preflight`` responses
+        list them.
+        """
+        if preflight:
+            allowed = {
+                "Access-Control-Allow-Methods": CORS_METHODS,
+                "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS,
+                "Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS,
+            }
+        else:
+            allowed = {"Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS}
         if self.origins is None:
             return {"Access-Control-Allow-Origin": "*", **allowed}
         # The response depends on the Origin header, so caches must key on it.
@@ -640,7 +648,9 @@ def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -
 
 
 async def preflight(request: web.Request) -> web.Response:
-    headers = request.app[HLS_CORS].headers(request.headers.get("Origin"))
+    headers = request.app[HLS_CORS].headers(
+        request.headers.get("Origin"), preflight=True
+    )
     if "Access-Control-Allow-Origin" in headers:
         headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_SECONDS)
     return web.Response(status=204, headers=headers)
