@@ -12,6 +12,7 @@ import datetime
 import gc
 import hashlib
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -686,3 +687,40 @@ async def test_tls_large_segments_over_https(aiohttp_client, tmp_path, monkeypat
                 assert response.status == 200
                 assert await response.read() == content
     assert direct_calls == []
+
+
+async def test_tls_large_segment_client_leaves(aiohttp_client, tmp_path, caplog):
+    cert_path, key_path, _ = make_cert(tmp_path / "certs")
+    box = await start_box(aiohttp_client, tmp_path, **tls_settings(cert_path, key_path))
+    runner = box.client.server.runner
+    plain_addresses = set(runner.addresses)
+    await _start_https(runner, box.app[CONFIG], box.app[TLS_CONTEXT])
+    (https_address,) = set(runner.addresses) - plain_addresses
+    stream = await public_stream(box)
+    # Larger than the cache keeps, so it goes out in chunks from the file.
+    content = os.urandom(12 << 20)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-4.m4s").write_bytes(content)
+    path = f"/hls/{stream['id']}/source/seg-4.m4s"
+    open_files = len(os.listdir("/proc/self/fd"))
+
+    for leave_after in (100_000, 1_000_000, 3_000_000):
+        connector = aiohttp.TCPConnector(ssl=client_context(cert_path))
+        async with aiohttp.ClientSession(
+            f"https://127.0.0.1:{https_address[1]}", connector=connector
+        ) as session:
+            async with session.get(path) as response:
+                assert response.status == 200
+                await response.content.readexactly(leave_after)
+        # Leaving the session closes the connection in the middle of the body.
+    await asyncio.sleep(0.5)
+
+    connector = aiohttp.TCPConnector(ssl=client_context(cert_path))
+    async with aiohttp.ClientSession(
+        f"https://127.0.0.1:{https_address[1]}", connector=connector
+    ) as session:
+        async with session.get(path) as response:
+            assert await response.read() == content
+    # A client that leaves is no error of the box: no traceback is logged.
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
+    assert len(os.listdir("/proc/self/fd")) <= open_files + 2

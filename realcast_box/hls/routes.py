@@ -562,8 +562,8 @@ class _SendfileResponse(web.StreamResponse):
     two trips to a worker thread (open and stat, then close). It first calls
     sendfile itself, which on a loopback or LAN connection with room in the
     socket's buffer sends a segment at once. Only what that call leaves
-    goes through the event loop's sendfile, which waits for the socket and
-    falls back to reads and writes under TLS.
+    goes through the event loop's sendfile, which waits for the socket.
+    Under TLS the response writes the file in chunks.
     """
 
     def __init__(self, file: BinaryIO, size: int, headers: dict[str, str]) -> None:
@@ -610,19 +610,27 @@ class _SendfileResponse(web.StreamResponse):
         count: int,
     ) -> int:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.sendfile(transport, self._file, offset, count)
-        except NotImplementedError:
-            # asyncio falls back to reads and writes by itself (for TLS),
-            # so only a loop that refuses sendfile outright gets here.
-            self._file.seek(offset)
-            sent = 0
-            while sent < count and (
-                chunk := self._file.read(min(SENDFILE_FALLBACK_CHUNK, count - sent))
-            ):
-                await writer.write(chunk)
-                sent += len(chunk)
-            return sent
+        if _plain_socket(transport):
+            try:
+                return await loop.sendfile(transport, self._file, offset, count)
+            except NotImplementedError:
+                pass
+        # Under TLS the response writes the chunks itself. When a client
+        # leaves mid-body, asyncio's own fallback raises AttributeError on the
+        # closed TLS transport (CPython 3.11.7). aiohttp's writer raises
+        # ConnectionResetError there, which aiohttp handles without a traceback.
+        self._file.seek(offset)
+        sent = 0
+        while sent < count:
+            size = min(SENDFILE_FALLBACK_CHUNK, count - sent)
+            # Read on the event loop, not in a worker thread: the response
+            # closes the file when the client leaves, maybe mid-read.
+            chunk = self._file.read(size)
+            if not chunk:
+                break
+            await writer.write(chunk)
+            sent += len(chunk)
+        return sent
 
 
 def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -> int:
