@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sqlite3
 
 import aiohttp
@@ -423,3 +424,32 @@ async def test_hls_cache_segment_client_leaves_mid_send(aiohttp_client, tmp_path
     await asyncio.sleep(0.2)
     # Each response closed its file, sent or not.
     assert len(os.listdir("/proc/self/fd")) <= open_files + 2
+
+
+async def test_hls_cache_segment_corked_while_sent(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    # The headers and the start of the body leave together: the socket is
+    # corked during the direct sendfile call, and uncorked after it.
+    seen = []
+    real = hls_routes._sendfile_now
+
+    def checking(transport, file, size):
+        sock = transport.get_extra_info("socket")
+        seen.append((sock, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)))
+        return real(transport, file, size)
+
+    monkeypatch.setattr(hls_routes, "_sendfile_now", checking)
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await public_stream(box)
+    content = os.urandom(300 * 1024)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+
+    response = await box.client.get(f"/hls/{stream['id']}/source/seg-3.m4s")
+    assert await response.read() == content
+    ((sock, corked),) = seen
+    assert corked == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+    # The next response on the same connection is not held back.
+    playlist = await box.client.get(f"/hls/{stream['id']}/source/index.m3u8")
+    assert playlist.status == 200

