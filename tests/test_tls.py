@@ -659,12 +659,12 @@ async def test_tls_serve_https_and_rtmps(tmp_path):
     assert f"RTMPS ingest on 127.0.0.1:{rtmps_port}" in output
 
 
-async def test_tls_large_segments_over_https(aiohttp_client, tmp_path, monkeypatch):
-    # Under TLS the box must not write a file's bytes to the socket itself.
-    direct_calls = []
-    monkeypatch.setattr(
-        hls_routes, "_sendfile_now", lambda *args: direct_calls.append(args) or 0
-    )
+async def https_box_with_hls(aiohttp_client, tmp_path) -> tuple:
+    """Start a box that also serves HTTPS and has a public stream's HLS tree.
+
+    Returns the box, the stream and a factory of client sessions on the
+    HTTPS address.
+    """
     cert_path, key_path, _ = make_cert(tmp_path / "certs")
     box = await start_box(aiohttp_client, tmp_path, **tls_settings(cert_path, key_path))
     runner = box.client.server.runner
@@ -672,16 +672,30 @@ async def test_tls_large_segments_over_https(aiohttp_client, tmp_path, monkeypat
     await _start_https(runner, box.app[CONFIG], box.app[TLS_CONTEXT])
     (https_address,) = set(runner.addresses) - plain_addresses
     stream = await public_stream(box)
+
+    def session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            f"https://127.0.0.1:{https_address[1]}",
+            connector=aiohttp.TCPConnector(ssl=client_context(cert_path)),
+        )
+
+    return box, stream, session
+
+
+async def test_tls_large_segments_over_https(aiohttp_client, tmp_path, monkeypatch):
+    # Under TLS the box must not write a file's bytes to the socket itself.
+    direct_calls = []
+    monkeypatch.setattr(
+        hls_routes, "_sendfile_now", lambda *args: direct_calls.append(args) or 0
+    )
+    box, stream, https_session = await https_box_with_hls(aiohttp_client, tmp_path)
     folder = box.hub.hls_root / stream["id"] / "source"
     # One that the cache keeps, and one larger than it keeps.
     contents = {"seg-3.m4s": os.urandom(300 * 1024), "seg-4.m4s": os.urandom(9 << 20)}
     for name, content in contents.items():
         (folder / name).write_bytes(content)
 
-    connector = aiohttp.TCPConnector(ssl=client_context(cert_path))
-    async with aiohttp.ClientSession(
-        f"https://127.0.0.1:{https_address[1]}", connector=connector
-    ) as session:
+    async with https_session() as session:
         for name, content in contents.items():
             async with session.get(f"/hls/{stream['id']}/source/{name}") as response:
                 assert response.status == 200
@@ -690,13 +704,7 @@ async def test_tls_large_segments_over_https(aiohttp_client, tmp_path, monkeypat
 
 
 async def test_tls_large_segment_client_leaves(aiohttp_client, tmp_path, caplog):
-    cert_path, key_path, _ = make_cert(tmp_path / "certs")
-    box = await start_box(aiohttp_client, tmp_path, **tls_settings(cert_path, key_path))
-    runner = box.client.server.runner
-    plain_addresses = set(runner.addresses)
-    await _start_https(runner, box.app[CONFIG], box.app[TLS_CONTEXT])
-    (https_address,) = set(runner.addresses) - plain_addresses
-    stream = await public_stream(box)
+    box, stream, https_session = await https_box_with_hls(aiohttp_client, tmp_path)
     # Larger than the cache keeps, so it goes out in chunks from the file.
     content = os.urandom(12 << 20)
     (box.hub.hls_root / stream["id"] / "source" / "seg-4.m4s").write_bytes(content)
@@ -704,20 +712,14 @@ async def test_tls_large_segment_client_leaves(aiohttp_client, tmp_path, caplog)
     open_files = len(os.listdir("/proc/self/fd"))
 
     for leave_after in (100_000, 1_000_000, 3_000_000):
-        connector = aiohttp.TCPConnector(ssl=client_context(cert_path))
-        async with aiohttp.ClientSession(
-            f"https://127.0.0.1:{https_address[1]}", connector=connector
-        ) as session:
+        async with https_session() as session:
             async with session.get(path) as response:
                 assert response.status == 200
                 await response.content.readexactly(leave_after)
         # Leaving the session closes the connection in the middle of the body.
     await asyncio.sleep(0.5)
 
-    connector = aiohttp.TCPConnector(ssl=client_context(cert_path))
-    async with aiohttp.ClientSession(
-        f"https://127.0.0.1:{https_address[1]}", connector=connector
-    ) as session:
+    async with https_session() as session:
         async with session.get(path) as response:
             assert await response.read() == content
     # A client that leaves is no error of the box: no traceback is logged.
