@@ -329,8 +329,8 @@ async def test_hls_cache_segment_shrinks_closes(aiohttp_client, tmp_path, monkey
 
     response = await box.client.get(f"/hls/{stream['id']}/source/seg-3.m4s")
     assert response.status == 200
-    # The client was promised more bytes than the file now holds: the box
-    # closes the connection, so the client sees a cut-off body.
+    # The file now contains fewer bytes than Content-Length, so the box
+    # closes the connection and the client sees a cut-off body.
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
     assert calls == [(len(content) // 2, len(content))]
@@ -405,7 +405,7 @@ def test_hls_cache_locate_symlinks(tree):
     assert os.path.samefile(inside[0], folder / "source" / "index.m3u8")
 
 
-async def test_hls_cache_segment_client_leaves_mid_send(aiohttp_client, tmp_path):
+async def test_hls_cache_client_leaves_mid_send(aiohttp_client, tmp_path):
     box = await start_box(aiohttp_client, tmp_path)
     stream = await public_stream(box)
     content = os.urandom(24 * 1024 * 1024)

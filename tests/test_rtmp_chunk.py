@@ -306,16 +306,26 @@ class _CountingBuffer(bytearray):
         return super().__getitem__(key)
 
 
+def reader_with_known_stream(encoder: ClientChunkEncoder) -> ChunkReader:
+    """Return a reader that has read one message on chunk stream 6.
+
+    The next message there may use a short header, as a publisher's do.
+    """
+    reader = ChunkReader(MAX_MESSAGE_SIZE)
+    reader.set_chunk_size(encoder.chunk_size)
+    known = encoder.message(6, VIDEO, 1, 0, b"x")
+    assert read_messages(known, reader) == [RawMessage(6, VIDEO, 1, 0, b"x")]
+    return reader
+
+
 def test_chunk_trickled_message_scanned_once():
     # A peer may send a long message a byte at a time. Each byte wakes the
     # reader, so checking every continuation header again on each wake-up
     # would cost time quadratic in the message size.
     encoder = ClientChunkEncoder(chunk_size=128)
     body = payload(40_000, 5)
-    known = encoder.message(6, VIDEO, 1, 0, b"x")
+    reader = reader_with_known_stream(encoder)
     trickled = encoder.message(6, VIDEO, 1, 40, body)
-    reader = ChunkReader(MAX_MESSAGE_SIZE)
-    assert read_messages(known, reader) == [RawMessage(6, VIDEO, 1, 0, b"x")]
     reader._buffer = _CountingBuffer(limit=20 * len(trickled))
 
     messages = read_messages(trickled, reader, step=1)
@@ -328,12 +338,8 @@ def test_chunk_size_one_message_memory_bounded():
     # message must not hold an object per chunk on top of its bytes.
     encoder = ClientChunkEncoder(chunk_size=1)
     body = payload(50_000, 6)
-    known = encoder.message(6, VIDEO, 1, 0, b"x")
-    whole = encoder.message(6, VIDEO, 1, 40, body)
-    reader = ChunkReader(MAX_MESSAGE_SIZE)
-    reader.set_chunk_size(1)
-    assert read_messages(known, reader) == [RawMessage(6, VIDEO, 1, 0, b"x")]
-    reader.feed(whole)
+    reader = reader_with_known_stream(encoder)
+    reader.feed(encoder.message(6, VIDEO, 1, 40, body))
 
     tracemalloc.start()
     try:

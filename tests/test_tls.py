@@ -660,10 +660,9 @@ async def test_tls_serve_https_and_rtmps(tmp_path):
 
 
 async def https_box_with_hls(aiohttp_client, tmp_path) -> tuple:
-    """Start a box that also serves HTTPS and has a public stream's HLS tree.
+    """Start a box that also serves HTTPS, with a public stream's HLS tree.
 
-    Returns the box, the stream and a factory of client sessions on the
-    HTTPS address.
+    Returns the box, the stream and a factory of HTTPS client sessions.
     """
     cert_path, key_path, _ = make_cert(tmp_path / "certs")
     box = await start_box(aiohttp_client, tmp_path, **tls_settings(cert_path, key_path))
@@ -722,7 +721,7 @@ async def test_tls_large_segment_client_leaves(aiohttp_client, tmp_path, caplog)
     async with https_session() as session:
         async with session.get(path) as response:
             assert await response.read() == content
-    # A client that leaves is no error of the box: no traceback is logged.
+    # A client that leaves is not an error of the box, so no error is logged.
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert errors == []
     assert len(os.listdir("/proc/self/fd")) <= open_files + 2

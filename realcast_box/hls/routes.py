@@ -521,18 +521,17 @@ def _whole_file_response(
 
     A file of SENDFILE_MIN_BYTES or more goes out with sendfile on a plain
     TCP connection. Smaller files, and files on a TLS connection up to the
-    cache's file limit, go out from HLS_FILES. In the HLS serving benchmark
-    (bench/hls_serving.py, 2 s segments of 3 Mbit/s) one sendfile call sent
-    each whole segment, and that cost less CPU than the copies a write of
-    the cached bytes makes: Python 3.11's transport joins the headers and
-    the body, then copies whatever the socket did not take.
+    cache's file limit, go out from HLS_FILES. In bench/hls_serving.py (2 s
+    segments of 3 Mbit/s) one sendfile call sent each whole segment. That
+    cost less CPU than writing the cached bytes, because Python 3.11's
+    transport copies the headers and body into one object, then copies
+    whatever the socket did not take.
     """
     cache = request.app[HLS_FILES]
     size = info.st_size
+    plain = _plain_socket(request.transport)
     try:
-        if size <= cache.max_file_bytes and (
-            size < SENDFILE_MIN_BYTES or not _plain_socket(request.transport)
-        ):
+        if size <= cache.max_file_bytes and (size < SENDFILE_MIN_BYTES or not plain):
             body = cache.read(path, info)
             return None if body is None else web.Response(body=body, headers=headers)
         file = open(path, "rb", buffering=0)  # closed by the response
@@ -541,13 +540,13 @@ def _whole_file_response(
     if os.fstat(file.fileno()).st_ino != info.st_ino:
         file.close()
         return None
-    return _SendfileResponse(file, size, headers)
+    return _SendfileResponse(file, size, headers, plain=plain)
 
 
 def _plain_socket(transport: asyncio.BaseTransport | None) -> bool:
     """Return whether bytes written to the transport's socket reach the peer as is.
 
-    Not so under TLS: asyncio's TLS transports carry an ``sslcontext``.
+    They do not under TLS, and asyncio's TLS transports carry an ``sslcontext``.
     """
     return (
         transport is not None
@@ -557,53 +556,49 @@ def _plain_socket(transport: asyncio.BaseTransport | None) -> bool:
 
 
 class _SendfileResponse(web.StreamResponse):
-    """The whole of an open file, sent with sendfile.
+    """Response with the whole of an open file as its body.
 
-    It does what FileResponse does once it has opened the file, without its
-    two trips to a worker thread (open and stat, then close). It first calls
-    sendfile itself, which on a loopback or LAN connection with room in the
-    socket's buffer sends a segment at once. Only what that call leaves
-    goes through the event loop's sendfile, which waits for the socket.
-    Under TLS the response writes the file in chunks.
-
-    On plain TCP the socket is corked (TCP_CORK) from the headers to the end
-    of the direct call, so the headers leave in the same packets as the
-    start of the body. In bench/hls_serving.py that cut the client
-    processes' CPU per request from 0.26-0.27 ms to 0.20-0.24 ms, and the
-    box served about a tenth more requests a second.
+    It skips FileResponse's two trips to a worker thread (open and stat,
+    then close). On a plain TCP connection it calls sendfile on the socket
+    itself, with the socket corked (TCP_CORK) so the headers share packets
+    with the body. In bench/hls_serving.py the cork cut the clients' CPU per
+    request from 0.26-0.27 ms to 0.20-0.24 ms. The event loop's sendfile
+    sends what that call leaves. Under TLS the response writes chunks.
     """
 
-    def __init__(self, file: BinaryIO, size: int, headers: dict[str, str]) -> None:
+    def __init__(
+        self, file: BinaryIO, size: int, headers: dict[str, str], *, plain: bool
+    ) -> None:
         super().__init__(headers=headers)
         self._file = file
+        self._plain = plain
         self.content_length = size
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
         transport = request.transport
-        corked = None
-        if _plain_socket(transport) and _set_cork(transport, True):
-            corked = transport
+        plain = self._plain and transport is not None
+        corked = plain and _set_cork(transport, True)
         try:
             writer = await super().prepare(request)
             if transport is None:
                 raise ConnectionResetError("Connection lost")
             size = self.content_length or 0
             sent = 0
-            if transport.get_write_buffer_size() == 0 and _plain_socket(transport):
+            if plain and transport.get_write_buffer_size() == 0:
                 sent = _sendfile_now(transport, self._file, size)
-            if corked is not None:
-                corked = None
+            if corked:
+                corked = False
                 _set_cork(transport, False)
             if sent < size:
                 sent += await self._send_rest(writer, transport, sent, size - sent)
             if sent < size:
-                # The file shrank under us, and the client was promised
-                # Content-Length bytes: a closed connection marks the body as cut.
+                # The client expects Content-Length bytes, so closing the
+                # connection is the only way to mark the body as cut short.
                 logger.warning(
-                    "%s shrank to %d of %d bytes while it was sent; "
-                    "closed the connection",
+                    "HLS file %s shrank to %d of %d bytes while it was sent, "
+                    "so the connection was closed",
                     self._file.name,
                     sent,
                     size,
@@ -613,8 +608,8 @@ class _SendfileResponse(web.StreamResponse):
             await super().write_eof()
             return writer
         finally:
-            if corked is not None:
-                _set_cork(corked, False)
+            if corked:
+                _set_cork(transport, False)
             self._file.close()
 
     async def _send_rest(
@@ -624,22 +619,22 @@ class _SendfileResponse(web.StreamResponse):
         offset: int,
         count: int,
     ) -> int:
-        loop = asyncio.get_running_loop()
-        if _plain_socket(transport):
+        """Send ``count`` bytes of the file from ``offset``; return the bytes sent."""
+        if self._plain:
             try:
+                loop = asyncio.get_running_loop()
                 return await loop.sendfile(transport, self._file, offset, count)
             except NotImplementedError:
                 pass
-        # Under TLS the response writes the chunks itself. When a client
-        # leaves mid-body, asyncio's own fallback raises AttributeError on the
-        # closed TLS transport (CPython 3.11.7). aiohttp's writer raises
-        # ConnectionResetError there, which aiohttp handles without a traceback.
+        # asyncio's own chunked fallback (Python 3.11.7) raised AttributeError
+        # on a TLS transport whose client left mid-body. aiohttp's writer
+        # raises ConnectionResetError instead, which aiohttp handles.
         self._file.seek(offset)
         sent = 0
         while sent < count:
             size = min(SENDFILE_FALLBACK_CHUNK, count - sent)
-            # Read on the event loop, not in a worker thread: the response
-            # closes the file when the client leaves, maybe mid-read.
+            # Read on the event loop, not in a worker thread, because the
+            # response closes the file when the client leaves, maybe mid-read.
             chunk = self._file.read(size)
             if not chunk:
                 break
@@ -648,18 +643,21 @@ class _SendfileResponse(web.StreamResponse):
         return sent
 
 
-def _set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
-    """Set TCP_CORK on the transport's socket; return whether that worked.
+# None where the platform lacks it: only Linux has TCP_CORK.
+_TCP_CORK = getattr(socket, "TCP_CORK", None)
 
-    Linux only. While corked, the kernel sends only full packets, and any
-    rest 200 ms later at the latest or when the cork comes off.
+
+def _set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
+    """Set or clear TCP_CORK on the transport's socket; return whether it worked.
+
+    While corked, the kernel sends only full packets. The rest goes out when
+    the cork comes off, or after 200 ms at the latest (tcp(7)).
     """
-    option = getattr(socket, "TCP_CORK", None)
-    if option is None:
+    if _TCP_CORK is None:
         return False
     try:
         sock = transport.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1 if on else 0)
     except OSError:
         return False
     return True
@@ -668,8 +666,8 @@ def _set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
 def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -> int:
     """Send what the socket takes now of the first ``size`` bytes of ``file``.
 
-    Returns the number of bytes sent. The socket is non-blocking, so a full
-    socket buffer ends the loop with what the kernel took.
+    Returns the number of bytes sent. The socket is non-blocking, so the
+    loop ends when its buffer is full.
     """
     socket_fd = transport.get_extra_info("socket").fileno()
     file_fd = file.fileno()

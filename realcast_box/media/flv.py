@@ -95,8 +95,8 @@ class InvalidTag(RealcastError, ValueError):
     """An FLV tag payload or codec configuration is malformed."""
 
 
-# Tags are parsed once per media message, so they are slotted and not
-# frozen: a frozen dataclass's __init__ costs about four times as much.
+# Tags are parsed once per media message, so they are slotted, not frozen.
+# A frozen dataclass's __init__ took about four times as long (timeit, 3.11).
 @dataclass(slots=True)
 class VideoTag:
     """One H.264 video tag.

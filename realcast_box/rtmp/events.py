@@ -84,10 +84,8 @@ class PlayRequest:
     name: str
 
 
-# Media events come once per message, so they are not frozen: a frozen
-# dataclass's __init__ costs about four times as much.
-
-
+# Media events come once per message, so they are slotted, not frozen. A
+# frozen dataclass's __init__ took about four times as long (timeit, 3.11).
 @dataclass(slots=True)
 class AudioData:
     """An audio message: payload is an FLV AUDIODATA body."""
