@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from realcast_box.errors import StartupError
-from realcast_box.hls.routes import parse_cors_origins, resolve_hls_path
+from realcast_box.hls.cors import parse_cors_origins
+from realcast_box.hls.routes import resolve_hls_path
 from tests.box import start_box
 
 PLAYLIST = "#EXTM3U\n#EXT-X-VERSION:7\n"

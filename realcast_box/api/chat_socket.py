@@ -50,7 +50,7 @@ from realcast_box.chat.hub import (
 )
 from realcast_box.chat.protocol import ChatSettings, ProtocolError
 from realcast_box.hls import playback
-from realcast_box.hls.routes import HLS_CORS, parse_cors_origins
+from realcast_box.hls.cors import HLS_CORS, parse_cors_origins
 from realcast_box.store import chat as chat_store
 from realcast_box.store import users as user_store
 from realcast_box.store.audit import AuditEntry

@@ -43,7 +43,6 @@ import re
 import socket
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,7 +51,6 @@ from aiohttp.abc import AbstractStreamWriter
 
 from realcast_box.api.errors import ApiError
 from realcast_box.appkeys import CONFIG, HUB
-from realcast_box.errors import StartupError
 from realcast_box.hls import playback
 from realcast_box.hls.access import (
     ACCESS_CACHE,
@@ -62,6 +60,7 @@ from realcast_box.hls.access import (
     authorize_hls,
     classify,
 )
+from realcast_box.hls.cors import CORS_MAX_AGE_SECONDS, HLS_CORS, parse_cors_origins
 from realcast_box.hls.filecache import HlsFileCache
 from realcast_box.hls.output import RenditionFiles
 from realcast_box.hls.viewers import VIEWERS, ViewerTracker, publishing_session_id
@@ -76,11 +75,6 @@ CONTENT_TYPES = {
 PLAYLIST_CACHE_CONTROL = "no-cache"
 SEGMENT_CACHE_CONTROL = "public, max-age=86400, immutable"
 STREAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ORIGIN_PATTERN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s,]+")
-CORS_METHODS = "GET, HEAD, OPTIONS"
-CORS_REQUEST_HEADERS = "Range, Authorization"
-CORS_EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, ETag"
-CORS_MAX_AGE_SECONDS = 86400
 # Delivery directives of a blocking playlist reload (RFC 8216bis).
 MSN_DIRECTIVE = "_HLS_msn"
 PART_DIRECTIVE = "_HLS_part"
@@ -108,61 +102,6 @@ MAX_SIGNATURES = 4096
 SENDFILE_FALLBACK_CHUNK = 256 * 1024
 # Whole segments at least this large go out with sendfile on plain TCP.
 SENDFILE_MIN_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class CorsPolicy:
-    """Origins whose scripts may read /hls responses; None allows any."""
-
-    origins: frozenset[str] | None
-
-    def headers(self, origin: str | None, *, preflight: bool = False) -> dict[str, str]:
-        """Return the CORS headers of a response to a request from ``origin``.
-
-        The methods and request headers that scripts may use matter only
-        to browsers' preflight requests, so only ``preflight`` responses
-        list them.
-        """
-        if preflight:
-            allowed = {
-                "Access-Control-Allow-Methods": CORS_METHODS,
-                "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS,
-                "Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS,
-            }
-        else:
-            allowed = {"Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS}
-        if self.origins is None:
-            return {"Access-Control-Allow-Origin": "*", **allowed}
-        # The response depends on the Origin header, so caches must key on it.
-        headers = {"Vary": "Origin"}
-        if origin is not None and origin.lower() in self.origins:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers.update(allowed)
-        return headers
-
-
-HLS_CORS = web.AppKey("hls_cors", CorsPolicy)
-
-
-def parse_cors_origins(value: str) -> CorsPolicy:
-    """Parse the hls_cors_origins setting: "*" or comma-separated origins.
-
-    Raises StartupError naming the setting for a value that is not an
-    origin such as ``https://example.com`` or ``http://10.0.0.5:3000``.
-    """
-    if value.strip() == "*":
-        return CorsPolicy(None)
-    origins = set()
-    for item in value.split(","):
-        origin = item.strip().lower().rstrip("/")
-        if not ORIGIN_PATTERN.fullmatch(origin):
-            raise StartupError(
-                f"invalid value {value!r} for hls_cors_origins: {item.strip()!r} is"
-                ' not an origin; expected "*" or a comma-separated list of'
-                ' origins such as "https://example.com,http://10.0.0.5:3000"'
-            )
-        origins.add(origin)
-    return CorsPolicy(frozenset(origins))
 
 
 def path_suffix(relative: str) -> str:

@@ -25,7 +25,8 @@ from aiohttp import hdrs, web
 from realcast_box.api.errors import ApiError
 from realcast_box.appkeys import DATABASE, RECORDINGS
 from realcast_box.hls.access import Resource, authorize_hls
-from realcast_box.hls.routes import HLS_CORS, preflight
+from realcast_box.hls.cors import HLS_CORS
+from realcast_box.hls.routes import preflight
 from realcast_box.store import recordings as recording_store
 
 RECORDING_ID_PATTERN = re.compile(r"^rec_[A-Za-z0-9]{1,64}$")
