@@ -99,7 +99,12 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     With ``children``, the CPU time of its direct child processes that are
     still running is added (nginx's worker under its master).
     """
-    total = 0.0
+    return sum(cpu_times(pid, children))
+
+
+def cpu_times(pid: int, children: bool = False) -> tuple[float, float]:
+    """Return the (user, system) CPU seconds that ``cpu_seconds`` adds up."""
+    user = system = 0.0
     pids = [pid]
     if children:
         pids += child_pids(pid)
@@ -111,8 +116,9 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
         # Fields after the command name, which may contain spaces, start at
         # the state (field 3); utime and stime are fields 14 and 15.
         fields = stat.rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
+        user += int(fields[11]) / CLOCK_TICKS
+        system += int(fields[12]) / CLOCK_TICKS
+    return user, system
 
 
 def child_pids(pid: int) -> list[int]:
@@ -284,6 +290,9 @@ class Nginx:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.process.pid, children=True)
+
+    def cpu_times(self) -> tuple[float, float]:
+        return cpu_times(self.process.pid, children=True)
 
 
 def ensure_nginx_rtmp() -> str:

@@ -18,9 +18,15 @@ script also prints the CPU share each server and the client processes used.
 Prints requests per second, MiB per second, and p50 and p99 latency of
 playlists and segments for each server, and the ratio box / nginx. The box
 rewrites each playlist per viewer (session signature in its URIs) and
-checks access on each request; nginx sends the files as they are. Usage:
+checks access on each request; nginx sends the files as they are.
 
-    python bench/hls_serving.py [--viewers 100] [--seconds 20]
+With ``--references``, two more servers from bench/hls_reference.py serve
+the same folder in turn, without access checks: a bare aiohttp app with
+the box's own segment response, and a bare asyncio protocol that reads only
+the request line. Their ratios to nginx show how much of the gap is the
+box's work and how much is Python and its HTTP stack. Usage:
+
+    python bench/hls_serving.py [--viewers 100] [--seconds 20] [--references]
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ import argparse
 import asyncio
 import concurrent.futures
 import resource
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -41,6 +50,8 @@ from yarl import URL
 
 CLIP_SECONDS = 10
 REQUEST_TIMEOUT = 30.0
+REFERENCES = ("aiohttp", "asyncio")
+REFERENCE_SCRIPT = Path(__file__).with_name("hls_reference.py")
 
 
 @dataclass
@@ -133,6 +144,7 @@ class Phase:
     tally: Tally
     server_cpu: float  # share of one core
     client_cpu: float  # share of one core, all client processes together
+    server_system: float = 0.0  # the part of server_cpu spent in the kernel
 
     @property
     def requests_per_second(self) -> float:
@@ -145,11 +157,14 @@ class Phase:
 
 
 def load(name: str, url: str, server_cpu, args: argparse.Namespace) -> Phase:
-    """Run the viewers against ``url`` in client processes for --seconds."""
+    """Run the viewers against ``url`` in client processes for --seconds.
+
+    ``server_cpu`` returns the server's (user, system) CPU seconds so far.
+    """
     shares = [args.viewers // args.processes] * args.processes
     for index in range(args.viewers % args.processes):
         shares[index] += 1
-    cpu_start = server_cpu()
+    user_start, system_start = server_cpu()
     clients_start = _children_cpu_seconds()
     started = time.monotonic()
     tally = Tally()
@@ -165,9 +180,10 @@ def load(name: str, url: str, server_cpu, args: argparse.Namespace) -> Phase:
     # The pool has ended and been waited for, so its processes' CPU time is
     # in RUSAGE_CHILDREN; the servers are still running, so theirs is not.
     clients = (_children_cpu_seconds() - clients_start) / elapsed
-    return Phase(
-        name, args.seconds, tally, (server_cpu() - cpu_start) / elapsed, clients
-    )
+    user_end, system_end = server_cpu()
+    user = (user_end - user_start) / elapsed
+    system = (system_end - system_start) / elapsed
+    return Phase(name, args.seconds, tally, user + system, clients, system)
 
 
 def _children_cpu_seconds() -> float:
@@ -179,10 +195,12 @@ def print_phase(phase: Phase) -> None:
     tally = phase.tally
     requests = phase.requests_per_second
     cpu_per_request = 1000 * phase.server_cpu / requests if requests else 0.0
+    system_per_request = 1000 * phase.server_system / requests if requests else 0.0
     print(
         f"{phase.name}: {requests:.0f} requests/s,"
         f" {phase.mib_per_second:.1f} MiB/s, server {100 * phase.server_cpu:.0f}%"
-        f" of a core ({cpu_per_request:.3f} ms CPU per request),"
+        f" of a core ({cpu_per_request:.3f} ms CPU per request,"
+        f" {system_per_request:.3f} ms of it in the kernel),"
         f" clients {100 * phase.client_cpu:.0f}%, {tally.errors} errors"
     )
     for label, values in (
@@ -238,18 +256,56 @@ def run(args: argparse.Namespace) -> list[Phase]:
         # Three segments make a full window for a player to start from.
         asyncio.run(wait_segments(box_url, 3, 60))
 
-        def box_cpu() -> float:
-            return harness.cpu_seconds(box.process.pid)
+        def box_cpu() -> tuple[float, float]:
+            return harness.cpu_times(box.process.pid)
 
-        return [
+        phases = [
             load("box", box_url, box_cpu, args),
-            load("nginx", nginx_url, nginx.cpu_seconds, args),
+            load("nginx", nginx_url, nginx.cpu_times, args),
         ]
+        if args.references:
+            for kind in REFERENCES:
+                phases.append(load_reference(kind, box.hls_root, nginx_url, args))
+        return phases
     finally:
         for process in (push, box and box.process, nginx and nginx.process):
             if process is not None:
                 harness.stop_process(process)
         harness.remove_tree(work)
+
+
+def wait_listening(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(
+        f"timed out: no reference server listening on port {port} after {timeout:g} s"
+    )
+
+
+def load_reference(
+    kind: str, root: Path, nginx_url: str, args: argparse.Namespace
+) -> Phase:
+    """Start a reference server on ``root``, load it like the others, stop it."""
+    port = harness.free_port()
+    url = str(URL(nginx_url).with_port(port))
+    process = subprocess.Popen(
+        [sys.executable, str(REFERENCE_SCRIPT), kind, str(port), str(root)]
+    )
+    try:
+        wait_listening(port, 15)
+        asyncio.run(wait_segments(url, 3, 30))
+
+        def reference_cpu() -> tuple[float, float]:
+            return harness.cpu_times(process.pid)
+
+        return load(f"reference {kind}", url, reference_cpu, args)
+    finally:
+        harness.stop_process(process)
 
 
 def main() -> None:
@@ -266,12 +322,18 @@ def main() -> None:
         type=float,
         help="seconds after which the run stops (default: 2 x --seconds + 300)",
     )
+    parser.add_argument(
+        "--references",
+        action="store_true",
+        help="also load the two reference servers of bench/hls_reference.py",
+    )
     args = parser.parse_args()
     if args.viewers < 1 or args.processes < 1:
         parser.error("--viewers and --processes must be at least 1")
     args.processes = min(args.processes, args.viewers)
     if args.limit is None:
-        args.limit = 2 * args.seconds + 300
+        servers = 2 + (len(REFERENCES) if args.references else 0)
+        args.limit = servers * args.seconds + 300
     nginx_version = harness.ensure_nginx_rtmp()
     harness.set_time_limit(args.limit)
     phases = run(args)
@@ -284,14 +346,15 @@ def main() -> None:
     )
     for phase in phases:
         print_phase(phase)
-    box, nginx = phases
+    nginx = phases[1]
     if nginx.requests_per_second == 0 or nginx.mib_per_second == 0:
         raise SystemExit("nginx served nothing, so there is no ratio")
-    print(
-        "throughput ratio box / nginx:"
-        f" requests {box.requests_per_second / nginx.requests_per_second:.2f},"
-        f" bytes {box.mib_per_second / nginx.mib_per_second:.2f}"
-    )
+    for phase in phases[:1] + phases[2:]:
+        print(
+            f"throughput ratio {phase.name} / nginx:"
+            f" requests {phase.requests_per_second / nginx.requests_per_second:.2f},"
+            f" bytes {phase.mib_per_second / nginx.mib_per_second:.2f}"
+        )
 
 
 if __name__ == "__main__":
