@@ -274,9 +274,14 @@ def run(args: argparse.Namespace) -> list[Phase]:
         harness.remove_tree(work)
 
 
-def wait_listening(port: int, timeout: float) -> None:
+def wait_listening(process: subprocess.Popen, port: int, timeout: float) -> None:
+    """Wait until ``process`` accepts connections on ``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(
+                f"the reference server exited with status {process.returncode}"
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -297,7 +302,7 @@ def load_reference(
         [sys.executable, str(REFERENCE_SCRIPT), kind, str(port), str(root)]
     )
     try:
-        wait_listening(port, 15)
+        wait_listening(process, port, 15)
         asyncio.run(wait_segments(url, 3, 30))
 
         def reference_cpu() -> tuple[float, float]:
