@@ -7,12 +7,13 @@ machine, and so separates the cost of the box's own work from the cost of
 Python and its HTTP stack:
 
 - ``aiohttp``: one aiohttp route. Segments go out through the response
-  class the box itself uses for them (sendfile on a corked socket);
-  playlists are read from disk on each request.
+  class that the box itself uses for them (sendfile on a corked socket).
+  Playlists are read from disk on each request.
 - ``asyncio``: an asyncio protocol that reads only the request line,
-  ignores every header, and answers with the same cork and sendfile. It is
-  a measuring tool, not a web server: it has no limits and no checks
-  beyond refusing ``..`` in paths, and listens on 127.0.0.1 only.
+  ignores every header, and sends segments with the box's own cork and
+  sendfile helpers. It is a measuring tool, not a web server. It has no
+  limits and no checks beyond rejecting ``..`` in paths, and it listens
+  on 127.0.0.1 only.
 
 Usage: python bench/hls_reference.py {aiohttp,asyncio} PORT FOLDER
 """
@@ -21,21 +22,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
-# The box sends segments with this response class (internal to the box).
-from realcast_box.hls.routes import CONTENT_TYPES, _SendfileResponse
+# The box's internal segment response and the helpers that it sends with.
+from realcast_box.hls.routes import (
+    CONTENT_TYPES,
+    _sendfile_now,
+    _SendfileResponse,
+    _set_cork,
+)
 
 HOST = "127.0.0.1"
 MAX_REQUEST_BYTES = 16 * 1024
 
 
 def file_for(root: Path, path: str) -> Path | None:
-    """Return the file below ``root`` that the URL path ``/hls/...`` names."""
+    """Return the file below ``root`` that the URL path ``/hls/...`` refers to."""
     relative = path.split("?", 1)[0].removeprefix("/hls/")
     if not relative or ".." in relative.split("/") or relative.startswith("/"):
         return None
@@ -101,29 +106,19 @@ class RequestLineServer(asyncio.Protocol):
             body = file.read_bytes()
             transport.write(self.head(file, len(body)) + body)
             return
-        sock = transport.get_extra_info("socket")
-        out = sock.fileno()
-        descriptor = os.open(file, os.O_RDONLY)
-        try:
-            size = os.fstat(descriptor).st_size
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        with open(file, "rb", buffering=0) as opened:
+            size = os.fstat(opened.fileno()).st_size
+            corked = _set_cork(transport, True)
             transport.write(self.head(file, size))
             sent = 0
             if transport.get_write_buffer_size() == 0:
-                while sent < size:
-                    try:
-                        count = os.sendfile(out, descriptor, sent, size - sent)
-                    except BlockingIOError:
-                        break
-                    if count == 0:
-                        break
-                    sent += count
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                sent = _sendfile_now(transport, opened, size)
+            if corked:
+                _set_cork(transport, False)
             if sent < size:
                 # This is rare on loopback. The transport buffers what is left.
-                transport.write(os.pread(descriptor, size - sent, sent))
-        finally:
-            os.close(descriptor)
+                opened.seek(sent)
+                transport.write(opened.read(size - sent))
 
     @staticmethod
     def head(file: Path, length: int) -> bytes:
@@ -145,7 +140,7 @@ def main() -> None:
         raise SystemExit(__doc__.rsplit("Usage: ", 1)[1].strip())
     kind, port, root = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     if not root.is_dir():
-        raise SystemExit(f"no such folder: {root}")
+        raise SystemExit(f"folder not found: {root}")
     if kind == "aiohttp":
         app = aiohttp_app(root)
         web.run_app(app, host=HOST, port=port, access_log=None, print=None)

@@ -18,13 +18,13 @@ script also prints the CPU share each server and the client processes used.
 Prints requests per second, MiB per second, and p50 and p99 latency of
 playlists and segments for each server, and the ratio box / nginx. The box
 rewrites each playlist per viewer (session signature in its URIs) and
-checks access on each request; nginx sends the files as they are.
+checks access on each request, while nginx sends the files as they are.
 
 With ``--references``, two more servers from bench/hls_reference.py serve
-the same folder in turn, without access checks: a bare aiohttp app with
-the box's own segment response, and a bare asyncio protocol that reads only
-the request line. Their ratios to nginx show how much of the gap is the
-box's work and how much is Python and its HTTP stack. Usage:
+the same folder in turn, without access checks. One is a bare aiohttp app
+with the box's own segment response, the other a bare asyncio protocol
+that reads only the request line. Their ratios to nginx show how much of
+the gap is the box's work and how much is Python and its HTTP stack. Usage:
 
     python bench/hls_serving.py [--viewers 100] [--seconds 20] [--references]
 """
