@@ -24,9 +24,14 @@ With ``--references``, two more servers from bench/hls_reference.py serve
 the same folder in turn, without access checks. One is a bare aiohttp app
 with the box's own segment response, the other a bare asyncio protocol
 that reads only the request line. Their ratios to nginx show how much of
-the gap is the box's work and how much is Python and its HTTP stack. Usage:
+the gap is the box's work and how much is Python and its HTTP stack.
 
-    python bench/hls_serving.py [--viewers 100] [--seconds 20] [--references]
+Single runs of the ratio move by several hundredths with the machine. With
+``--rounds N`` the script loads the servers N times on the same live stream,
+nginx first in every other round, and prints the median ratio. Usage:
+
+    python bench/hls_serving.py [--viewers 100] [--seconds 20] [--rounds 1]
+        [--references]
 """
 
 from __future__ import annotations
@@ -241,7 +246,8 @@ async def prepare(box: harness.Box, nginx: harness.Nginx, flv: Path) -> tuple:
     return streams[0], push
 
 
-def run(args: argparse.Namespace) -> list[Phase]:
+def run(args: argparse.Namespace) -> list[dict[str, Phase]]:
+    """Load every server once per round; return each round's phases by name."""
     work = Path(tempfile.mkdtemp(prefix="realcast-bench-hls-"))
     box = nginx = push = None
     try:
@@ -259,14 +265,25 @@ def run(args: argparse.Namespace) -> list[Phase]:
         def box_cpu() -> tuple[float, float]:
             return harness.cpu_times(box.process.pid)
 
-        phases = [
-            load("box", box_url, box_cpu, args),
-            load("nginx", nginx_url, nginx.cpu_times, args),
-        ]
-        if args.references:
-            for kind in REFERENCES:
-                phases.append(load_reference(kind, box.hls_root, nginx_url, args))
-        return phases
+        rounds = []
+        for number in range(args.rounds):
+            print(f"round {number + 1} of {args.rounds}", flush=True)
+            phases = {}
+            # Odd rounds load nginx first, so that neither server always
+            # gets the machine in the state the other one leaves it in.
+            order = ("box", "nginx") if number % 2 == 0 else ("nginx", "box")
+            for name in order:
+                if name == "box":
+                    phases[name] = load("box", box_url, box_cpu, args)
+                else:
+                    phases[name] = load("nginx", nginx_url, nginx.cpu_times, args)
+            if args.references:
+                for kind in REFERENCES:
+                    phases[f"reference {kind}"] = load_reference(
+                        kind, box.hls_root, nginx_url, args
+                    )
+            rounds.append(phases)
+        return rounds
     finally:
         for process in (push, box and box.process, nginx and nginx.process):
             if process is not None:
@@ -323,6 +340,13 @@ def main() -> None:
         "--processes", type=int, default=2, help="client processes for the viewers"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="load the servers this many times, alternating which goes first,"
+        " and print the median ratio",
+    )
+    parser.add_argument(
         "--limit",
         type=float,
         help="seconds after which the run stops (default: 2 x --seconds + 300)",
@@ -333,33 +357,49 @@ def main() -> None:
         help="also load the two reference servers of bench/hls_reference.py",
     )
     args = parser.parse_args()
-    if args.viewers < 1 or args.processes < 1:
-        parser.error("--viewers and --processes must be at least 1")
+    if args.viewers < 1 or args.processes < 1 or args.rounds < 1:
+        parser.error("--viewers, --processes and --rounds must be at least 1")
     args.processes = min(args.processes, args.viewers)
     if args.limit is None:
         servers = 2 + (len(REFERENCES) if args.references else 0)
-        args.limit = servers * args.seconds + 300
+        args.limit = args.rounds * servers * (args.seconds + 30) + 300
     nginx_version = harness.ensure_nginx_rtmp()
     harness.set_time_limit(args.limit)
-    phases = run(args)
+    rounds = run(args)
 
     print(harness.machine_line())
     print(f"peer: {nginx_version}, static files, access_log off, sendfile on")
     print(
         f"viewers: {args.viewers} in {args.processes} client processes,"
-        f" {args.seconds:g} s per server"
+        f" {args.seconds:g} s per server, {args.rounds} round(s)"
     )
-    for phase in phases:
-        print_phase(phase)
-    nginx = phases[1]
-    if nginx.requests_per_second == 0 or nginx.mib_per_second == 0:
-        raise SystemExit("nginx served nothing, so there is no ratio")
-    for phase in phases[:1] + phases[2:]:
-        print(
-            f"throughput ratio {phase.name} / nginx:"
-            f" requests {phase.requests_per_second / nginx.requests_per_second:.2f},"
-            f" bytes {phase.mib_per_second / nginx.mib_per_second:.2f}"
-        )
+    ratios: dict[str, list[float]] = {}
+    for number, phases in enumerate(rounds, 1):
+        if args.rounds > 1:
+            first = "nginx" if number % 2 == 0 else "box"
+            print(f"round {number} ({first} loaded first):")
+        for name in ("box", "nginx", *(f"reference {kind}" for kind in REFERENCES)):
+            if name in phases:
+                print_phase(phases[name])
+        nginx = phases["nginx"]
+        if nginx.requests_per_second == 0 or nginx.mib_per_second == 0:
+            raise SystemExit("nginx served nothing, so there is no ratio")
+        for name, phase in phases.items():
+            if name == "nginx":
+                continue
+            ratio = phase.requests_per_second / nginx.requests_per_second
+            ratios.setdefault(name, []).append(ratio)
+            print(
+                f"throughput ratio {name} / nginx: requests {ratio:.2f},"
+                f" bytes {phase.mib_per_second / nginx.mib_per_second:.2f}"
+            )
+    if args.rounds > 1:
+        for name, values in ratios.items():
+            listed = ", ".join(f"{value:.2f}" for value in values)
+            print(
+                f"median request ratio {name} / nginx over {len(values)} rounds:"
+                f" {statistics.median(values):.2f} ({listed})"
+            )
 
 
 if __name__ == "__main__":
