@@ -53,7 +53,7 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 def setup_metrics(app: web.Application) -> None:
-    """Add /metrics, the request middleware and the byte counter to ``app``.
+    """Add /metrics, the request middleware and the HLS response hook to ``app``.
 
     Call it after every other middleware is added: the request middleware
     goes first in the list, outside the error middleware, so that it counts

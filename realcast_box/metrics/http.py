@@ -25,13 +25,18 @@ UNMATCHED_ROUTE = "unmatched"
 # sending made-up methods.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 PART_NAME = re.compile(r"part-[0-9]+\.[0-9]+\.m4s")
-# Request key under which the middleware leaves an /hls request's kind for
-# the response hook that counts its bytes. aiohttp releases older than
-# RequestKey take a plain string (and newer ones warn about it).
+# Request keys under which the middleware leaves an /hls request's kind and
+# start time for the response hook that counts it. aiohttp releases older
+# than RequestKey take a plain string (and newer ones warn about it).
 HLS_KIND_KEY: Any = (
     web.RequestKey("realcast_metrics_hls_kind", str)
     if hasattr(web, "RequestKey")
     else "realcast_metrics_hls_kind"
+)
+HLS_STARTED_KEY: Any = (
+    web.RequestKey("realcast_metrics_hls_started", float)
+    if hasattr(web, "RequestKey")
+    else "realcast_metrics_hls_started"
 )
 
 
@@ -116,6 +121,10 @@ def make_middleware(metrics: RequestMetrics) -> Middleware:
 
     It must be the outermost middleware, so that it counts the status of the
     JSON error responses that the error middleware makes of exceptions.
+    /hls requests are only marked here: the response hook counts them when
+    their headers go out, because a file response picks its status (206,
+    304, 416) only then, and a player that leaves a blocked reload gets no
+    response to count.
     """
 
     @web.middleware
@@ -123,21 +132,21 @@ def make_middleware(metrics: RequestMetrics) -> Middleware:
         request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         route = route_label(request)
-        kind = None
-        if route == HLS_ROUTE:
-            kind = hls_kind(request.match_info.get("path", ""))
-            request[HLS_KIND_KEY] = kind
         started = time.perf_counter()
+        if route == HLS_ROUTE:
+            request[HLS_KIND_KEY] = hls_kind(request.match_info.get("path", ""))
+            request[HLS_STARTED_KEY] = started
+            return await handler(request)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            _record(metrics, request, route, kind, exc.status, started)
+            _record(metrics, request, route, exc.status, started)
             raise
         except Exception:
-            _record(metrics, request, route, kind, 500, started)
+            _record(metrics, request, route, 500, started)
             raise
         timed = not isinstance(response, web.WebSocketResponse)
-        _record(metrics, request, route, kind, response.status, started, timed=timed)
+        _record(metrics, request, route, response.status, started, timed=timed)
         return response
 
     return request_metrics_middleware
@@ -147,24 +156,12 @@ def _record(
     metrics: RequestMetrics,
     request: web.Request,
     route: str,
-    kind: str | None,
     status: int,
     started: float,
     *,
     timed: bool = True,
 ) -> None:
     elapsed = time.perf_counter() - started
-    if kind is not None:
-        children = metrics.hls_children.get((kind, status))
-        if children is None:
-            children = (
-                metrics.hls_requests.labels(kind, str(status)),
-                metrics.hls_duration.labels(kind),
-            )
-            metrics.hls_children[(kind, status)] = children
-        children[0].inc()
-        children[1].observe(elapsed)
-        return
     method = method_label(request.method)
     metrics.http_requests.labels(method, route, str(status)).inc()
     if timed:
@@ -174,17 +171,31 @@ def _record(
 def make_response_hook(
     metrics: RequestMetrics,
 ) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    """Return the on_response_prepare hook that counts HLS response bytes.
+    """Return the on_response_prepare hook that counts HLS responses.
 
-    Bytes are counted when the headers go out, because a file response
-    learns its length (of the whole file or of the requested range) only then.
+    Each is counted when its headers go out, because a file response learns
+    its status and length (of the whole file or of the requested range)
+    only then.
     """
 
-    async def count_hls_bytes(
+    async def count_hls_response(
         request: web.Request, response: web.StreamResponse
     ) -> None:
         kind = request.get(HLS_KIND_KEY)
-        if kind is None or request.method == "HEAD":
+        if kind is None:
+            return
+        elapsed = time.perf_counter() - request[HLS_STARTED_KEY]
+        status = response.status
+        children = metrics.hls_children.get((kind, status))
+        if children is None:
+            children = (
+                metrics.hls_requests.labels(kind, str(status)),
+                metrics.hls_duration.labels(kind),
+            )
+            metrics.hls_children[(kind, status)] = children
+        children[0].inc()
+        children[1].observe(elapsed)
+        if request.method == "HEAD":
             return
         length = response.content_length
         if length:
@@ -194,4 +205,4 @@ def make_response_hook(
                 metrics.hls_bytes_children[kind] = child
             child.inc(length)
 
-    return count_hls_bytes
+    return count_hls_response
