@@ -155,6 +155,18 @@ def test_multivariant_playlist_video_and_audio() -> None:
     )
 
 
+def test_multivariant_playlist_one_dependent_variant() -> None:
+    variants = [
+        VariantEntry("source/index.m3u8", 3_000_000, ("avc1.640028",)),
+        VariantEntry("480p/index.m3u8", 1_000_000, ("avc1.64001e",), independent=False),
+    ]
+
+    text = multivariant_playlist(variants)
+
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in text
+    assert text.count("#EXT-X-STREAM-INF:") == 2
+
+
 def test_multivariant_playlist_audio_only() -> None:
     variant = VariantEntry(
         "source/index.m3u8", bandwidth=140_000, codecs=("mp4a.40.2",)

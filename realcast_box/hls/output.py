@@ -199,6 +199,8 @@ class RenditionFiles:
         self._total_bits = 0
         self._total_seconds = 0.0
         self._variant: playlist.VariantEntry | None = None
+        # False from the first segment that starts mid-GOP (see _mark_dependent).
+        self._independent = True
         # Whether the published BANDWIDTH is an estimate from the first parts.
         self._bandwidth_from_parts = False
         self.ready = False
@@ -412,6 +414,8 @@ class RenditionFiles:
             timescale = primary.track.timescale
             duration = sum(sample.duration for sample in primary.samples) / timescale
             independent = not primary.track.is_video or primary.samples[0].keyframe
+            if not independent:
+                self._independent = False
             # mfhd holds 32 bits, too few for clock-derived media sequence
             # numbers, and only has to increase within the session.
             data = fmp4.media_segment(self._next_fragment_number(), fragments)
@@ -588,6 +592,20 @@ class RenditionFiles:
         self._open_parts.append(playlist.PartEntry(name, duration, independent))
         self._open_data.append(data)
         self._last_part = (sequence, index)
+        if index == 0 and not independent:
+            self._mark_dependent()
+
+    def _mark_dependent(self) -> None:
+        """Note a segment that starts mid-GOP in the multivariant playlist.
+
+        Its EXT-X-INDEPENDENT-SEGMENTS covers every segment of every variant
+        (RFC 8216 section 4.3.5.1), so it goes for the rest of the session,
+        also once the segment has left the media playlist.
+        """
+        self._independent = False
+        if self._variant is not None and self._variant.independent:
+            self._variant = replace(self._variant, independent=False)
+            self._multivariant.update(self._rendition, self._variant)
 
     def _next_fragment_number(self) -> int:
         number = self._fragment_number
@@ -714,6 +732,7 @@ class RenditionFiles:
             resolution=(video.width, video.height) if video is not None else None,
             frame_rate=source.frame_rate if video is not None else None,
             average_bandwidth=average,
+            independent=self._independent,
         )
         if variant != self._variant:
             self._variant = variant

@@ -76,6 +76,10 @@ class VariantEntry:
     resolution: tuple[int, int] | None = None
     frame_rate: float | None = None
     average_bandwidth: int | None = None
+    # False once the variant has had a segment that does not start with a
+    # keyframe in this session; then the multivariant playlist leaves out
+    # EXT-X-INDEPENDENT-SEGMENTS, which there covers every variant.
+    independent: bool = True
 
 
 def clock_media_sequence(wall_seconds: float) -> int:
@@ -208,11 +212,9 @@ def _segment_tags(
 
 def multivariant_playlist(variants: Sequence[VariantEntry]) -> str:
     """Return a multivariant playlist with one EXT-X-STREAM-INF per variant."""
-    lines = [
-        "#EXTM3U",
-        f"#EXT-X-VERSION:{PLAYLIST_VERSION}",
-        "#EXT-X-INDEPENDENT-SEGMENTS",
-    ]
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{PLAYLIST_VERSION}"]
+    if all(variant.independent for variant in variants):
+        lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
     for variant in variants:
         lines.append(f"#EXT-X-STREAM-INF:{_stream_attributes(variant)}")
         lines.append(variant.uri)
