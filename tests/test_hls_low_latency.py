@@ -437,7 +437,12 @@ def test_llhls_directive_limits(tmp_path, av_tags) -> None:
     # The Advance Part Limit is 3 s of parts: ceil(3 / 0.333) = 10.
     assert files.check_delivery_directive(100, 10) is None
     assert "at most 10 parts ahead" in (files.check_delivery_directive(100, 11) or "")
-    assert files.check_delivery_directive(101, 20) is None
+    # Part K of a later segment is at least K + 1 parts ahead, plus one part
+    # for each segment between.
+    assert files.check_delivery_directive(101, 9) is None
+    assert "more than 10 parts past" in (files.check_delivery_directive(101, 10) or "")
+    assert files.check_delivery_directive(102, 8) is None
+    assert "more than 10 parts past" in (files.check_delivery_directive(102, 9) or "")
     assert "at most 1000" in (files.check_delivery_directive(101, 5000) or "")
 
 

@@ -520,6 +520,14 @@ class RenditionFiles:
                 f"invalid _HLS_part {part}: the newest part of segment {msn} is "
                 f"{last_index}, and a request may be at most {limit} parts ahead"
             )
+        # Part K of a later segment comes after at least K + 1 parts, plus a
+        # part of each segment between; the open segment may end any time.
+        if msn > last_msn and part + (msn - last_msn) > limit:
+            return (
+                f"invalid _HLS_part {part}: part {part} of segment {msn} is more"
+                f" than {limit} parts past the newest part (part {last_index} of"
+                f" segment {last_msn})"
+            )
         return None
 
     def part_available(self, msn: int, part: int) -> bool:
