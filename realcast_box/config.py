@@ -199,7 +199,9 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         0.333,
         "Target duration in seconds of a low-latency HLS partial segment "
-        "(PART-TARGET); parts are cut at video frames and never exceed it.",
+        "(PART-TARGET); parts are cut at video frames and never exceed it. A"
+        " feed whose frames are longer (below about 3 fps) gets a longer"
+        " target for the session.",
         0.1,
         2.0,
     ),

@@ -54,6 +54,11 @@ BLOCKING_TIMEOUT_TARGETS = 3
 # Highest _HLS_part index accepted: a segment of MAX_SEGMENT_SECONDS (60 s)
 # in parts of the smallest part target (0.1 s) has 600 parts.
 MAX_PART_INDEX = 1000
+# A part target raised to fit long frames is this many frames long. Longer
+# frames than MAX_WIDENED_FRAME_SECONDS (below 1 fps) count as gaps instead,
+# so that a publisher that stalls at the start does not slow the session.
+PART_TARGET_HEADROOM = 1.25
+MAX_WIDENED_FRAME_SECONDS = 1.0
 # Numbers that tell renditions apart in caches, never reused in a process.
 _RENDITION_IDS = itertools.count(1)
 
@@ -272,6 +277,37 @@ class RenditionFiles:
     def part_duration(self) -> float | None:
         """The part target in seconds, or None when low-latency HLS is off."""
         return self._part_duration
+
+    def widen_part_target(self, frame_seconds: float) -> bool:
+        """Raise the part target to fit frames of ``frame_seconds``; True if it did.
+
+        Only before the rendition's first part, while no playlist has shown
+        PART-TARGET yet: it must not change afterwards (RFC 8216bis). A part
+        holds at least one frame, so a feed below about 3 fps would otherwise
+        get parts longer than the target. The new target leaves a quarter
+        of headroom for timestamp jitter and stays within the target duration.
+        Frames of more than MAX_WIDENED_FRAME_SECONDS are left to the caller.
+        """
+        if self._part_duration is None or self._last_part is not None:
+            return False
+        if not self._part_duration < frame_seconds <= MAX_WIDENED_FRAME_SECONDS:
+            return False
+        widened = min(
+            math.ceil(frame_seconds * PART_TARGET_HEADROOM * 1000) / 1000,
+            float(self._target_duration),
+        )
+        if widened < frame_seconds:
+            return False
+        logger.warning(
+            "%s: frames last %.3f s, longer than the %.3f s part target "
+            "(hls_part_duration); this session's parts target %.3f s",
+            self._log_name,
+            frame_seconds,
+            self._part_duration,
+            widened,
+        )
+        self._part_duration = widened
+        return True
 
     @property
     def open_part_count(self) -> int:

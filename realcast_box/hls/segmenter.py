@@ -579,6 +579,9 @@ class Segmenter:
         buffer = self._video
         assert buffer is not None
         sample = self._video_sample(buffer, time_ms, tag)
+        if self._long_frame(buffer, sample):
+            self._close_at_gap(buffer, sample)
+            return
         start = buffer.segment_start
         elapsed = (sample.dts - start) / VIDEO_TIMESCALE if start is not None else 0
         due = tag.keyframe and elapsed >= CUT_FRACTION * self._target
@@ -598,6 +601,47 @@ class Segmenter:
             self._cut()
         else:
             self._write_part_if_due(buffer)
+        self._tap_video(sample)
+
+    def _long_frame(self, buffer: TrackBuffer, sample: PendingSample) -> bool:
+        """Return whether the pending frame lasts longer than a part may.
+
+        Low-latency HLS only. Before the first part the part target grows to
+        fit the frames instead (RenditionFiles.widen_part_target), so a low
+        frame rate is not taken for a gap.
+        """
+        part_target = self._files.part_duration
+        pending = buffer.pending
+        if part_target is None or pending is None:
+            return False
+        seconds = (sample.dts - pending.dts) / VIDEO_TIMESCALE
+        if seconds <= part_target:
+            return False
+        return not self._files.widen_part_target(seconds)
+
+    def _close_at_gap(self, buffer: TrackBuffer, sample: PendingSample) -> None:
+        """End the segment before a gap in the video; the next one is discontinuous.
+
+        A publisher that stalls and then sends on with timestamps that count
+        the stall leaves one frame that would last the whole stall. In one
+        part it would break PART-TARGET, and in one segment it would change
+        EXT-X-TARGETDURATION, which must both stay the same for the session
+        (RFC 8216bis). So the frame before the gap keeps the duration of the
+        frame before it, the segment ends there, and the segment after it
+        starts with EXT-X-DISCONTINUITY at the frame after the gap. Audio that
+        arrived during the stall stays in the segment before the gap.
+        """
+        gap = (sample.dts - buffer.pending.dts) / VIDEO_TIMESCALE  # type: ignore[union-attr]
+        logger.warning(
+            "%s: %.3f s between two video frames; ending the segment there and "
+            "marking a discontinuity",
+            self._log_name,
+            gap,
+        )
+        buffer.flush_pending()
+        self._cut()
+        self._discontinuity_pending = True
+        buffer.push(sample)
         self._tap_video(sample)
 
     def _tap_video(self, sample: PendingSample) -> None:
