@@ -81,7 +81,8 @@ CONTENT_TYPES = {
 PLAYLIST_CACHE_CONTROL = "no-cache"
 SEGMENT_CACHE_CONTROL = "public, max-age=86400, immutable"
 STREAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# Delivery directives of a blocking playlist reload (RFC 8216bis).
+# Delivery directives (RFC 8216bis): blocking playlist reload, then the
+# request for a playlist delta update.
 MSN_DIRECTIVE = "_HLS_msn"
 PART_DIRECTIVE = "_HLS_part"
 SKIP_DIRECTIVE = "_HLS_skip"
