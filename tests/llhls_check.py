@@ -3,7 +3,9 @@
 ``parse_playlist`` reads a media playlist into segments with their parts,
 the open segment's parts, the preload hint and the rendition reports.
 ``check_playlist`` asserts the rules of RFC 8216bis that a low-latency
-media playlist must follow, one assert per rule. ``part_keyframes`` reads
+media playlist must follow, one assert per rule. ``merge_delta_update``
+applies a playlist delta update (EXT-X-SKIP) to an earlier playlist as a
+client does. ``part_keyframes`` reads
 the sync flags of the video samples of an fMP4 part.
 """
 
@@ -63,6 +65,8 @@ class Playlist:
     reports: list[dict[str, str]] = field(default_factory=list)
     map_uri: str | None = None
     ended: bool = False
+    # SKIPPED-SEGMENTS of a playlist delta update's EXT-X-SKIP tag.
+    skipped: int = 0
 
     @property
     def target_duration(self) -> int:
@@ -89,7 +93,7 @@ class Playlist:
     @property
     def open_msn(self) -> int:
         """Media sequence number of the segment after the complete ones."""
-        return self.media_sequence + len(self.segments)
+        return self.media_sequence + self.skipped + len(self.segments)
 
     def part(self, msn: int, index: int) -> Part | None:
         return next((p for p in self.parts if p.position == (msn, index)), None)
@@ -132,16 +136,89 @@ def parse_playlist(text: str) -> Playlist:
             playlist.map_uri = attributes(value)["URI"]
         elif line == "#EXT-X-ENDLIST":
             playlist.ended = True
+        elif line.startswith("#EXT-X-SKIP:"):
+            playlist.skipped = int(attributes(value)["SKIPPED-SEGMENTS"])
         elif line.startswith("#"):
             playlist.tags[name] = value
         elif line.strip():
             assert duration is not None, f"URI {line} without EXTINF"
-            msn = playlist.media_sequence + len(playlist.segments)
+            msn = playlist.open_msn
             playlist.segments.append(Segment(msn, line, duration, parts, date_time))
             parts, duration, date_time = [], None, None
     playlist.open_parts = parts
     playlist.open_date_time = date_time
     return playlist
+
+
+def split_playlist(text: str) -> tuple[list[str], dict[int, list[str]], list[str], int]:
+    """Split a media playlist as a client that merges delta updates does.
+
+    Returns the header tags (without EXT-X-VERSION and EXT-X-SKIP), the
+    lines of each segment by media sequence number, the lines after the
+    last segment, and SKIPPED-SEGMENTS. A segment's lines start with the
+    EXT-X-MAP tag in effect for it, so segments compare by their init
+    segment wherever the tag is written.
+    """
+    header: list[str] = []
+    segments: dict[int, list[str]] = {}
+    pending: list[str] = []
+    current_map = None
+    media_sequence = skipped = 0
+    for line in text.splitlines()[1:]:
+        if line.startswith("#EXT-X-VERSION:"):
+            continue
+        if line.startswith("#EXT-X-SKIP:"):
+            skipped = int(line.split("SKIPPED-SEGMENTS=")[1].split(",")[0])
+        elif line.startswith("#EXT-X-MAP:"):
+            current_map = line
+        elif line.startswith(
+            ("#EXTINF:", "#EXT-X-PART:", "#EXT-X-DISCONTINUITY", "#EXT-X-PROGRAM")
+        ) and not line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE"):
+            pending.append(line)
+        elif line.startswith(("#EXT-X-PRELOAD-HINT", "#EXT-X-RENDITION-REPORT")):
+            pending.append(line)
+        elif line.startswith("#"):
+            header.append(line)
+            if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+                media_sequence = int(line.partition(":")[2])
+        else:
+            sequence = media_sequence + skipped + len(segments)
+            segments[sequence] = [current_map or "", *pending, line]
+            pending = []
+    return header, segments, pending, skipped
+
+
+def merge_delta_update(previous: str, delta: str) -> str:
+    """Apply ``delta`` to the client's ``previous`` playlist; return the result.
+
+    The skipped segments come from ``previous``, which must list them all.
+    The result has the form that ``normalized_playlist`` returns.
+    """
+    _, old_segments, _, _ = split_playlist(previous)
+    header, new_segments, tail, skipped = split_playlist(delta)
+    first = min(new_segments) - skipped
+    merged = {}
+    for sequence in range(first, first + skipped):
+        assert sequence in old_segments, f"skipped segment {sequence} is unknown"
+        merged[sequence] = old_segments[sequence]
+    merged.update(new_segments)
+    return normalized(header, merged, tail)
+
+
+def normalized(
+    header: list[str], segments: dict[int, list[str]], tail: list[str]
+) -> str:
+    lines = list(header)
+    for sequence in sorted(segments):
+        lines.append(f"# segment {sequence}")
+        lines.extend(segments[sequence])
+    return "\n".join([*lines, *tail])
+
+
+def normalized_playlist(text: str) -> str:
+    header, segments, tail, skipped = split_playlist(text)
+    assert skipped == 0
+    return normalized(header, segments, tail)
 
 
 def check_playlist(text: str) -> Playlist:

@@ -12,7 +12,7 @@ import asyncio
 import re
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from realcast_box.hls.playlist import (
     PartEntry,
     RenditionReport,
     SegmentEntry,
+    SkipRequest,
     media_playlist,
 )
 from realcast_box.hls.segmenter import Segmenter
@@ -44,6 +45,8 @@ from tests.llhls_check import (
     Playlist,
     check_playlist,
     constant_tags,
+    merge_delta_update,
+    normalized_playlist,
     parse_playlist,
     part_keyframes,
 )
@@ -339,16 +342,22 @@ def test_llhls_playlist_tag_order() -> None:
 # Waiting for parts, without a server.
 
 
-def low_latency_files(directory: Path, first_sequence: int) -> RenditionFiles:
+def low_latency_files(
+    directory: Path,
+    first_sequence: int,
+    *,
+    window: int = 6,
+    part_duration: float = PART_TARGET,
+) -> RenditionFiles:
     """Return a low-latency rendition ``source`` with 2 s segments in ``directory``."""
     return RenditionFiles(
         directory,
         "source",
         target_duration=2.0,
-        window=6,
+        window=window,
         first_sequence=first_sequence,
         log_name="test",
-        part_duration=PART_TARGET,
+        part_duration=part_duration,
     )
 
 
@@ -387,6 +396,96 @@ def test_llhls_ended_segment_writes_out_parts(tmp_path, av_tags) -> None:
     assert 'URI="part-10.1.m4s"' in text
     assert (tmp_path / "source" / "part-10.0.m4s").read_bytes() == in_memory
     assert (tmp_path / "source" / "part-10.1.m4s").exists()
+
+
+def write_two_second_segments(
+    files: RenditionFiles, av_tags: list[FlvTag], count: int
+) -> None:
+    """Write ``count`` segments of two 1 s parts, each part one video frame."""
+    track, fragment = video_fragment(av_tags)
+    long_sample = replace(fragment.samples[0], duration=90000)
+    fragment = replace(fragment, samples=[long_sample])
+    source = VariantSource(track.config, None, None, 30.0)
+    files.write_init([track])
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for number in range(count):
+        written = start + timedelta(seconds=2 * number)
+        files.write_part([fragment], discontinuity=False, program_date_time=written)
+        files.write_segment(
+            [fragment], discontinuity=False, program_date_time=written, variant=source
+        )
+    files.write_part(
+        [fragment],
+        discontinuity=False,
+        program_date_time=start + timedelta(seconds=2 * count),
+    )
+
+
+def test_llhls_delta_update_long_window(tmp_path, av_tags) -> None:
+    files = low_latency_files(tmp_path, 100, window=20, part_duration=1.0)
+    write_two_second_segments(files, av_tags, 25)
+    full = files.live_playlist()
+    delta = files.live_playlist(SkipRequest.SEGMENTS)
+    assert full is not None
+    assert delta is not None
+    whole = check_playlist(full.decode())
+    update = check_playlist(delta.decode())
+
+    assert files.skip_boundary == 12.0
+    assert float(whole.server_control["CAN-SKIP-UNTIL"]) >= 6 * whole.target_duration
+    assert whole.skipped == 0
+    assert len(whole.segments) == 20
+    # 20 segments of 2 s: the oldest 14 have at least 12 s after them.
+    assert update.skipped == 14
+    assert [s.msn for s in update.segments] == [s.msn for s in whole.segments[14:]]
+    assert [s.uri for s in update.segments] == [s.uri for s in whole.segments[14:]]
+    assert update.media_sequence == whole.media_sequence
+    assert update.open_msn == whole.open_msn
+    assert update.preload_hint == whole.preload_hint
+    assert update.map_uri == whole.map_uri
+    assert delta.decode().splitlines()[1] == "#EXT-X-VERSION:9"
+
+
+def test_llhls_delta_update_cached_separately(tmp_path, av_tags) -> None:
+    files = low_latency_files(tmp_path, 100, window=20, part_duration=1.0)
+    write_two_second_segments(files, av_tags, 25)
+
+    delta = files.live_playlist(SkipRequest.SEGMENTS)
+    full = files.live_playlist()
+    daterange_delta = files.live_playlist(SkipRequest.SEGMENTS_AND_DATERANGES)
+
+    assert delta is not None
+    assert full is not None
+    assert daterange_delta is not None
+    assert b"#EXT-X-SKIP" in delta
+    assert b"#EXT-X-SKIP" not in full
+    assert b"RECENTLY-REMOVED-DATERANGES" in daterange_delta
+    assert b"RECENTLY-REMOVED-DATERANGES" not in delta
+    assert files.live_playlist(SkipRequest.SEGMENTS) is delta
+    assert files.live_playlist() is full
+
+
+def test_llhls_default_window_no_skip(tmp_path, av_tags) -> None:
+    # hls_window defaults to 6 segments, and none of them is ever 6 target
+    # durations from the end, so the playlist offers no delta updates.
+    files = low_latency_files(tmp_path, 100, part_duration=1.0)
+    write_two_second_segments(files, av_tags, 10)
+    full = files.live_playlist()
+    requested = files.live_playlist(SkipRequest.SEGMENTS)
+    assert full is not None
+
+    assert files.skip_boundary is None
+    assert "CAN-SKIP-UNTIL" not in check_playlist(full.decode()).server_control
+    assert requested == full
+
+
+def test_llhls_ended_playlist_ignores_skip(tmp_path, av_tags) -> None:
+    files = low_latency_files(tmp_path, 100, window=20, part_duration=1.0)
+    write_two_second_segments(files, av_tags, 25)
+    files.end()
+
+    assert files.live_playlist(SkipRequest.SEGMENTS) is None
+    assert "#EXT-X-SKIP" not in (tmp_path / "source" / "index.m3u8").read_text()
 
 
 async def test_llhls_waiters_share_one_future(tmp_path, av_tags) -> None:
@@ -732,6 +831,136 @@ async def test_llhls_transcoded_rendition(aiohttp_client, tmp_path) -> None:
     assert part_keyframes(followed.parts[1])[0]
 
 
+# 10 segments of 1 s: CAN-SKIP-UNTIL is 6 s, so the oldest segments of a
+# full window lie beyond it.
+DELTA_SETTINGS = {"hls_segment_duration": 1.0, "hls_window": 10}
+SESSION_QUERY = re.compile(r"\?session=[^\"\s]*")
+
+
+async def wait_for_segments(box: Box, media_path: str, count: int) -> Playlist:
+    """Reload the media playlist until it lists ``count`` complete segments."""
+    for _ in range(600):
+        playlist = check_playlist(await get_text(box, media_path))
+        if len(playlist.segments) >= count:
+            return playlist
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{media_path} listed fewer than {count} segments")
+
+
+def without_session(text: str) -> str:
+    """Drop the session signatures, which change once a second at most."""
+    return SESSION_QUERY.sub("", text)
+
+
+async def get_delta_after_part(box: Box, path: str, playlist: Playlist) -> Playlist:
+    """Request the delta update that lists the part after ``playlist``'s newest."""
+    msn, index = playlist.open_msn, len(playlist.open_parts)
+    text = await get_text(
+        box, with_query(path, _HLS_msn=msn, _HLS_part=index, _HLS_skip="YES")
+    )
+    update = check_playlist(text)
+    assert update.skipped >= 1, text
+    assert update.part(msn, index) is not None or update.open_msn > msn, text
+    return update
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_delta_update_live_push(aiohttp_client, tmp_path) -> None:
+    box = await start_box(
+        aiohttp_client, tmp_path, reconnect_window_seconds=30, **DELTA_SETTINGS
+    )
+    stream = await box.create_stream()
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "40", "--realtime"
+    )
+    try:
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        live = await wait_for_segments(box, media_path, 10)
+        # A blocking reload that also requests the delta update.
+        blocked = await get_delta_after_part(box, media_path, live)
+        bad_responses = {
+            value: await box.client.get(f"{media_path}&_HLS_skip={value}")
+            for value in ["yes", "NO", "v3", "", "YES,v2"]
+        }
+        bad_bodies = {
+            value: await response.json() for value, response in bad_responses.items()
+        }
+    finally:
+        # Killed, the publisher leaves the session waiting for it, so the
+        # playlist stays live and no longer changes.
+        await stop(publisher)
+    await box.wait_for_status(stream["id"], "reconnecting")
+    delta = await get_text(box, f"{media_path}&_HLS_skip=YES")
+    full = await get_text(box, media_path)
+    daterange_delta = await get_text(box, f"{media_path}&_HLS_skip=v2")
+    full_again = await get_text(box, media_path)
+    update = check_playlist(delta)
+
+    assert "CAN-SKIP-UNTIL=6.000" in full
+    assert blocked.media_sequence >= live.media_sequence
+    for value, response in bad_responses.items():
+        assert response.status == 400, value
+        assert bad_bodies[value]["status_code"] == 400, value
+        assert "_HLS_skip" in bad_bodies[value]["detail"], value
+    # The cached delta update is never served for the whole playlist.
+    assert "#EXT-X-SKIP" not in full
+    assert without_session(full_again) == without_session(full)
+    assert update.skipped >= 3
+    assert delta.splitlines()[1] == "#EXT-X-VERSION:9"
+    assert merge_delta_update(
+        without_session(full), without_session(delta)
+    ) == normalized_playlist(without_session(full))
+    assert daterange_delta.splitlines()[1] == "#EXT-X-VERSION:10"
+    assert 'RECENTLY-REMOVED-DATERANGES=""' in daterange_delta
+
+
+@pytest.mark.timeout(180)
+async def test_llhls_delta_update_signed_ladder(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **DELTA_SETTINGS)
+    stream = await create_ladder_stream(
+        box, [{"name": "low", "width": 160, "height": 120, "bitrate": 150, "fps": 25}]
+    )
+    response = await box.client.put(
+        f"/api/apps/{stream['app_id']}",
+        json={"settings": {"playback_policy": "signed"}},
+        headers=box.auth,
+    )
+    assert response.status == 200, await response.text()
+    token = (await issue_token(box, stream["id"]))["playback_token"]
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "20", "--realtime"
+    )
+    try:
+        source_path = await wait_for_media_playlist(
+            box, stream["id"], query=f"?token={token}"
+        )
+        multivariant = await get_text(
+            box, f"/hls/{stream['id']}/index.m3u8?token={token}"
+        )
+        rendition_path = f"/hls/{stream['id']}/{playlist_uris(multivariant)[1]}"
+        updates = {}
+        for path in (source_path, rendition_path):
+            live = await wait_for_segments(box, path, 10)
+            updates[path] = await get_delta_after_part(box, path, live)
+        unsigned_path = rendition_path.split("?")[0]
+        unsigned = await box.client.get(f"{unsigned_path}?_HLS_skip=YES")
+    finally:
+        await stop(publisher)
+    rendition_update = updates[rendition_path]
+
+    assert rendition_path.split("/")[3].startswith("low-")
+    assert query_value(rendition_path, "session")
+    for update in updates.values():
+        assert all(query_value(s.uri, "session") for s in update.segments)
+        assert all(query_value(part.uri, "session") for part in update.parts)
+        assert query_value(update.preload_hint["URI"], "session")
+        assert query_value(update.map_uri, "session")
+    assert [r["URI"].split("?")[0] for r in rendition_update.reports] == [
+        f"../{source_path.split('/')[3]}/index.m3u8"
+    ]
+    assert unsigned.status == 401
+
+
 @pytest.mark.timeout(120)
 async def test_llhls_directive_errors_after_end(aiohttp_client, tmp_path) -> None:
     box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
@@ -745,11 +974,19 @@ async def test_llhls_directive_errors_after_end(aiohttp_client, tmp_path) -> Non
 
     bad = await box.client.get(f"{media_path}&_HLS_msn=abc")
     ended = await box.client.get(f"{media_path}&_HLS_msn=0")
+    bad_skip = await box.client.get(f"{media_path}&_HLS_skip=no")
+    # An ended playlist is never a delta update.
+    ended_skip = await box.client.get(f"{media_path}&_HLS_skip=YES")
 
     assert bad.status == 400
     assert (await bad.json())["status_code"] == 400
     assert ended.status == 200
     assert "#EXT-X-ENDLIST" in await ended.text()
+    assert bad_skip.status == 400
+    assert (await bad_skip.json())["status_code"] == 400
+    assert ended_skip.status == 200
+    assert "#EXT-X-ENDLIST" in await ended_skip.text()
+    assert "#EXT-X-SKIP" not in await ended_skip.text()
 
 
 async def test_llhls_disabled_by_setting(aiohttp_client, tmp_path) -> None:
@@ -765,6 +1002,8 @@ async def test_llhls_disabled_by_setting(aiohttp_client, tmp_path) -> None:
         text = await get_text(box, media_path)
         # Without low-latency HLS, delivery directives are ignored.
         ignored = await box.client.get(f"{media_path}&_HLS_msn=abc")
+        skip_ignored = await box.client.get(f"{media_path}&_HLS_skip=YES")
+        bad_skip_ignored = await box.client.get(f"{media_path}&_HLS_skip=no")
     finally:
         await stop(publisher)
     rendition = box.hub.hls_root / stream["id"] / media_path.split("/")[3]
@@ -774,6 +1013,9 @@ async def test_llhls_disabled_by_setting(aiohttp_client, tmp_path) -> None:
     assert "#EXT-X-SERVER-CONTROL" not in text
     assert "#EXT-X-PRELOAD-HINT" not in text
     assert ignored.status == 200
+    assert skip_ignored.status == 200
+    assert "#EXT-X-SKIP" not in await skip_ignored.text()
+    assert bad_skip_ignored.status == 200
     assert not list(rendition.glob("part-*"))
 
 

@@ -7,13 +7,19 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from realcast_box.hls.playlist import (
+    LowLatency,
+    PartEntry,
+    RenditionReport,
     SegmentEntry,
+    SkipRequest,
     VariantEntry,
     media_playlist,
     multivariant_playlist,
     rounded_duration,
+    skipped_segment_count,
     target_duration,
 )
+from tests.llhls_check import merge_delta_update, normalized_playlist
 
 
 def test_media_playlist_live_window() -> None:
@@ -220,3 +226,159 @@ def test_target_duration_never_below_minimum() -> None:
 
 def test_target_duration_at_least_one() -> None:
     assert target_duration([0.2]) == 1
+
+
+# Playlist delta updates (EXT-X-SKIP), with a window of 20 segments of 2 s.
+
+SKIP_BOUNDARY = 12.0  # six target durations of 2 s
+
+
+def long_window(first: int, count: int) -> list[SegmentEntry]:
+    """Return ``count`` 2 s segments from ``first`` on, numbered from 100.
+
+    Segment 110 starts a new init segment after a discontinuity, and 117
+    has a discontinuity and a program date of its own.
+    """
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    entries = []
+    for sequence in range(first, first + count):
+        entries.append(
+            SegmentEntry(
+                f"seg-{sequence}.m4s",
+                2.0,
+                "init-0.mp4" if sequence < 110 else "init-1.mp4",
+                discontinuity=sequence in (110, 117),
+                program_date_time=start + timedelta(seconds=2 * (sequence - 100))
+                if sequence in (100, 110, 117)
+                else None,
+                parts=(PartEntry(f"part-{sequence}.0.m4s", 2.0, True),)
+                if sequence >= first + count - 2
+                else (),
+            )
+        )
+    return entries
+
+
+def long_window_playlist(
+    first: int, skip: SkipRequest | None = None, *, ended: bool = False
+) -> str:
+    """Return the live playlist of segments ``first`` to ``first + 19``."""
+    open_sequence = first + 20
+    return media_playlist(
+        long_window(first, 20),
+        target_duration=2,
+        media_sequence=first,
+        discontinuity_sequence=3,
+        ended=ended,
+        low_latency=LowLatency(
+            part_target=1.0,
+            part_hold_back=3.0,
+            open_segment=SegmentEntry(
+                f"seg-{open_sequence}.m4s",
+                0.0,
+                "init-1.mp4",
+                parts=(PartEntry(f"part-{open_sequence}.0.m4s", 1.0, True),),
+            ),
+            preload_hint=f"part-{open_sequence}.1.m4s",
+            rendition_reports=[RenditionReport("../low/index.m3u8", open_sequence, 0)],
+            skip_boundary=SKIP_BOUNDARY,
+        ),
+        skip=skip,
+    )
+
+
+def test_skipped_segment_count_at_boundary() -> None:
+    segments = long_window(100, 20)
+
+    # Segment 113 has six segments (12 s) after it, segment 114 only five.
+    assert skipped_segment_count(segments, SKIP_BOUNDARY) == 14
+    assert skipped_segment_count(segments, SKIP_BOUNDARY + 0.5) == 13
+    assert skipped_segment_count(segments[:7], SKIP_BOUNDARY) == 1
+    assert skipped_segment_count(segments[:6], SKIP_BOUNDARY) == 0
+
+
+def test_media_playlist_delta_skips_old_segments() -> None:
+    full = long_window_playlist(101)
+    delta = long_window_playlist(101, SkipRequest.SEGMENTS)
+    lines = delta.splitlines()
+    uris = [line for line in lines if line.startswith("seg-")]
+
+    assert "#EXT-X-SKIP:SKIPPED-SEGMENTS=14" in lines
+    assert uris == [f"seg-{sequence}.m4s" for sequence in range(115, 121)]
+    assert "#EXT-X-MEDIA-SEQUENCE:101" in lines
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:3" in lines
+    # The skipped segments' tags leave with them: the discontinuity and date
+    # of segment 110 go, those of segment 117 stay.
+    assert lines.count("#EXT-X-DISCONTINUITY") == 1
+    assert lines.count("#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:34.000+00:00") == 1
+    assert "#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:20.000+00:00" not in lines
+    # The first listed segment still names its init segment.
+    assert lines[lines.index("#EXT-X-SKIP:SKIPPED-SEGMENTS=14") + 1] == (
+        '#EXT-X-MAP:URI="init-1.mp4"'
+    )
+    # Parts, the preload hint and the rendition report stay as they are.
+    assert lines[-6:] == full.splitlines()[-6:]
+    assert "#EXT-X-SKIP" not in full
+
+
+def test_media_playlist_delta_merges_into_full() -> None:
+    previous = long_window_playlist(100)
+    current = long_window_playlist(101)
+    delta = long_window_playlist(101, SkipRequest.SEGMENTS)
+
+    assert merge_delta_update(previous, delta) == normalized_playlist(current)
+    assert len(delta) < len(current)
+
+
+def test_media_playlist_delta_version() -> None:
+    full = long_window_playlist(101).splitlines()
+    delta = long_window_playlist(101, SkipRequest.SEGMENTS).splitlines()
+    daterange_delta = long_window_playlist(
+        101, SkipRequest.SEGMENTS_AND_DATERANGES
+    ).splitlines()
+
+    assert full[1] == "#EXT-X-VERSION:7"
+    assert delta[1] == "#EXT-X-VERSION:9"
+    assert daterange_delta[1] == "#EXT-X-VERSION:10"
+    assert (
+        '#EXT-X-SKIP:SKIPPED-SEGMENTS=14,RECENTLY-REMOVED-DATERANGES=""'
+        in daterange_delta
+    )
+
+
+def test_media_playlist_can_skip_until() -> None:
+    text = long_window_playlist(101)
+    control = next(
+        line for line in text.splitlines() if line.startswith("#EXT-X-SERVER-CONTROL:")
+    )
+    attributes = dict(item.split("=") for item in control.partition(":")[2].split(","))
+
+    assert float(attributes["CAN-SKIP-UNTIL"]) == SKIP_BOUNDARY
+    assert float(attributes["CAN-SKIP-UNTIL"]) >= 6 * 2
+
+
+def test_media_playlist_skip_ignored_when_ended() -> None:
+    ended = long_window_playlist(101, SkipRequest.SEGMENTS, ended=True)
+
+    assert ended == long_window_playlist(101, ended=True)
+    assert "#EXT-X-SKIP" not in ended
+    assert "#EXT-X-VERSION:7" in ended
+
+
+def test_media_playlist_skip_ignored_without_boundary() -> None:
+    segments = long_window(100, 20)
+    low_latency = LowLatency(part_target=1.0, part_hold_back=3.0)
+
+    full = media_playlist(
+        segments, target_duration=2, media_sequence=100, low_latency=low_latency
+    )
+    requested = media_playlist(
+        segments,
+        target_duration=2,
+        media_sequence=100,
+        low_latency=low_latency,
+        skip=SkipRequest.SEGMENTS,
+    )
+
+    assert requested == full
+    assert "CAN-SKIP-UNTIL" not in full

@@ -224,9 +224,10 @@ class RenditionFiles:
         self._part_files: deque[list[str]] = deque()
         # Contents of the parts still listed or recently listed, by name.
         self._parts: dict[str, bytes] = {}
-        # The low-latency media playlist, built on the first request after a
-        # change; ``playlist_version`` counts the changes.
-        self._live_playlist: bytes | None = None
+        # The low-latency media playlist (key None) and its delta updates
+        # (keyed by the _HLS_skip request). Each is built on its first request
+        # after a change, and ``playlist_version`` counts the changes.
+        self._live_playlists: dict[playlist.SkipRequest | None, bytes] = {}
         self.playlist_version = 0
         self.cache_id = next(_RENDITION_IDS)
         # Futures of blocked requests, keyed by the part position they wait for.
@@ -323,6 +324,21 @@ class RenditionFiles:
     def ended(self) -> bool:
         """Whether the media playlist has EXT-X-ENDLIST."""
         return self._ended
+
+    @property
+    def skip_boundary(self) -> float | None:
+        """CAN-SKIP-UNTIL in seconds, or None when delta updates are not offered.
+
+        They are offered only with low-latency HLS and a window of more than
+        SKIP_BOUNDARY_TARGETS segments. A shorter window, such as the
+        default 6 segments, never lists a segment that lies further than
+        the boundary from the end, so a delta update would skip nothing.
+        """
+        if self._part_duration is None:
+            return None
+        if self._window <= playlist.SKIP_BOUNDARY_TARGETS:
+            return None
+        return float(playlist.SKIP_BOUNDARY_TARGETS * self._target_duration)
 
     @property
     def blocking_timeout(self) -> float:
@@ -513,19 +529,24 @@ class RenditionFiles:
         """Return the part named ``name`` (``part-N.K.m4s``), if still kept."""
         return self._parts.get(name)
 
-    def live_playlist(self) -> bytes | None:
+    def live_playlist(self, skip: playlist.SkipRequest | None = None) -> bytes | None:
         """Return the low-latency media playlist as it is now.
 
-        None when low-latency HLS is off, before the first part, and once
-        the playlist has ended (the file on disk is then complete). The
-        text is rebuilt only after ``playlist_version`` changed.
+        With ``skip``, returns its delta update, or the whole playlist while
+        ``skip_boundary`` is None. None when low-latency HLS is off, before
+        the first part, and once the playlist has ended (the file on disk
+        is then complete). Each text is rebuilt only after
+        ``playlist_version`` changed.
         """
         if self._part_duration is None or self._ended or self._last_part is None:
             return None
-        if self._live_playlist is None:
-            text = self._media_playlist(ended=False, low_latency=True)
-            self._live_playlist = text.encode()
-        return self._live_playlist
+        if self.skip_boundary is None:
+            skip = None
+        text = self._live_playlists.get(skip)
+        if text is None:
+            built = self._media_playlist(ended=False, low_latency=True, skip=skip)
+            text = self._live_playlists[skip] = built.encode()
+        return text
 
     # Blocking requests.
 
@@ -696,10 +717,16 @@ class RenditionFiles:
         self._write_file("index.m3u8", text.encode())
 
     def _playlist_changed(self) -> None:
-        self._live_playlist = None
+        self._live_playlists.clear()
         self.playlist_version += 1
 
-    def _media_playlist(self, *, ended: bool, low_latency: bool) -> str:
+    def _media_playlist(
+        self,
+        *,
+        ended: bool,
+        low_latency: bool,
+        skip: playlist.SkipRequest | None = None,
+    ) -> str:
         listed = self._entries[-self._window :]
         hidden = self._entries[: len(self._entries) - len(listed)]
         self._target_duration = playlist.target_duration(
@@ -726,6 +753,7 @@ class RenditionFiles:
             + sum(entry.discontinuity for entry in hidden),
             ended=ended,
             low_latency=tags,
+            skip=skip,
         )
 
     def _low_latency(self) -> playlist.LowLatency:
@@ -743,6 +771,7 @@ class RenditionFiles:
             rendition_reports=self._multivariant.rendition_reports(
                 exclude=self._rendition
             ),
+            skip_boundary=self.skip_boundary,
         )
 
     def _write_multivariant_playlist(self, source: VariantSource) -> None:

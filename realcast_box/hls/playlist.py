@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,23 @@ from datetime import datetime
 # EXT-X-MAP in a playlist without EXT-X-I-FRAMES-ONLY needs version 6 or
 # later (RFC 8216 section 7).
 PLAYLIST_VERSION = 7
+# RFC 8216bis section 8: a playlist with EXT-X-SKIP needs version 9, and one
+# whose EXT-X-SKIP also replaces EXT-X-DATERANGE tags needs version 10.
+DELTA_PLAYLIST_VERSION = 9
+DATERANGE_DELTA_PLAYLIST_VERSION = 10
+# RFC 8216bis: the skip boundary (CAN-SKIP-UNTIL) is at least six target
+# durations. The box uses that minimum, so a delta update skips as much as
+# the protocol allows.
+SKIP_BOUNDARY_TARGETS = 6
+
+
+class SkipRequest(enum.Enum):
+    """The ``_HLS_skip`` delivery directive: which tags a delta update skips."""
+
+    SEGMENTS = "YES"
+    # Media segments and EXT-X-DATERANGE tags. The box writes no date
+    # ranges, so this update skips the same segments as SEGMENTS.
+    SEGMENTS_AND_DATERANGES = "v2"
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,10 @@ class LowLatency:
     open_segment: SegmentEntry | None = None
     preload_hint: str | None = None
     rendition_reports: Sequence[RenditionReport] = ()
+    # The skip boundary (CAN-SKIP-UNTIL) in seconds, which offers playlist
+    # delta updates. None leaves the attribute out, and requests to skip
+    # then get the whole playlist.
+    skip_boundary: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,27 @@ def target_duration(durations: Iterable[float], minimum: int = 1) -> int:
     return max([minimum, *(rounded_duration(d) for d in durations)])
 
 
+def skipped_segment_count(
+    segments: Sequence[SegmentEntry], skip_boundary: float
+) -> int:
+    """Return how many leading ``segments`` a delta update replaces with EXT-X-SKIP.
+
+    A segment is skipped when the complete segments after it last at least
+    ``skip_boundary`` seconds, so all of it lies further than the boundary
+    from the end of the last complete segment. The parts of the segment
+    being written are not counted, which can only skip fewer segments.
+    """
+    remaining = sum(segment.duration for segment in segments)
+    count = 0
+    for segment in segments:
+        remaining -= segment.duration
+        # Durations are sums of sample durations, so allow float rounding.
+        if remaining < skip_boundary - 1e-6:
+            break
+        count += 1
+    return count
+
+
 def media_playlist(
     segments: Sequence[SegmentEntry],
     *,
@@ -119,6 +162,7 @@ def media_playlist(
     discontinuity_sequence: int = 0,
     ended: bool = False,
     low_latency: LowLatency | None = None,
+    skip: SkipRequest | None = None,
 ) -> str:
     """Return a media playlist that lists ``segments`` in order.
 
@@ -133,15 +177,32 @@ def media_playlist(
     target, the parts of each segment that has them, the open segment's
     parts, the preload hint and the rendition reports. Players without
     low-latency support ignore those tags and play the segments.
+
+    With ``skip``, the result is a playlist delta update (RFC 8216bis): the
+    segments that ``skipped_segment_count`` selects, with their tags, give
+    way to one EXT-X-SKIP tag, and all other lines stay. ``skip`` is
+    ignored, as the protocol requires, unless ``low_latency`` has a skip
+    boundary and the playlist has not ended.
     """
+    skip_boundary = low_latency.skip_boundary if low_latency is not None else None
+    if skip_boundary is None or ended:
+        skip = None
+    version = PLAYLIST_VERSION
+    if skip is SkipRequest.SEGMENTS:
+        version = DELTA_PLAYLIST_VERSION
+    elif skip is SkipRequest.SEGMENTS_AND_DATERANGES:
+        version = DATERANGE_DELTA_PLAYLIST_VERSION
     lines = [
         "#EXTM3U",
-        f"#EXT-X-VERSION:{PLAYLIST_VERSION}",
+        f"#EXT-X-VERSION:{version}",
         f"#EXT-X-TARGETDURATION:{target_duration}",
     ]
     if low_latency is not None:
+        can_skip = ""
+        if skip_boundary is not None:
+            can_skip = f"CAN-SKIP-UNTIL={skip_boundary:.3f},"
         lines.append(
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+            f"#EXT-X-SERVER-CONTROL:{can_skip}CAN-BLOCK-RELOAD=YES,"
             f"HOLD-BACK={3 * target_duration:.3f},"
             f"PART-HOLD-BACK={low_latency.part_hold_back:.3f}"
         )
@@ -157,6 +218,19 @@ def media_playlist(
     ):
         lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
 
+    if skip is not None:
+        assert skip_boundary is not None
+        skipped = skipped_segment_count(segments, skip_boundary)
+        segments = segments[skipped:]
+        # A client that requested to skip date ranges expects the list of
+        # those recently removed. The box writes none, so the list is empty.
+        removed = ""
+        if skip is SkipRequest.SEGMENTS_AND_DATERANGES:
+            removed = ',RECENTLY-REMOVED-DATERANGES=""'
+        lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}{removed}")
+
+    # EXT-X-MAP is written before the first listed segment, also in a delta
+    # update whose skipped segments used the same init segment.
     current_map = None
     for segment in segments:
         current_map = _segment_tags(lines, segment, current_map)

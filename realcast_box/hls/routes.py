@@ -29,6 +29,11 @@ rendition that a live session is writing. A media playlist request with
 that part, and a request for the part that EXT-X-PRELOAD-HINT names waits
 until the part is written. Both wait on a future that the packager resolves,
 so blocked requests cost nothing between parts.
+
+A media playlist request with ``_HLS_skip=YES`` (or ``v2``) gets the playlist
+delta update of RFC 8216bis when the playlist offers one (CAN-SKIP-UNTIL),
+alone or after blocking. The delta and the whole playlist are cached and
+signed under different keys, so neither is ever served in place of the other.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from realcast_box.hls.access import (
 from realcast_box.hls.cors import CORS_MAX_AGE_SECONDS, HLS_CORS, parse_cors_origins
 from realcast_box.hls.filecache import HlsFileCache
 from realcast_box.hls.output import RenditionFiles
+from realcast_box.hls.playlist import SkipRequest
 from realcast_box.hls.viewers import VIEWERS, ViewerTracker, publishing_session_id
 
 logger = logging.getLogger(__name__)
@@ -75,9 +81,11 @@ CONTENT_TYPES = {
 PLAYLIST_CACHE_CONTROL = "no-cache"
 SEGMENT_CACHE_CONTROL = "public, max-age=86400, immutable"
 STREAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# Delivery directives of a blocking playlist reload (RFC 8216bis).
+# Delivery directives (RFC 8216bis): blocking playlist reload, then the
+# request for a playlist delta update.
 MSN_DIRECTIVE = "_HLS_msn"
 PART_DIRECTIVE = "_HLS_part"
+SKIP_DIRECTIVE = "_HLS_skip"
 # A decimal-integer of RFC 8216: at most 20 digits, up to 2**64 - 1.
 DECIMAL_INTEGER_PATTERN = re.compile(r"^[0-9]{1,20}$")
 PART_NAME_PATTERN = re.compile(r"^part-([0-9]{1,20})\.([0-9]{1,6})\.m4s$")
@@ -193,11 +201,14 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
     resource = classify(relative)
     grant = await authorize_hls(request, stream_id, resource, cors)
     position = None
+    skip = None
     if resource is Resource.MEDIA_PLAYLIST and request.app[CONFIG].hls_low_latency:
         # Checked before the rendition's state, so malformed directives get
         # a 400 also after the stream has ended. Without low-latency HLS
-        # the playlists offer no blocking reload and directives are ignored.
+        # the playlists offer neither blocking reload nor delta updates,
+        # and directives are ignored.
         position = parse_delivery_directives(request.query, cors)
+        skip = parse_skip_directive(request.query, cors)
     live = _live_rendition(request, stream_id, relative)
     response = None
     if live is not None:
@@ -205,7 +216,9 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
             await _block_for_directives(request, live, position, cors)
         elif resource is Resource.SEGMENT:
             await _wait_for_part_file(live, relative.rpartition("/")[2])
-        response = _memory_response(request, stream_id, relative, live, grant, cors)
+        response = _memory_response(
+            request, stream_id, relative, live, grant, cors, skip
+        )
     if response is None:
         located = locate_hls_file(request.app[HUB].hls_root, stream_id, relative)
         if located is None:
@@ -272,6 +285,28 @@ def parse_delivery_directives(
     return msn, part
 
 
+def parse_skip_directive(
+    query: Mapping[str, str], headers: Mapping[str, str] | None = None
+) -> SkipRequest | None:
+    """Return the delta update that ``_HLS_skip`` requests, or None without it.
+
+    Raises ApiError 400, carrying ``headers``, for a value other than the
+    two that RFC 8216bis defines, ``YES`` and ``v2``.
+    """
+    text = query.get(SKIP_DIRECTIVE)
+    if text is None:
+        return None
+    for skip in SkipRequest:
+        if text == skip.value:
+            return skip
+    raise ApiError(
+        400,
+        f"invalid {SKIP_DIRECTIVE} {text[:40]!r}: expected YES (skip old media"
+        " segments) or v2 (skip old media segments and date ranges)",
+        headers=headers,
+    )
+
+
 def _directive_number(name: str, text: str, headers: Mapping[str, str] | None) -> int:
     if not DECIMAL_INTEGER_PATTERN.match(text) or int(text) >= 2**64:
         raise ApiError(
@@ -332,19 +367,23 @@ def _memory_response(
     live: RenditionFiles,
     grant: Grant,
     cors: dict[str, str],
+    skip: SkipRequest | None = None,
 ) -> web.Response | None:
     """Return the live playlist or part that ``live`` keeps in memory, or None.
 
-    None for every other name, and when the rendition no longer has it:
-    the caller then looks on disk.
+    ``skip`` requests the playlist's delta update. None for every other
+    name, and when the rendition no longer has it: the caller then looks on
+    disk.
     """
     name = relative.rpartition("/")[2]
     if name == "index.m3u8":
-        text = live.live_playlist()
+        text = live.live_playlist(skip)
         if text is None:
             return None
         signature = _session_signature(request, stream_id, grant)
-        key = (live.cache_id, live.playlist_version)
+        # The skip request is part of the key, so a delta update is never
+        # served for a request of the whole playlist, nor the other way.
+        key = (live.cache_id, live.playlist_version, skip)
         body = request.app[HLS_FILES].signed_playlist(
             key, text, playback.SESSION_PARAMETER, signature
         )
