@@ -66,8 +66,7 @@ def test_multivariant_long_gop_not_independent(tmp_path) -> None:
 def test_llhls_part_far_ahead_rejected(tmp_path) -> None:
     # RFC 8216bis: a part more than the Advance Part Limit past the newest
     # part gets a 400 at once. Part 999 of the next segment is hundreds of
-    # parts ahead, but the rendition accepts it and the request waits out
-    # its blocking timeout for a 503.
+    # parts ahead, so it must be refused, not waited for until a 503.
     tags = read_tags(encode_flv(seconds=3, fps=30, gop=30))
     segmenter = Segmenter(
         tmp_path / "stream", target_duration=1.0, part_duration=PART_TARGET
@@ -131,7 +130,7 @@ def test_llhls_timestamp_gap_marks_discontinuity(tmp_path) -> None:
 
     assert "#EXT-X-DISCONTINUITY" in final.text
     assert final.part_target == PART_TARGET
-    # Without the gap, 6 s of 1 s segments; the gap ends one segment early.
+    # The listed durations leave the 4 s gap out: about 6 s of media.
     assert sum(segment.duration for segment in final.segments) < 6.5
 
 

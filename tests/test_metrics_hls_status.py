@@ -1,4 +1,4 @@
-"""/metrics cases where a metric's labels differ from what the box sent.
+"""/metrics counts /hls responses under the status that the box sent.
 
 A real box runs in-process and tests/publisher.py pushes real RTMP.
 """

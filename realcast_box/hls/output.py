@@ -577,8 +577,8 @@ class RenditionFiles:
                 f"invalid _HLS_part {part}: the newest part of segment {msn} is "
                 f"{last_index}, and a request may be at most {limit} parts ahead"
             )
-        # Part K of a later segment comes after at least K + 1 parts, plus a
-        # part of each segment between; the open segment may end any time.
+        # The open segment may end at any time, so part K of a later segment
+        # is at least K + 1 parts ahead, plus one part per segment between.
         if msn > last_msn and part + (msn - last_msn) > limit:
             return (
                 f"invalid _HLS_part {part}: part {part} of segment {msn} is more"

@@ -99,8 +99,8 @@ class VariantEntry:
     frame_rate: float | None = None
     average_bandwidth: int | None = None
     # False once the variant has had a segment that does not start with a
-    # keyframe in this session; then the multivariant playlist leaves out
-    # EXT-X-INDEPENDENT-SEGMENTS, which there covers every variant.
+    # keyframe in this session. The multivariant playlist then leaves out
+    # EXT-X-INDEPENDENT-SEGMENTS, because there it covers every variant.
     independent: bool = True
 
 
