@@ -202,7 +202,7 @@ SETTINGS: tuple[Setting, ...] = (
         0.333,
         "Target duration in seconds of a low-latency HLS partial segment "
         "(PART-TARGET); parts are cut at video frames and never exceed it. A"
-        " feed whose frames are longer (below about 3 fps) gets a longer"
+        " feed whose frames are about as long (3 fps or below) gets a longer"
         " target for the session.",
         0.1,
         2.0,

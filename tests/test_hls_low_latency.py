@@ -68,8 +68,12 @@ class Packaged:
     parts: dict[tuple[int, int], bytes]  # every part, read when first listed
 
 
-def package_tag_by_tag(directory: Path, tags: list[FlvTag]) -> Packaged:
+def package_tag_by_tag(
+    directory: Path, tags: list[FlvTag], *, metadata: dict | None = None
+) -> Packaged:
     """Feed ``tags`` one at a time and keep each new version of the playlist.
+
+    ``metadata`` is given to the segmenter first, as onMetaData would be.
 
     The live versions come from the packager's memory, as the /hls routes
     serve them, and the ended one from disk. After each version, checks
@@ -78,6 +82,8 @@ def package_tag_by_tag(directory: Path, tags: list[FlvTag]) -> Packaged:
     segmenter = Segmenter(
         directory, target_duration=1.0, part_duration=PART_TARGET, window=100
     )
+    if metadata is not None:
+        segmenter.set_metadata(metadata)
     playlist_path = directory / "source" / "index.m3u8"
     files = segmenter.files
     versions: list[str] = []

@@ -23,7 +23,13 @@ from datetime import datetime
 from pathlib import Path
 
 from realcast_box.hls import fmp4
-from realcast_box.hls.output import Multivariant, RenditionFiles, VariantSource
+from realcast_box.hls.output import (
+    Multivariant,
+    RenditionFiles,
+    VariantSource,
+    is_gap,
+    widened_part_target,
+)
 from realcast_box.hls.segmenter import AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID
 from realcast_box.hls.timeline import PendingSample, TrackBuffer
 from realcast_box.media.codecs import AacConfig, AvcConfig
@@ -61,6 +67,12 @@ class FollowerPackager:
         log_name: str,
         part_duration: float | None = None,
     ) -> None:
+        if part_duration is not None and frame_rate > 0:
+            # The encoder's frame rate is known, so a low one widens the part
+            # target from the start, as the source's first frames widen its own.
+            part_duration = widened_part_target(
+                part_duration, 1 / frame_rate, target_duration
+            )
         self._files = RenditionFiles(
             directory,
             rendition,
@@ -175,7 +187,13 @@ class FollowerPackager:
             # The cut frame gives the last frame of the open segment its length.
             self._release_audio(packet.pts, inclusive=False)
             self._write_part_if_due(next_dts=packet.pts)
-            if self._video.pending is not None:
+            pending = self._video.pending
+            if pending is not None and self._gap_before(cut, pending, packet):
+                # The source ended its segment before a gap in the video,
+                # and the frame before the gap keeps the length of the one
+                # before it, as in the source.
+                self._video.flush_pending()
+            elif pending is not None:
                 self._video.push(sample)
                 self._video.pending = None
             if self._audio is not None:
@@ -189,6 +207,12 @@ class FollowerPackager:
         if packet.config != self._video_config or self._audio_changed():
             discontinuity = self._open_init(packet.config) or discontinuity
         self._open = Cut(cut.sequence, discontinuity)
+
+    def _gap_before(
+        self, cut: Cut, pending: PendingSample, packet: EncodedVideo
+    ) -> bool:
+        seconds = (packet.pts - pending.dts) / VIDEO_TIMESCALE
+        return cut.discontinuity and is_gap(seconds, self._files.part_duration)
 
     def _audio_changed(self) -> bool:
         upcoming = self._held_audio[0].config if self._held_audio else None

@@ -54,11 +54,41 @@ BLOCKING_TIMEOUT_TARGETS = 3
 # Highest _HLS_part index accepted: a segment of MAX_SEGMENT_SECONDS (60 s)
 # in parts of the smallest part target (0.1 s) has 600 parts.
 MAX_PART_INDEX = 1000
-# A part target raised to fit long frames is this many frames long. Longer
-# frames than MAX_WIDENED_FRAME_SECONDS (below 1 fps) count as gaps instead,
-# so that a publisher that stalls at the start does not slow the session.
+# Frames of at least WIDEN_FRACTION of the part target, up to
+# MAX_WIDENED_FRAME_SECONDS (1 fps), widen it before the first part to
+# PART_TARGET_HEADROOM frames. RTMP times are whole milliseconds, so 3 fps
+# frames last 0.333 s or 0.334 s, and the headroom keeps both in one target.
+WIDEN_FRACTION = 0.8
 PART_TARGET_HEADROOM = 1.25
 MAX_WIDENED_FRAME_SECONDS = 1.0
+# A video frame longer than this and than the part target is a gap in the
+# media: the packager ends the segment before it. A shorter frame fits in
+# a segment without raising EXT-X-TARGETDURATION, because a segment that
+# ends less than half a second past the target still rounds to it.
+GAP_FRAME_SECONDS = 0.5
+
+
+def widened_part_target(
+    part_target: float, frame_seconds: float, target_duration: float
+) -> float:
+    """Return the part target that fits frames of ``frame_seconds``.
+
+    ``part_target`` itself for frames well below it, and for frames longer
+    than MAX_WIDENED_FRAME_SECONDS, which are gaps rather than a frame rate.
+    """
+    if not WIDEN_FRACTION * part_target <= frame_seconds <= MAX_WIDENED_FRAME_SECONDS:
+        return part_target
+    widened = math.ceil(frame_seconds * PART_TARGET_HEADROOM * 1000) / 1000
+    return max(part_target, min(widened, float(target_duration)))
+
+
+def is_gap(frame_seconds: float, part_target: float | None) -> bool:
+    """Return whether a video frame this long is a gap in low-latency HLS."""
+    return part_target is not None and frame_seconds > max(
+        part_target, GAP_FRAME_SECONDS
+    )
+
+
 # Numbers that tell renditions apart in caches, never reused in a process.
 _RENDITION_IDS = itertools.count(1)
 
@@ -284,20 +314,15 @@ class RenditionFiles:
 
         Only before the rendition's first part, while no playlist has shown
         PART-TARGET yet: it must not change afterwards (RFC 8216bis). A part
-        holds at least one frame, so a feed below about 3 fps would otherwise
-        get parts longer than the target. The new target leaves a quarter
-        of headroom for timestamp jitter and stays within the target duration.
-        Frames of more than MAX_WIDENED_FRAME_SECONDS are left to the caller.
+        has at least one frame, so a feed at about 3 fps or below would
+        otherwise get parts longer than the target (see widened_part_target).
         """
         if self._part_duration is None or self._last_part is not None:
             return False
-        if not self._part_duration < frame_seconds <= MAX_WIDENED_FRAME_SECONDS:
-            return False
-        widened = min(
-            math.ceil(frame_seconds * PART_TARGET_HEADROOM * 1000) / 1000,
-            float(self._target_duration),
+        widened = widened_part_target(
+            self._part_duration, frame_seconds, self._target_duration
         )
-        if widened < frame_seconds:
+        if widened <= self._part_duration:
             return False
         logger.warning(
             "%s: frames last %.3f s, longer than the %.3f s part target "

@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import Protocol
 
 from realcast_box.hls import fmp4
-from realcast_box.hls.output import Multivariant, RenditionFiles, VariantSource
+from realcast_box.hls.output import (
+    PART_TARGET_HEADROOM,
+    Multivariant,
+    RenditionFiles,
+    VariantSource,
+    is_gap,
+)
 from realcast_box.hls.timeline import (
     DEFAULT_FRAME_MS,
     PendingSample,
@@ -604,20 +610,28 @@ class Segmenter:
         self._tap_video(sample)
 
     def _long_frame(self, buffer: TrackBuffer, sample: PendingSample) -> bool:
-        """Return whether the pending frame lasts longer than a part may.
+        """Return whether the pending frame is a gap in the video (output.is_gap).
 
-        Low-latency HLS only. Before the first part the part target grows to
-        fit the frames instead (RenditionFiles.widen_part_target), so a low
-        frame rate is not taken for a gap.
+        Low-latency HLS only. Before the first part, frames near or above
+        the part target widen it instead (RenditionFiles.widen_part_target),
+        unless onMetaData announced a frame rate that makes them a stall.
+        NOTE: a frame longer than the part target but not a gap, such as
+        one of a feed that drops to 2 fps after its first part, makes a
+        part longer than PART-TARGET.
         """
-        part_target = self._files.part_duration
+        files = self._files
         pending = buffer.pending
-        if part_target is None or pending is None:
+        if files.part_duration is None or pending is None:
             return False
         seconds = (sample.dts - pending.dts) / VIDEO_TIMESCALE
-        if seconds <= part_target:
-            return False
-        return not self._files.widen_part_target(seconds)
+        if files.last_part is None and self._frame_rate_allows(seconds):
+            files.widen_part_target(seconds)
+        return is_gap(seconds, files.part_duration)
+
+    def _frame_rate_allows(self, seconds: float) -> bool:
+        """Return whether frames of ``seconds`` fit the announced frame rate, if any."""
+        frame_rate = self._hints.frame_rate
+        return frame_rate is None or seconds * frame_rate <= PART_TARGET_HEADROOM
 
     def _close_at_gap(self, buffer: TrackBuffer, sample: PendingSample) -> None:
         """End the segment before a gap in the video; the next one is discontinuous.

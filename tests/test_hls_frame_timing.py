@@ -1,0 +1,332 @@
+"""Low-latency HLS with low and changing frame rates, stalls and transcoding.
+
+The rules checked: no part longer than PART-TARGET, renditions that agree
+with the source, no discontinuity where the publisher never stalled, and
+/metrics counts that match the requests made. The packager tests feed real
+FLV tags, and the end-to-end tests run a box with a live push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from flvfile import VIDEO_TAG, FlvTag, encode_flv, read_tags
+
+from tests.box import start_box, start_publisher
+from tests.hls_helpers import playlist_uris
+from tests.llhls_check import parse_playlist
+from tests.test_hls_low_latency import (
+    LIVE_SETTINGS,
+    get_text,
+    package_tag_by_tag,
+    stop,
+    wait_for_media_playlist,
+    with_query,
+)
+from tests.test_transcode_e2e import create_ladder_stream
+
+# Slack for part durations printed with 5 decimals.
+DURATION_SLACK = 1e-5
+
+
+def write_flv(tags: list[FlvTag]) -> bytes:
+    """Return an FLV file (audio and video flags set) that holds ``tags``."""
+    output = bytearray(b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00")
+    for tag in tags:
+        size = len(tag.payload)
+        header = bytes([tag.kind]) + size.to_bytes(3, "big")
+        header += (tag.timestamp & 0xFFFFFF).to_bytes(3, "big")
+        header += bytes([(tag.timestamp >> 24) & 0xFF]) + b"\x00\x00\x00"
+        output += header + tag.payload + (size + 11).to_bytes(4, "big")
+    return bytes(output)
+
+
+def tags_with_gap(tags: list[FlvTag], after_video: int, gap_ms: int) -> list[FlvTag]:
+    """Shift every tag after video frame ``after_video`` by ``gap_ms``."""
+    video = [tag for tag in tags if tag.kind == VIDEO_TAG]
+    at = video[after_video].timestamp
+    return [
+        replace(tag, timestamp=tag.timestamp + gap_ms) if tag.timestamp > at else tag
+        for tag in tags
+    ]
+
+
+async def start_ffmpeg_push(path: Path, url: str) -> asyncio.subprocess.Process:
+    """Push an FLV file at its own pace (-re), so a timestamp gap is a stall."""
+    return await asyncio.create_subprocess_exec(
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-i",
+        str(path),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def follow_playlists(box, path: str, seconds: float) -> list[str]:
+    """Reload ``path`` at each preload hint for ``seconds``; return each text."""
+    texts = []
+    query = {}
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        response = await box.client.get(with_query(path, **query) if query else path)
+        text = await response.text()
+        if response.status != 200:
+            await asyncio.sleep(0.2)
+            continue
+        texts.append(text)
+        playlist = parse_playlist(text)
+        if playlist.ended or playlist.preload_hint is None:
+            break
+        query = {"_HLS_msn": playlist.open_msn, "_HLS_part": len(playlist.open_parts)}
+    return texts
+
+
+def long_parts(texts: list[str]) -> list[str]:
+    problems = []
+    for text in texts:
+        playlist = parse_playlist(text)
+        for part in playlist.parts:
+            if part.duration > playlist.part_target + DURATION_SLACK:
+                problems.append(
+                    f"{part.name}: {part.duration} > PART-TARGET {playlist.part_target}"
+                )
+    return sorted(set(problems))
+
+
+@pytest.mark.timeout(120)
+async def test_ladder_low_fps_parts_within_target(aiohttp_client, tmp_path) -> None:
+    # A quality of 2 fps has frames of 0.5 s, longer than the 0.333 s part
+    # target of the 30 fps source, so its own part target must be longer.
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_ladder_stream(
+        box, [{"name": "slow", "width": 160, "height": 120, "bitrate": 100, "fps": 2}]
+    )
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "8", "--realtime"
+    )
+    try:
+        await wait_for_media_playlist(box, stream["id"])
+        multivariant = ""
+        for _ in range(100):
+            multivariant = await get_text(box, f"/hls/{stream['id']}/index.m3u8")
+            if len(playlist_uris(multivariant)) > 1:
+                break
+            await asyncio.sleep(0.1)
+        rendition = f"/hls/{stream['id']}/{playlist_uris(multivariant)[1]}"
+        texts = await follow_playlists(box, rendition, 6.0)
+    finally:
+        await stop(publisher)
+
+    assert texts, "no playlist of the 2 fps rendition"
+    assert long_parts(texts) == []
+
+
+@pytest.mark.timeout(120)
+async def test_ladder_low_fps_source_part_target(aiohttp_client, tmp_path) -> None:
+    # A 2 fps source widens its PART-TARGET to 0.625 s before the first part.
+    # Its 2 fps rendition must follow, or each of its parts breaks the target.
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_ladder_stream(
+        box, [{"name": "slow", "width": 160, "height": 120, "bitrate": 100, "fps": 2}]
+    )
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]),
+        *("--seconds", "10", "--fps", "2", "--gop", "2", "--realtime"),
+    )
+    try:
+        source_path = await wait_for_media_playlist(box, stream["id"])
+        multivariant = ""
+        for _ in range(100):
+            multivariant = await get_text(box, f"/hls/{stream['id']}/index.m3u8")
+            if len(playlist_uris(multivariant)) > 1:
+                break
+            await asyncio.sleep(0.1)
+        rendition = f"/hls/{stream['id']}/{playlist_uris(multivariant)[1]}"
+        texts = await follow_playlists(box, rendition, 6.0)
+        source = parse_playlist(await get_text(box, source_path))
+    finally:
+        await stop(publisher)
+
+    assert texts, "no playlist of the 2 fps rendition"
+    assert parse_playlist(texts[-1]).part_target == source.part_target
+    assert long_parts(texts) == []
+
+
+def segment_lines(text: str) -> list[str]:
+    """Return the EXTINF and EXT-X-DISCONTINUITY lines, in order."""
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith("#EXTINF") or line == "#EXT-X-DISCONTINUITY"
+    ]
+
+
+@pytest.mark.timeout(150)
+async def test_ladder_timestamp_gap_consistent(aiohttp_client, tmp_path) -> None:
+    # A 3 s stall mid-GOP in the source ends its segment and marks a
+    # discontinuity. The rendition cuts at the source's frames, so it must
+    # list the same segments and discontinuities and keep its tags.
+    tags = read_tags(encode_flv(seconds=8, fps=30, gop=30))
+    flv = tmp_path / "gap.flv"
+    flv.write_bytes(write_flv(tags_with_gap(tags, 105, 3000)))
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_ladder_stream(
+        box, [{"name": "low", "width": 160, "height": 120, "bitrate": 150, "fps": 30}]
+    )
+    publisher = await start_ffmpeg_push(flv, box.rtmp_url(stream["stream_key"]))
+    try:
+        source_path = await wait_for_media_playlist(box, stream["id"])
+        multivariant = ""
+        for _ in range(100):
+            multivariant = await get_text(box, f"/hls/{stream['id']}/index.m3u8")
+            if len(playlist_uris(multivariant)) > 1:
+                break
+            await asyncio.sleep(0.1)
+        rendition_path = f"/hls/{stream['id']}/{playlist_uris(multivariant)[1]}"
+        followed = await asyncio.gather(
+            follow_playlists(box, source_path, 14.0),
+            follow_playlists(box, rendition_path, 14.0),
+        )
+        await asyncio.wait_for(publisher.wait(), 30)
+        await asyncio.sleep(1.0)
+        source = await get_text(box, source_path)
+        rendition = await get_text(box, rendition_path)
+    finally:
+        await stop(publisher)
+    source_texts, rendition_texts = followed
+    print(source, rendition, sep="\n")
+
+    assert "#EXT-X-DISCONTINUITY" in source
+    assert long_parts(source_texts) == []
+    assert long_parts(rendition_texts) == []
+    assert {parse_playlist(t).target_duration for t in rendition_texts} == {1}
+    assert segment_lines(rendition) == segment_lines(source)
+
+
+def test_llhls_three_fps_no_discontinuity(tmp_path) -> None:
+    # At 3 fps, millisecond FLV timestamps give frames of 0.333 s and
+    # 0.334 s. Neither is a gap: the part target widens to fit both.
+    tags = read_tags(encode_flv(seconds=6, fps=3, gop=3, audio=False))
+    final = package_tag_by_tag(tmp_path / "stream", tags).versions[-1]
+
+    assert "#EXT-X-DISCONTINUITY" not in final, final
+
+
+def test_llhls_variable_frame_rate_no_discontinuity(tmp_path) -> None:
+    # A screen-capture encoder sends 30 fps while the picture moves and
+    # 2 fps while it is still. Frames of 0.5 s after the first part are a
+    # frame rate, not a stall, so none of them may end a segment.
+    tags = read_tags(encode_flv(seconds=4, fps=30, gop=30, audio=False))
+    video = [tag for tag in tags if tag.kind == VIDEO_TAG]
+    headers = [tag for tag in video if not tag.is_media_frame]
+    frames = [tag for tag in video if tag.is_media_frame]
+    timestamps = [index * 33 for index in range(45)]
+    timestamps += [timestamps[-1] + 500 * (n + 1) for n in range(len(frames) - 45)]
+    retimed = [
+        replace(frame, timestamp=stamp)
+        for frame, stamp in zip(frames, timestamps, strict=True)
+    ]
+    versions = package_tag_by_tag(tmp_path / "stream", headers + retimed).versions
+    final = versions[-1]
+
+    assert final.count("#EXT-X-DISCONTINUITY") == 0, final
+
+
+def hls_counts(scraped) -> dict[tuple[str, str], float]:
+    """Return realcast_hls_requests_total by (kind, status)."""
+    counts = {}
+    for (name, labels), value in scraped.samples.items():
+        if name == "realcast_hls_requests_total":
+            labels = dict(labels)
+            counts[(labels["kind"], labels["status"])] = value
+    return counts
+
+
+@pytest.mark.timeout(120)
+async def test_metrics_hls_counts_match_requests(aiohttp_client, tmp_path) -> None:
+    # Every /hls request that gets a response is counted once, with the
+    # status it was sent with; a blocked reload the client drops is not.
+    from tests.hls_helpers import signed_stream
+    from tests.test_metrics import scrape
+
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await box.create_stream()
+    signed = await signed_stream(box)
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "20", "--realtime"
+    )
+    statuses: list[int] = []
+    try:
+        media_path = await wait_for_media_playlist(box, stream["id"])
+        text = await get_text(box, media_path)
+        playlist = parse_playlist(text)
+        base = media_path.split("?")[0].rsplit("/", 1)[0]
+        part_path = f"{base}/{playlist.parts[0].uri}"
+        before = await scrape(box)
+        requests = [
+            ("GET", media_path, {}),
+            ("HEAD", media_path, {}),
+            ("GET", with_query(media_path, _HLS_skip="YES"), {}),
+            ("GET", with_query(media_path, _HLS_skip="no"), {}),
+            ("GET", with_query(media_path, _HLS_msn="x"), {}),
+            ("HEAD", with_query(media_path, _HLS_skip="bad"), {}),
+            ("GET", part_path, {}),
+            ("HEAD", part_path, {}),
+            ("GET", part_path, {"Range": "bytes=0-9"}),
+            ("GET", f"{base}/seg-1.m4s", {}),
+            ("HEAD", f"{base}/seg-1.m4s", {}),
+            ("GET", f"/hls/{signed['id']}/index.m3u8", {}),
+            ("GET", f"/hls/{signed['id']}/index.m3u8?token=bad", {}),
+            ("HEAD", f"/hls/{signed['id']}/index.m3u8", {}),
+            ("OPTIONS", media_path, {"Origin": "https://a.example"}),
+        ]
+        for method, path, headers in requests:
+            response = await box.client.request(method, path, headers=headers)
+            await response.read()
+            statuses.append(response.status)
+        # A blocked reload for the next segment, dropped after 0.05 s.
+        current = parse_playlist(await get_text(box, media_path))
+        blocked = with_query(media_path, _HLS_msn=current.open_msn + 1)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(box.client.get(blocked), 0.05)
+        await asyncio.sleep(2.5)
+        after = await scrape(box)
+    finally:
+        await stop(publisher)
+    counted = {
+        key: after_value - hls_counts(before).get(key, 0)
+        for key, after_value in hls_counts(after).items()
+    }
+    counted = {key: value for key, value in counted.items() if value}
+    print(statuses, counted)
+    # One more request: the playlist read before the blocked reload.
+    assert sum(counted.values()) == len(requests) + 1
+    for status in set(statuses):
+        sent = statuses.count(status) + (status == 200)
+        got = sum(v for (_, s), v in counted.items() if s == str(status))
+        assert got == sent, f"status {status}: sent {sent}, counted {got}"
+
+
+def test_llhls_short_stall_at_start_keeps_part_target(tmp_path) -> None:
+    # A publisher that announced 30 fps and stalls 0.6 s after its first
+    # frame has no low frame rate: the 0.633 s frame is a gap, and the part
+    # target stays as configured for the session.
+    tags = read_tags(encode_flv(seconds=4, fps=30, gop=30, audio=False))
+    versions = package_tag_by_tag(
+        tmp_path / "stream", tags_with_gap(tags, 1, 600), metadata={"framerate": 30}
+    )
+    part_targets = {parse_playlist(text).part_target for text in versions.versions}
+
+    assert part_targets == {0.333}
