@@ -224,10 +224,11 @@ def test_llhls_three_fps_no_discontinuity(tmp_path) -> None:
     assert "#EXT-X-DISCONTINUITY" not in final, final
 
 
-def test_llhls_variable_frame_rate_no_discontinuity(tmp_path) -> None:
+def test_llhls_variable_frame_rate_parts_within_target(tmp_path) -> None:
     # A screen-capture encoder sends 30 fps while the picture moves and
-    # 2 fps while it is still. Frames of 0.5 s after the first part are a
-    # frame rate, not a stall, so none of them may end a segment.
+    # 2 fps while it is still. The part target was set by the 30 fps start,
+    # so each 0.5 s frame after it ends a segment with a discontinuity,
+    # and no part is longer than PART-TARGET.
     tags = read_tags(encode_flv(seconds=4, fps=30, gop=30, audio=False))
     video = [tag for tag in tags if tag.kind == VIDEO_TAG]
     headers = [tag for tag in video if not tag.is_media_frame]
@@ -239,9 +240,11 @@ def test_llhls_variable_frame_rate_no_discontinuity(tmp_path) -> None:
         for frame, stamp in zip(frames, timestamps, strict=True)
     ]
     versions = package_tag_by_tag(tmp_path / "stream", headers + retimed).versions
-    final = versions[-1]
+    playlists = [parse_playlist(text) for text in versions]
 
-    assert final.count("#EXT-X-DISCONTINUITY") == 0, final
+    assert long_parts(versions) == []
+    assert {playlist.part_target for playlist in playlists} == {0.333}
+    assert "#EXT-X-DISCONTINUITY" in versions[-1]
 
 
 def hls_counts(scraped) -> dict[tuple[str, str], float]:

@@ -61,11 +61,6 @@ MAX_PART_INDEX = 1000
 WIDEN_FRACTION = 0.8
 PART_TARGET_HEADROOM = 1.25
 MAX_WIDENED_FRAME_SECONDS = 1.0
-# A video frame longer than this and than the part target is a gap in the
-# media: the packager ends the segment before it. A shorter frame fits in
-# a segment without raising EXT-X-TARGETDURATION, because a segment that
-# ends less than half a second past the target still rounds to it.
-GAP_FRAME_SECONDS = 0.5
 
 
 def widened_part_target(
@@ -83,10 +78,13 @@ def widened_part_target(
 
 
 def is_gap(frame_seconds: float, part_target: float | None) -> bool:
-    """Return whether a video frame this long is a gap in low-latency HLS."""
-    return part_target is not None and frame_seconds > max(
-        part_target, GAP_FRAME_SECONDS
-    )
+    """Return whether a video frame this long is a gap in low-latency HLS.
+
+    A part has at least one frame and may not be longer than PART-TARGET
+    (RFC 8216bis), so any longer frame is one. A decompiled copy of Apple's
+    playlist parser logs an error for a part longer than the target.
+    """
+    return part_target is not None and frame_seconds > part_target
 
 
 # Numbers that tell renditions apart in caches, never reused in a process.

@@ -615,9 +615,8 @@ class Segmenter:
         Low-latency HLS only. Before the first part, frames near or above
         the part target widen it instead (RenditionFiles.widen_part_target),
         unless onMetaData announced a frame rate that makes them a stall.
-        NOTE: a frame longer than the part target but not a gap, such as
-        one of a feed that drops to 2 fps after its first part, makes a
-        part longer than PART-TARGET.
+        NOTE: a feed that slows below about 3 fps after its first part gets
+        a discontinuity, and a segment, for each slow frame.
         """
         files = self._files
         pending = buffer.pending
