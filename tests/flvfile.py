@@ -54,6 +54,18 @@ def read_tags(data: bytes) -> list[FlvTag]:
     return tags
 
 
+def write_flv(tags: list[FlvTag]) -> bytes:
+    """Return an FLV file (audio and video flags set) that contains ``tags``."""
+    output = bytearray(b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00")
+    for tag in tags:
+        size = len(tag.payload)
+        header = bytes([tag.kind]) + size.to_bytes(3, "big")
+        header += (tag.timestamp & 0xFFFFFF).to_bytes(3, "big")
+        header += bytes([(tag.timestamp >> 24) & 0xFF]) + b"\x00\x00\x00"
+        output += header + tag.payload + (size + 11).to_bytes(4, "big")
+    return bytes(output)
+
+
 def encode_flv(
     *,
     seconds: float = 3.0,

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from flvfile import VIDEO_TAG, FlvTag, encode_flv, read_tags
+from flvfile import VIDEO_TAG, FlvTag, encode_flv, read_tags, write_flv
 
 from tests.box import start_box, start_publisher
 from tests.hls_helpers import playlist_uris
@@ -30,18 +30,6 @@ from tests.test_transcode_e2e import create_ladder_stream
 
 # Slack for part durations printed with 5 decimals.
 DURATION_SLACK = 1e-5
-
-
-def write_flv(tags: list[FlvTag]) -> bytes:
-    """Return an FLV file (audio and video flags set) that holds ``tags``."""
-    output = bytearray(b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00")
-    for tag in tags:
-        size = len(tag.payload)
-        header = bytes([tag.kind]) + size.to_bytes(3, "big")
-        header += (tag.timestamp & 0xFFFFFF).to_bytes(3, "big")
-        header += bytes([(tag.timestamp >> 24) & 0xFF]) + b"\x00\x00\x00"
-        output += header + tag.payload + (size + 11).to_bytes(4, "big")
-    return bytes(output)
 
 
 def tags_with_gap(tags: list[FlvTag], after_video: int, gap_ms: int) -> list[FlvTag]:
@@ -93,6 +81,17 @@ async def follow_playlists(box, path: str, seconds: float) -> list[str]:
     return texts
 
 
+async def wait_for_rendition_path(box, stream_id: str) -> str:
+    """Return the path of the first transcoded rendition once the box lists it."""
+    multivariant = ""
+    for _ in range(100):
+        multivariant = await get_text(box, f"/hls/{stream_id}/index.m3u8")
+        if len(playlist_uris(multivariant)) > 1:
+            break
+        await asyncio.sleep(0.1)
+    return f"/hls/{stream_id}/{playlist_uris(multivariant)[1]}"
+
+
 def long_parts(texts: list[str]) -> list[str]:
     problems = []
     for text in texts:
@@ -118,13 +117,7 @@ async def test_ladder_low_fps_parts_within_target(aiohttp_client, tmp_path) -> N
     )
     try:
         await wait_for_media_playlist(box, stream["id"])
-        multivariant = ""
-        for _ in range(100):
-            multivariant = await get_text(box, f"/hls/{stream['id']}/index.m3u8")
-            if len(playlist_uris(multivariant)) > 1:
-                break
-            await asyncio.sleep(0.1)
-        rendition = f"/hls/{stream['id']}/{playlist_uris(multivariant)[1]}"
+        rendition = await wait_for_rendition_path(box, stream["id"])
         texts = await follow_playlists(box, rendition, 6.0)
     finally:
         await stop(publisher)
@@ -147,13 +140,7 @@ async def test_ladder_low_fps_source_part_target(aiohttp_client, tmp_path) -> No
     )
     try:
         source_path = await wait_for_media_playlist(box, stream["id"])
-        multivariant = ""
-        for _ in range(100):
-            multivariant = await get_text(box, f"/hls/{stream['id']}/index.m3u8")
-            if len(playlist_uris(multivariant)) > 1:
-                break
-            await asyncio.sleep(0.1)
-        rendition = f"/hls/{stream['id']}/{playlist_uris(multivariant)[1]}"
+        rendition = await wait_for_rendition_path(box, stream["id"])
         texts = await follow_playlists(box, rendition, 6.0)
         source = parse_playlist(await get_text(box, source_path))
     finally:
@@ -188,13 +175,7 @@ async def test_ladder_timestamp_gap_consistent(aiohttp_client, tmp_path) -> None
     publisher = await start_ffmpeg_push(flv, box.rtmp_url(stream["stream_key"]))
     try:
         source_path = await wait_for_media_playlist(box, stream["id"])
-        multivariant = ""
-        for _ in range(100):
-            multivariant = await get_text(box, f"/hls/{stream['id']}/index.m3u8")
-            if len(playlist_uris(multivariant)) > 1:
-                break
-            await asyncio.sleep(0.1)
-        rendition_path = f"/hls/{stream['id']}/{playlist_uris(multivariant)[1]}"
+        rendition_path = await wait_for_rendition_path(box, stream["id"])
         followed = await asyncio.gather(
             follow_playlists(box, source_path, 14.0),
             follow_playlists(box, rendition_path, 14.0),
@@ -206,7 +187,6 @@ async def test_ladder_timestamp_gap_consistent(aiohttp_client, tmp_path) -> None
     finally:
         await stop(publisher)
     source_texts, rendition_texts = followed
-    print(source, rendition, sep="\n")
 
     assert "#EXT-X-DISCONTINUITY" in source
     assert long_parts(source_texts) == []
@@ -313,7 +293,6 @@ async def test_metrics_hls_counts_match_requests(aiohttp_client, tmp_path) -> No
         for key, after_value in hls_counts(after).items()
     }
     counted = {key: value for key, value in counted.items() if value}
-    print(statuses, counted)
     # One more request: the playlist read before the blocked reload.
     assert sum(counted.values()) == len(requests) + 1
     for status in set(statuses):
