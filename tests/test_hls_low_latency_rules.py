@@ -124,7 +124,7 @@ def test_llhls_timestamp_gap_marks_discontinuity(tmp_path) -> None:
     assert sum(segment.duration for segment in final.segments) < 6.5
 
 
-def test_llhls_timestamp_gap_with_audio_keeps_tags(tmp_path) -> None:
+def test_llhls_gap_with_audio_keeps_tags(tmp_path) -> None:
     playlists = _gap_versions(tmp_path, 3000, audio=True)
     first = constant_tags(playlists[0])
     longest = max(part.duration for playlist in playlists for part in playlist.parts)
@@ -134,7 +134,7 @@ def test_llhls_timestamp_gap_with_audio_keeps_tags(tmp_path) -> None:
     assert "#EXT-X-DISCONTINUITY" in playlists[-1].text
 
 
-def test_llhls_low_fps_widens_part_target_once(tmp_path) -> None:
+def test_llhls_low_fps_widens_target_once(tmp_path) -> None:
     # 2 fps: frames of 0.5 s. The part target becomes 0.625 s (a quarter of
     # headroom) before the first playlist and stays there.
     tags = read_tags(encode_flv(seconds=6, fps=2, gop=2))
@@ -147,7 +147,7 @@ def test_llhls_low_fps_widens_part_target_once(tmp_path) -> None:
     assert all("#EXT-X-DISCONTINUITY" not in p.text for p in playlists)
 
 
-def test_llhls_stall_after_first_frame_is_a_gap(tmp_path) -> None:
+def test_llhls_early_stall_is_gap(tmp_path) -> None:
     # A 2 s stall right after the first frame is no frame rate: the part
     # target stays as configured and the stall is a gap.
     playlists = _gap_versions(tmp_path, 2000, audio=False, at=0.0)

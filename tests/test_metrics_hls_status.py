@@ -14,7 +14,7 @@ from tests.test_metrics import first_segment_uri, scrape, wait_for_hls
 pytestmark = pytest.mark.timeout(120)
 
 
-async def test_metrics_hls_status_of_range_and_304(aiohttp_client, tmp_path):
+async def test_metrics_hls_range_statuses(aiohttp_client, tmp_path):
     # FileResponse picks 206, 304 or 416 only when it sends its headers,
     # after the request middleware read the response's status.
     box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)

@@ -211,6 +211,7 @@ class FollowerPackager:
     def _gap_before(
         self, cut: Cut, pending: PendingSample, packet: EncodedVideo
     ) -> bool:
+        """Return whether the source ended its segment at ``cut`` before a gap."""
         seconds = (packet.pts - pending.dts) / VIDEO_TIMESCALE
         return cut.discontinuity and is_gap(seconds, self._files.part_duration)
 

@@ -81,8 +81,7 @@ def is_gap(frame_seconds: float, part_target: float | None) -> bool:
     """Return whether a video frame this long is a gap in low-latency HLS.
 
     A part has at least one frame and may not be longer than PART-TARGET
-    (RFC 8216bis), so any longer frame is one. A decompiled copy of Apple's
-    playlist parser logs an error for a part longer than the target.
+    (RFC 8216bis), so any longer frame is one.
     """
     return part_target is not None and frame_seconds > part_target
 
@@ -310,10 +309,11 @@ class RenditionFiles:
     def widen_part_target(self, frame_seconds: float) -> bool:
         """Raise the part target to fit frames of ``frame_seconds``; True if it did.
 
-        Only before the rendition's first part, while no playlist has shown
-        PART-TARGET yet: it must not change afterwards (RFC 8216bis). A part
-        has at least one frame, so a feed at about 3 fps or below would
-        otherwise get parts longer than the target (see widened_part_target).
+        This works only before the rendition's first part, while no playlist
+        has shown PART-TARGET, because it must not change afterwards
+        (RFC 8216bis). A part has at least one frame, so a feed at about
+        3 fps or below would otherwise get parts longer than the target
+        (see widened_part_target).
         """
         if self._part_duration is None or self._last_part is not None:
             return False
