@@ -47,7 +47,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -522,7 +522,7 @@ def _whole_file_response(
     if os.fstat(file.fileno()).st_ino != info.st_ino:
         file.close()
         return None
-    return _SendfileResponse(file, size, headers, plain=plain)
+    return SendfileResponse(file, size, headers, plain=plain)
 
 
 def _plain_socket(transport: asyncio.BaseTransport | None) -> bool:
@@ -537,7 +537,7 @@ def _plain_socket(transport: asyncio.BaseTransport | None) -> bool:
     )
 
 
-class _SendfileResponse(web.StreamResponse):
+class SendfileResponse(web.StreamResponse):
     """Response with the whole of an open file as its body.
 
     It skips FileResponse's two trips to a worker thread (open and stat,
@@ -546,6 +546,7 @@ class _SendfileResponse(web.StreamResponse):
     with the body. In bench/hls_serving.py the cork cut the clients' CPU per
     request from 0.26-0.27 ms to 0.20-0.24 ms. The event loop's sendfile
     sends what that call leaves. Under TLS the response writes chunks.
+    The HLS front door (hls/front.py) sends it with ``send``.
     """
 
     def __init__(
@@ -560,12 +561,49 @@ class _SendfileResponse(web.StreamResponse):
         if self.prepared:
             return await super().prepare(request)
         transport = request.transport
-        plain = self._plain and transport is not None
-        corked = plain and _set_cork(transport, True)
+        if transport is None:
+            self._file.close()
+            raise ConnectionResetError("Connection lost")
+        prepare_head = super().prepare
+        writer: AbstractStreamWriter | None = None
+
+        async def write_head(_head: bytes) -> None:
+            nonlocal writer
+            writer = await prepare_head(request)
+
+        async def write_chunk(chunk: bytes) -> None:
+            assert writer is not None
+            await writer.write(chunk)
+
+        await self.send(transport, write_head, write_chunk, head=b"")
+        await super().write_eof()
+        return writer
+
+    async def send(
+        self,
+        transport: asyncio.BaseTransport,
+        write_head: Callable[[bytes], Awaitable[None]],
+        write_chunk: Callable[[bytes], Awaitable[None]],
+        *,
+        head: bytes,
+    ) -> None:
+        """Write the headers with ``write_head(head)``, then the whole file.
+
+        ``write_chunk`` writes body bytes where sendfile cannot be used.
+        Closes the file, also on failure. Where it can, it sends ``head`` on
+        the socket itself with MSG_MORE, which holds it back to share a
+        packet with the body as the cork does, for about 40% less kernel
+        time per segment than the cork in a loopback test (a 760 kB file).
+        aiohttp's own path writes its headers itself, so it uses the cork.
+        """
+        plain = self._plain
+        unsent = _send_head_now(transport, head) if plain and head else None
+        corked = plain and unsent is None and _set_cork(transport, True)
         try:
-            writer = await super().prepare(request)
-            if transport is None:
-                raise ConnectionResetError("Connection lost")
+            if unsent is None:
+                await write_head(head)
+            elif unsent:
+                await write_head(unsent)
             size = self.content_length or 0
             sent = 0
             if plain and transport.get_write_buffer_size() == 0:
@@ -574,7 +612,7 @@ class _SendfileResponse(web.StreamResponse):
                 corked = False
                 _set_cork(transport, False)
             if sent < size:
-                sent += await self._send_rest(writer, transport, sent, size - sent)
+                sent += await self._send_rest(write_chunk, transport, sent, size - sent)
             if sent < size:
                 # The client expects Content-Length bytes, so closing the
                 # connection is the only way to mark the body as cut short.
@@ -587,8 +625,6 @@ class _SendfileResponse(web.StreamResponse):
                 )
                 transport.close()
                 raise ConnectionResetError(f"file shrank to {sent} of {size} bytes")
-            await super().write_eof()
-            return writer
         finally:
             if corked:
                 _set_cork(transport, False)
@@ -596,7 +632,7 @@ class _SendfileResponse(web.StreamResponse):
 
     async def _send_rest(
         self,
-        writer: AbstractStreamWriter,
+        write_chunk: Callable[[bytes], Awaitable[None]],
         transport: asyncio.BaseTransport,
         offset: int,
         count: int,
@@ -620,7 +656,7 @@ class _SendfileResponse(web.StreamResponse):
             chunk = self._file.read(size)
             if not chunk:
                 break
-            await writer.write(chunk)
+            await write_chunk(chunk)
             sent += len(chunk)
         return sent
 
@@ -643,6 +679,31 @@ def _set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
     except OSError:
         return False
     return True
+
+
+_MSG_MORE = getattr(socket, "MSG_MORE", None)
+
+
+def _send_head_now(transport: asyncio.BaseTransport, head: bytes) -> bytes | None:
+    """Send ``head`` with MSG_MORE if nothing waits before it; return what is left.
+
+    None where this cannot be done: the platform lacks MSG_MORE, the
+    transport has bytes waiting, or its socket object is out of reach.
+    asyncio hands out only a wrapper without ``send``, so this reads the
+    wrapped socket (``_sock``, in CPython since 3.8).
+    """
+    if _MSG_MORE is None or transport.get_write_buffer_size():
+        return None
+    sock = getattr(transport.get_extra_info("socket"), "_sock", None)
+    if not isinstance(sock, socket.socket):
+        return None
+    try:
+        count = sock.send(head, _MSG_MORE)
+    except (BlockingIOError, InterruptedError):
+        return head
+    except OSError as exc:
+        raise ConnectionResetError(f"send failed: {exc}") from exc
+    return head[count:]
 
 
 def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -> int:
