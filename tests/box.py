@@ -97,7 +97,8 @@ class FrontTestServer(TestServer):
         await super().start_server(loop=loop, **kwargs)
         assert self.runner is not None
         sock = self.socket_factory(self.host, 0, socket.AF_INET)
-        await FrontSite(self.runner, sock=sock).start()
+        self.front_site = FrontSite(self.runner, sock=sock)
+        await self.front_site.start()
         self.port = sock.getsockname()[1]
         self._root = URL(f"http://{self.host}:{self.port}")
 

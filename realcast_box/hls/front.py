@@ -462,7 +462,7 @@ class FrontSite(web.BaseSite):
         self._host = host
         self._port = 8080 if port is None else port
         self._sock = sock
-        self._door: FrontDoor | None = None
+        self.door: FrontDoor | None = None
 
     @property
     def name(self) -> str:
@@ -472,9 +472,9 @@ class FrontSite(web.BaseSite):
         await super().start()
         runner = self._runner
         assert runner.server is not None and isinstance(runner, web.AppRunner)
-        self._door = FrontDoor(runner.app, runner.server)
+        self.door = FrontDoor(runner.app, runner.server)
         loop = asyncio.get_running_loop()
-        factory: Callable[[], Any] = self._door
+        factory: Callable[[], Any] = self.door
         if self._sock is not None:
             self._server = await loop.create_server(
                 factory, sock=self._sock, backlog=self._backlog
@@ -490,5 +490,5 @@ class FrontSite(web.BaseSite):
 
     async def stop(self) -> None:
         await super().stop()
-        if self._door is not None:
-            self._door.close()
+        if self.door is not None:
+            self.door.close()
