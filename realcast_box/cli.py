@@ -263,7 +263,16 @@ async def _serve(config: Config) -> None:
     )
     await runner.setup()
     try:
-        site = FrontSite(runner, config.host, config.http_port)
+        site: web.BaseSite
+        if config.http_front_door:
+            site = FrontSite(
+                runner,
+                config.host,
+                config.http_port,
+                shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+            )
+        else:
+            site = web.TCPSite(runner, config.host, config.http_port)
         try:
             await site.start()
         except OSError as exc:

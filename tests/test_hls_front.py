@@ -60,6 +60,12 @@ def test_front_parse_head_plain_get():
         HEAD.replace("session=abc", "session=a%20b"),
         HEAD.replace("/hls/", "/api/"),
         HEAD.replace("stream_1", "stream.1"),
+        HEAD + "\r\nHost: other",
+        HEAD + "\r\nUser-Agent: a\r\nuser-agent: b",
+        HEAD + "\r\nX-Control: a\x01b",
+        HEAD + "\r\nX-Delete: a\x7fb",
+        HEAD + "\r\nX-Nul: a\x00b",
+        HEAD + "".join(f"\r\nX-{number}: a" for number in range(front.MAX_HEADERS)),
     ],
 )
 def test_front_parse_head_leaves_to_aiohttp(head):
@@ -140,7 +146,8 @@ async def test_front_pipelined_mix_in_order(aiohttp_client, tmp_path):
     health = await read_response(reader)
     last = await read_response(reader)
     assert (first[0], first[2]) == (200, SEGMENT_BYTES)
-    assert health[0] == 200 and b"ok" in health[2]
+    assert health[0] == 200
+    assert b"ok" in health[2]
     # After /healthz the connection is aiohttp's, which serves the same bytes.
     assert (last[0], last[2]) == (200, SEGMENT_BYTES)
     assert first[1]["etag"] == last[1]["etag"]
@@ -150,7 +157,7 @@ async def test_front_pipelined_mix_in_order(aiohttp_client, tmp_path):
 
 async def test_front_many_pipelined_requests(aiohttp_client, tmp_path):
     # More than MAX_READ_AHEAD bytes of requests arrive while the first is
-    # answered, so reading pauses and resumes. Every request gets its answer.
+    # served, so reading pauses and resumes. Every request gets its response.
     box, stream = await box_with_tree(aiohttp_client, tmp_path)
     request = get(f"/hls/{stream['id']}/source/seg-2.m4s")
     count = front.MAX_READ_AHEAD // len(request) * 3
@@ -171,14 +178,15 @@ async def test_front_errors_match_aiohttp(aiohttp_client, tmp_path):
         f"/hls/{stream['id']}/source/seg-9.m4s",
         f"/hls/{stream['id']}/source/index.m3u8?_HLS_msn=x",
     ):
-        # The same request with a precondition goes through aiohttp.
+        # The same request with Connection: close goes through aiohttp.
         writer.write(get(path, "Origin: https://a.example"))
         served = await read_response(reader)
         other_reader, other_writer = await connect(box)
         other_writer.write(get(path, "Origin: https://a.example", "Connection: close"))
         expected = await read_response(other_reader)
         other_writer.close()
-        assert served[0] == expected[0] and served[0] in (400, 404), path
+        assert served[0] in (400, 404), path
+        assert served[0] == expected[0], path
         assert served[2] == expected[2], path
         for name in ("content-type", "access-control-allow-origin"):
             assert served[1][name] == expected[1][name], (path, name)
@@ -200,14 +208,60 @@ async def test_front_head_and_range_to_aiohttp(aiohttp_client, tmp_path):
     writer.close()
 
 
-async def test_front_half_close_answered(aiohttp_client, tmp_path):
+async def test_front_half_close_ends_connection(aiohttp_client, tmp_path):
+    # As with aiohttp, a client that half-closes gets no more responses.
     box, stream = await box_with_tree(aiohttp_client, tmp_path)
     reader, writer = await connect(box)
     writer.write(get(f"/hls/{stream['id']}/source/seg-1.m4s"))
+    assert (await read_response(reader))[0] == 200
     writer.write_eof()
-    status, _, body = await read_response(reader)
-    assert (status, body) == (200, SEGMENT_BYTES)
     assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert not front_door(box).connections
+    writer.close()
+
+
+async def test_front_unread_responses_bound_buffer(aiohttp_client, tmp_path):
+    # A client that sends requests and never reads the responses: the box
+    # stops reading once MAX_READ_AHEAD bytes wait, plus one read at most.
+    box, stream = await box_with_tree(aiohttp_client, tmp_path)
+    request = get(f"/hls/{stream['id']}/source/init-0.mp4")
+    _, writer = await connect(box)
+    writer.write(request * (4 * 1024 * 1024 // len(request)))
+    await asyncio.sleep(1.0)
+    (connection,) = front_door(box).connections
+    waiting = len(connection._buffer) - connection._start
+    assert waiting <= front.MAX_READ_AHEAD + 256 * 1024
+    assert connection._reading_paused
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /hls/stream_x/index.m3u8 HTTP/1.1\nHost: box\n\n",
+        b"GET /api/nothing HTTP/1.1\r\nHost: box\n\n",
+        b"GET /hls/stream_x/index.m3u8 HTTP/1.1\rHost: box\r\r",
+    ],
+)
+async def test_front_bare_line_ends_get_400(aiohttp_client, tmp_path, head):
+    box = await start_box(aiohttp_client, tmp_path)
+    reader, writer = await connect(box)
+    writer.write(head)
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    assert int(status_line.split()[1]) == 400
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [("Host: other",), ("User-Agent: a", "User-Agent: b"), ("X-Value: a\x01b",)],
+)
+async def test_front_heads_aiohttp_rejects_400(aiohttp_client, tmp_path, extra):
+    box, stream = await box_with_tree(aiohttp_client, tmp_path)
+    reader, writer = await connect(box)
+    writer.write(get(f"/hls/{stream['id']}/source/seg-1.m4s", *extra))
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    assert int(status_line.split()[1]) == 400
     writer.close()
 
 
@@ -263,6 +317,23 @@ async def test_front_stop_closes_connections(aiohttp_client, tmp_path):
     await box.client.server.front_site.stop()
     assert await asyncio.wait_for(reader.read(), 5) == b""
     assert not front_door(box).connections
+    writer.close()
+
+
+async def test_front_stop_finishes_responses(aiohttp_client, tmp_path):
+    box, stream = await box_with_tree(aiohttp_client, tmp_path)
+    content = os.urandom(24 * 1024 * 1024)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+    reader, writer = await connect(box)
+    writer.write(get(f"/hls/{stream['id']}/source/seg-3.m4s"))
+    await reader.readline()
+    # The segment does not fit in the socket buffers, so it is still being
+    # sent when the site stops, and stopping waits for it.
+    stopping = asyncio.create_task(box.client.server.front_site.stop())
+    await reader.readuntil(b"\r\n\r\n")
+    assert await reader.readexactly(len(content)) == content
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    await asyncio.wait_for(stopping, 5)
     writer.close()
 
 

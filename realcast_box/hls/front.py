@@ -4,13 +4,13 @@ Players fetch a playlist or a segment several times a second each, and on
 a small box aiohttp's per-request machinery (request objects, routing,
 four middlewares, response preparation) cost more CPU than the HLS handler
 itself. ``FrontProtocol`` reads each connection's request heads. A GET of
-an /hls path in plain characters, with no body and no header that needs
-aiohttp (Range, preconditions, Upgrade, Expect, ``Connection: close``),
-goes straight to ``serve_hls``, with the same access checks, errors,
-metrics and viewer tracking, and its response is written here. At the
-first request of any other kind, the connection and all it has sent so
-far pass to aiohttp's own protocol for good, so the API, the UI, WebSocket
-chat, HEAD and range requests behave exactly as without the front door.
+an /hls path in plain characters goes straight to ``serve_hls`` when it
+has no body and no header that needs aiohttp (Range, preconditions,
+Upgrade, Expect, ``Connection: close``). It gets the same access checks,
+errors, metrics and viewer tracking, and its response is written here.
+At the first request of any other kind, the connection and all it has
+sent so far pass to aiohttp's own protocol for good. So the API, the UI,
+WebSocket chat, HEAD and range requests behave as without the front door.
 
 Only the plain HTTP site uses it (``FrontSite``); HTTPS stays with aiohttp.
 """
@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_parser import SINGLETON_HEADERS
 from aiohttp.web_server import Server
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
@@ -37,21 +38,32 @@ from realcast_box.metrics.http import mark_hls_request
 
 logger = logging.getLogger(__name__)
 
-# Beyond this a head goes to aiohttp, which answers it with its own limits.
+# A longer head goes to aiohttp, which applies its own limits (400 or 431).
 MAX_HEAD_BYTES = 8190
 # Bytes read ahead while a response is in progress before reading pauses.
 MAX_READ_AHEAD = 64 * 1024
-# As aiohttp's default keep-alive timeout: an idle connection closes after it.
+# An idle connection closes after this, nginx's default keepalive_timeout.
 KEEPALIVE_SECONDS = 75.0
 SWEEP_SECONDS = 5.0
-# What the front door serves itself: /hls/<stream id>/<path>, optionally a
-# query, in characters that no decoder or normaliser changes. Anything else
+# Targets that the front door serves itself: /hls/<stream id>/<path>, with an
+# optional query, in characters that no decoder or normaliser changes. Anything else
 # (percent escapes, "+", dot segments, empty segments) goes to aiohttp.
 TARGET_PATTERN = re.compile(
     r"/hls/([A-Za-z0-9_-]{1,64})/((?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)*"
     r"[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:\?([A-Za-z0-9_.~=&-]*))?"
 )
 HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Control characters that aiohttp rejects in a head (tab is allowed), and
+# line ends other than CRLF. Such heads go to aiohttp, which responds 400.
+INVALID_HEAD_PATTERN = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n"
+)
+# A bare LF or CR in bytes still waiting for the head's end, which then never
+# comes. A CR as the last byte received may be the start of a CRLF.
+BARE_LINE_END_PATTERN = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
+# aiohttp rejects more than 128 header lines. Heads with more than this many
+# go to aiohttp to decide.
+MAX_HEADERS = 100
 # Request headers that only aiohttp handles. Lower case.
 AIOHTTP_HEADERS = frozenset(
     {
@@ -113,14 +125,19 @@ def parse_head(head: bytes) -> tuple[str, str, str, str, CIMultiDictProxy[str]] 
     ``head`` is a request line and headers, without the blank line. None
     for a head that aiohttp must handle: another method, target or version,
     a header in AIOHTTP_HEADERS, ``Connection`` other than keep-alive, no
-    ``Host``, or anything unusual in its syntax (aiohttp then answers with
-    its error).
+    ``Host``, a second copy of a header that aiohttp allows once (such as
+    ``Host``), or anything unusual in its syntax (aiohttp then responds
+    with its error).
     """
     try:
         text = head.decode("ascii")
     except UnicodeDecodeError:
         return None
+    if INVALID_HEAD_PATTERN.search(text):
+        return None
     lines = text.split("\r\n")
+    if len(lines) > MAX_HEADERS + 1:
+        return None
     method, _, rest = lines[0].partition(" ")
     target, _, version = rest.partition(" ")
     if method != "GET" or version != "HTTP/1.1":
@@ -131,7 +148,7 @@ def parse_head(head: bytes) -> tuple[str, str, str, str, CIMultiDictProxy[str]] 
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon or "\n" in line or "\r" in line:
+        if not colon:
             return None
         if not HEADER_NAME_PATTERN.fullmatch(name):
             return None
@@ -141,9 +158,11 @@ def parse_head(head: bytes) -> tuple[str, str, str, str, CIMultiDictProxy[str]] 
             return None
         if lowered == "connection" and value.lower() != "keep-alive":
             return None
+        if lowered in SINGLETON_HEADERS and name in headers:
+            return None
         headers.add(name, value)
     if "Host" not in headers:
-        # HTTP/1.1 requires it, and aiohttp answers 400 without it.
+        # HTTP/1.1 requires it, and aiohttp responds with 400 without it.
         return None
     stream_id, relative, query = match.groups()
     path = target.partition("?")[0]
@@ -208,6 +227,7 @@ class FrontDoor:
         self.app = app
         self.server = server
         self.connections: set[FrontProtocol] = set()
+        self.closing = False
         self._sweeper: asyncio.TimerHandle | None = None
 
     def __call__(self) -> FrontProtocol:
@@ -226,11 +246,25 @@ class FrontDoor:
             connection.close_if_idle_since(limit)
         self._schedule_sweep()
 
-    def close(self) -> None:
-        """Close every connection still on the front door, waiting or not."""
+    async def shutdown(self, timeout: float) -> None:
+        """Close idle connections now, and the others once their response is sent.
+
+        Responses still in progress after ``timeout`` seconds, such as
+        blocked playlist reloads, are cut off.
+        """
+        self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        tasks = []
+        for connection in list(self.connections):
+            task = connection.task
+            if task is None:
+                connection.close()
+            else:
+                tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
         for connection in list(self.connections):
             connection.close()
         self.connections.clear()
@@ -239,8 +273,9 @@ class FrontDoor:
 class FrontProtocol(asyncio.Protocol):
     """One plain HTTP connection, served here until it needs aiohttp.
 
-    Requests are answered in order, one at a time. Bytes that arrive during
-    a response wait in ``_buffer``, so pipelined requests work too.
+    Requests are served in order, one at a time. Bytes that arrive during a
+    response wait in ``_buffer`` from ``_start`` on, so pipelined requests
+    work too. Reading pauses while more than MAX_READ_AHEAD bytes wait.
     """
 
     def __init__(self, door: FrontDoor) -> None:
@@ -248,13 +283,13 @@ class FrontProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._remote: str | None = None
-        self._buffer = b""
-        self._task: asyncio.Task[None] | None = None
+        self._buffer = bytearray()
+        self._start = 0
+        self.task: asyncio.Task[None] | None = None
         self._reading_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._writing_paused = False
         self._last_activity = self._loop.time()
-        self._eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -274,29 +309,23 @@ class FrontProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._door.connections.discard(self)
         self._transport = None
-        if self._task is not None:
-            self._task.cancel()
+        if self.task is not None:
+            self.task.cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         self._last_activity = self._loop.time()
-        if self._task is None:
+        if self.task is None:
             self._next_request()
-        elif len(self._buffer) > MAX_READ_AHEAD and not self._reading_paused:
-            assert self._transport is not None
-            self._transport.pause_reading()
-            self._reading_paused = True
+        self._pause_reading_if_full()
 
     def eof_received(self) -> bool | None:
-        # The client sends nothing more: answer what it asked, then close.
-        self._eof = True
-        if self._task is None and self._transport is not None:
-            self._next_request()
-            if self._task is None and self._transport is not None:
-                self._transport.close()
-        return True
+        # As aiohttp does, a client that half-closes its side gets no more
+        # responses: returning None closes the connection, and
+        # connection_lost cancels the request in progress.
+        return None
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -307,36 +336,64 @@ class FrontProtocol(asyncio.Protocol):
             self._drained.set_result(None)
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self.task is not None:
+            self.task.cancel()
         if self._transport is not None:
             self._transport.close()
 
     def close_if_idle_since(self, limit: float) -> None:
-        if self._task is None and self._last_activity < limit:
+        if self.task is None and self._last_activity < limit:
             self.close()
+
+    def _pause_reading_if_full(self) -> None:
+        transport = self._transport
+        if transport is None or self._reading_paused:
+            return
+        if len(self._buffer) - self._start > MAX_READ_AHEAD:
+            transport.pause_reading()
+            self._reading_paused = True
+
+    def _resume_reading_if_room(self) -> None:
+        transport = self._transport
+        if transport is None or not self._reading_paused:
+            return
+        if len(self._buffer) - self._start <= MAX_READ_AHEAD:
+            transport.resume_reading()
+            self._reading_paused = False
 
     def _next_request(self) -> None:
         """Start on the next whole request head in the buffer, if there is one."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if self._reading_paused:
-            transport.resume_reading()
-            self._reading_paused = False
-        end = self._buffer.find(b"\r\n\r\n")
+
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n", self._start)
         if end < 0:
-            if len(self._buffer) > MAX_HEAD_BYTES:
+            if len(buffer) - self._start > MAX_HEAD_BYTES or (
+                BARE_LINE_END_PATTERN.search(buffer, self._start)
+            ):
                 self._hand_over()
+            else:
+                self._resume_reading_if_room()
             return
-        if end > MAX_HEAD_BYTES:
+        if end - self._start > MAX_HEAD_BYTES:
             self._hand_over()
             return
-        parsed = parse_head(self._buffer[:end])
+        parsed = parse_head(bytes(buffer[self._start : end]))
         if parsed is None:
             self._hand_over()
             return
-        self._buffer = self._buffer[end + 4 :]
+
+        self._start = end + 4
+        if self._start == len(buffer):
+            buffer.clear()
+            self._start = 0
+        elif self._start > MAX_READ_AHEAD:
+            # Drop what was read, now and then rather than per request.
+            del buffer[: self._start]
+            self._start = 0
+        self._resume_reading_if_room()
         path, stream_id, relative, query, headers = parsed
         request = FrontRequest(
             self._door.app,
@@ -348,11 +405,11 @@ class FrontProtocol(asyncio.Protocol):
             parse_query(query),
             headers,
         )
-        self._task = self._loop.create_task(self._serve(request))
-        self._task.add_done_callback(self._served)
+        self.task = self._loop.create_task(self._serve(request))
+        self.task.add_done_callback(self._served)
 
     def _served(self, task: asyncio.Task[None]) -> None:
-        self._task = None
+        self.task = None
         self._last_activity = self._loop.time()
         if task.cancelled():
             return
@@ -362,15 +419,16 @@ class FrontProtocol(asyncio.Protocol):
             # written: the connection cannot carry another one.
             if not isinstance(exc, ConnectionError):
                 logger.error(
-                    "front door failed to answer a request",
+                    "front door failed to send a response",
                     exc_info=(type(exc), exc, exc.__traceback__),
                 )
             self.close()
             return
-        if self._transport is not None and self._buffer:
+        if self._door.closing:
+            self.close()
+            return
+        if self._transport is not None and len(self._buffer) > self._start:
             self._next_request()
-        if self._eof and self._task is None and self._transport is not None:
-            self._transport.close()
 
     def _hand_over(self) -> None:
         """Give the connection, and every byte it sent, to aiohttp for good."""
@@ -381,7 +439,12 @@ class FrontProtocol(asyncio.Protocol):
         handler = self._door.server()
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        data, self._buffer = self._buffer, b""
+        data = bytes(self._buffer[self._start :])
+        self._buffer.clear()
+        self._start = 0
+        if self._reading_paused:
+            transport.resume_reading()
+            self._reading_paused = False
         if data:
             handler.data_received(data)
 
@@ -394,7 +457,7 @@ class FrontProtocol(asyncio.Protocol):
         except Exception as exc:
             response = response_for_exception(request, exc)  # type: ignore[arg-type]
             if response is None:
-                # A redirect, which serve_hls never raises.
+                # A redirect (an HTTPException below 400): serve_hls raises none.
                 response = error_response(500, "internal server error")
         await app.on_response_prepare.send(request, response)
         await self._write(response)
@@ -402,6 +465,8 @@ class FrontProtocol(asyncio.Protocol):
     async def _write(self, response: web.StreamResponse) -> None:
         transport = self._transport
         if transport is None:
+            if isinstance(response, routes.SendfileResponse):
+                response.close_file()
             raise ConnectionResetError("Connection lost")
         if isinstance(response, routes.SendfileResponse):
             head = response_head(response, response.content_length or 0)
@@ -417,7 +482,7 @@ class FrontProtocol(asyncio.Protocol):
             # serve_hls sends FileResponse only for HEAD and ranges, which
             # go to aiohttp, so this is a file that changed while it was
             # looked at. A retry finds the new one.
-            logger.warning("front door cannot send %s; answering 503", response)
+            logger.warning("front door cannot send %s; responding with 503", response)
             fallback = error_response(
                 503, "the file changed while it was read; retry the request"
             )
@@ -445,7 +510,8 @@ class FrontProtocol(asyncio.Protocol):
 class FrontSite(web.BaseSite):
     """A plain HTTP site whose connections start at a FrontDoor.
 
-    Give ``host`` and ``port``, or a bound ``sock``.
+    Give ``host`` and ``port``, or a bound ``sock``. On stop, responses in
+    progress get ``shutdown_timeout`` seconds to finish.
     """
 
     def __init__(
@@ -458,7 +524,8 @@ class FrontSite(web.BaseSite):
         shutdown_timeout: float = 60.0,
         backlog: int = 128,
     ) -> None:
-        super().__init__(runner, shutdown_timeout=shutdown_timeout, backlog=backlog)
+        super().__init__(runner, backlog=backlog)
+        self._front_shutdown_timeout = shutdown_timeout
         self._host = host
         self._port = 8080 if port is None else port
         self._sock = sock
@@ -491,4 +558,4 @@ class FrontSite(web.BaseSite):
     async def stop(self) -> None:
         await super().stop()
         if self.door is not None:
-            self.door.close()
+            await self.door.shutdown(self._front_shutdown_timeout)

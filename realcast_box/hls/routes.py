@@ -18,7 +18,9 @@ a live session is writing are served from the packager's memory
 from disk.
 
 Each request stats the file it serves. A whole segment of 64 KiB or more
-on a plain TCP connection goes out with sendfile. Smaller files, and files
+on a plain TCP connection goes out with sendfile. On the plain HTTP port,
+simple GETs reach ``serve_hls`` through the front door of hls/front.py,
+which writes their responses without aiohttp's request stack. Smaller files, and files
 on an HTTPS connection, come from an in-memory copy (hls/filecache.py) that
 the stat keeps current, unless they are too large to keep. HEAD requests
 and requests with a range or a precondition go to aiohttp's FileResponse.
@@ -542,8 +544,8 @@ class SendfileResponse(web.StreamResponse):
 
     It skips FileResponse's two trips to a worker thread (open and stat,
     then close). On a plain TCP connection it calls sendfile on the socket
-    itself, with the socket corked (TCP_CORK) so the headers share packets
-    with the body. In bench/hls_serving.py the cork cut the clients' CPU per
+    itself, with the socket corked so the headers share packets with the
+    body. In bench/hls_serving.py the cork cut the clients' CPU per
     request from 0.26-0.27 ms to 0.20-0.24 ms. The event loop's sendfile
     sends what that call leaves. Under TLS the response writes chunks.
     The HLS front door (hls/front.py) sends it with ``send``.
@@ -557,12 +559,16 @@ class SendfileResponse(web.StreamResponse):
         self._plain = plain
         self.content_length = size
 
+    def close_file(self) -> None:
+        """Close the file of a response that will not be sent."""
+        self._file.close()
+
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
         transport = request.transport
         if transport is None:
-            self._file.close()
+            self.close_file()
             raise ConnectionResetError("Connection lost")
         prepare_head = super().prepare
         writer: AbstractStreamWriter | None = None
@@ -590,20 +596,14 @@ class SendfileResponse(web.StreamResponse):
         """Write the headers with ``write_head(head)``, then the whole file.
 
         ``write_chunk`` writes body bytes where sendfile cannot be used.
-        Closes the file, also on failure. Where it can, it sends ``head`` on
-        the socket itself with MSG_MORE, which holds it back to share a
-        packet with the body as the cork does, for about 40% less kernel
-        time per segment than the cork in a loopback test (a 760 kB file).
-        aiohttp's own path writes its headers itself, so it uses the cork.
+        Closes the file, also on failure. On a plain TCP connection the
+        socket is corked (TCP_CORK) from the headers to the end of the first
+        sendfile call, so the headers share packets with the body.
         """
         plain = self._plain
-        unsent = _send_head_now(transport, head) if plain and head else None
-        corked = plain and unsent is None and _set_cork(transport, True)
+        corked = plain and _set_cork(transport, True)
         try:
-            if unsent is None:
-                await write_head(head)
-            elif unsent:
-                await write_head(unsent)
+            await write_head(head)
             size = self.content_length or 0
             sent = 0
             if plain and transport.get_write_buffer_size() == 0:
@@ -679,31 +679,6 @@ def _set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
     except OSError:
         return False
     return True
-
-
-_MSG_MORE = getattr(socket, "MSG_MORE", None)
-
-
-def _send_head_now(transport: asyncio.BaseTransport, head: bytes) -> bytes | None:
-    """Send ``head`` with MSG_MORE if nothing waits before it; return what is left.
-
-    None where this cannot be done: the platform lacks MSG_MORE, the
-    transport has bytes waiting, or its socket object is out of reach.
-    asyncio hands out only a wrapper without ``send``, so this reads the
-    wrapped socket (``_sock``, in CPython since 3.8).
-    """
-    if _MSG_MORE is None or transport.get_write_buffer_size():
-        return None
-    sock = getattr(transport.get_extra_info("socket"), "_sock", None)
-    if not isinstance(sock, socket.socket):
-        return None
-    try:
-        count = sock.send(head, _MSG_MORE)
-    except (BlockingIOError, InterruptedError):
-        return head
-    except OSError as exc:
-        raise ConnectionResetError(f"send failed: {exc}") from exc
-    return head[count:]
 
 
 def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -> int:
