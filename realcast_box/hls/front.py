@@ -61,8 +61,8 @@ INVALID_HEAD_PATTERN = re.compile(
 # A bare LF or CR in bytes still waiting for the head's end, which then never
 # comes. A CR as the last byte received may be the start of a CRLF.
 BARE_LINE_END_PATTERN = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
-# aiohttp rejects more than 128 header lines. Heads with more than this many
-# go to aiohttp to decide.
+# aiohttp 3.14 rejects more than 128 header lines (its default max_headers).
+# Heads with more than this many go to aiohttp to decide.
 MAX_HEADERS = 100
 # Request headers that only aiohttp handles. Lower case.
 AIOHTTP_HEADERS = frozenset(
@@ -124,10 +124,10 @@ def parse_head(head: bytes) -> tuple[str, str, str, str, CIMultiDictProxy[str]] 
 
     ``head`` is a request line and headers, without the blank line. None
     for a head that aiohttp must handle: another method, target or version,
-    a header in AIOHTTP_HEADERS, ``Connection`` other than keep-alive, no
-    ``Host``, a second copy of a header that aiohttp allows once (such as
-    ``Host``), or anything unusual in its syntax (aiohttp then responds
-    with its error).
+    a header in AIOHTTP_HEADERS, or ``Connection`` other than keep-alive.
+    Also None without ``Host``, with a second copy of a header that aiohttp
+    allows once (such as ``Host``), or with anything unusual in its syntax.
+    aiohttp then responds with its error.
     """
     try:
         text = head.decode("ascii")
@@ -217,7 +217,7 @@ def response_head(response: web.StreamResponse, length: int) -> bytes:
 
 
 class FrontDoor:
-    """Makes a FrontProtocol for each connection, and closes them on stop.
+    """Protocol factory of a FrontSite, which also closes its connections on stop.
 
     Connections that hand over to aiohttp leave ``connections``: aiohttp's
     ``server`` closes those.
