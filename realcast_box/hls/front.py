@@ -231,7 +231,7 @@ class FrontDoor:
         self._sweeper: asyncio.TimerHandle | None = None
 
     def __call__(self) -> FrontProtocol:
-        if self._sweeper is None:
+        if self._sweeper is None and not self.closing:
             self._schedule_sweep()
         return FrontProtocol(self)
 
