@@ -30,8 +30,8 @@ from aiohttp import web
 # The box's internal segment response and the helpers that it sends with.
 from realcast_box.hls.routes import (
     CONTENT_TYPES,
+    SendfileResponse,
     _sendfile_now,
-    _SendfileResponse,
     _set_cork,
 )
 
@@ -55,7 +55,7 @@ def content_type(file: Path) -> str:
 def segment_response(file: Path, headers: dict[str, str]) -> web.StreamResponse:
     opened = open(file, "rb", buffering=0)  # closed by the response
     size = os.fstat(opened.fileno()).st_size
-    return _SendfileResponse(opened, size, headers, plain=True)
+    return SendfileResponse(opened, size, headers, plain=True)
 
 
 def aiohttp_app(root: Path) -> web.Application:

@@ -254,7 +254,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Phase]]:
         flv = work / "720p30-3mbps.flv"
         print(f"encoding the {CLIP_SECONDS} s input clip", flush=True)
         harness.make_flv(flv, CLIP_SECONDS, 1280, 720, 3000)
-        box = harness.start_box(work)
+        settings = {} if args.low_latency else {"REALCAST_HLS_LOW_LATENCY": "false"}
+        box = harness.start_box(work, **settings)
         nginx = harness.start_nginx(work, rtmp=False, hls_dir=box.hls_root)
         stream, push = asyncio.run(prepare(box, nginx, flv))
         box_url = harness.box_hls_url(box, stream)
@@ -352,6 +353,13 @@ def main() -> None:
         help="seconds after which the run stops (default: 2 x --seconds + 300)",
     )
     parser.add_argument(
+        "--regular",
+        dest="low_latency",
+        action="store_false",
+        help="run the box with hls_low_latency = false, so that it serves"
+        " regular playlists, as nginx does",
+    )
+    parser.add_argument(
         "--references",
         action="store_true",
         help="also load the two reference servers of bench/hls_reference.py",
@@ -369,6 +377,8 @@ def main() -> None:
 
     print(harness.machine_line())
     print(f"peer: {nginx_version}, static files, access_log off, sendfile on")
+    kind = "low-latency (the default)" if args.low_latency else "regular (--regular)"
+    print(f"box playlists: {kind}")
     print(
         f"viewers: {args.viewers} in {args.processes} client processes,"
         f" {args.seconds:g} s per server, {args.rounds} round(s)"

@@ -248,6 +248,7 @@ def cert_command(
 
 async def _serve(config: Config) -> None:
     from realcast_box.app import TLS_CONTEXT, create_app
+    from realcast_box.hls.front import FrontSite
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -262,7 +263,16 @@ async def _serve(config: Config) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.http_port)
+        site: web.BaseSite
+        if config.http_front_door:
+            site = FrontSite(
+                runner,
+                config.host,
+                config.http_port,
+                shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+            )
+        else:
+            site = web.TCPSite(runner, config.host, config.http_port)
         try:
             await site.start()
         except OSError as exc:

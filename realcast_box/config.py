@@ -49,6 +49,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "http_port", int, 8080, "TCP port of the HTTP server (API, HLS).", 0, 65535
     ),
+    Setting(
+        "http_front_door",
+        bool,
+        True,
+        "Serve GETs of /hls on http_port with the box's own small HTTP/1.1 front"
+        " end, which costs less CPU per request than aiohttp; false leaves every"
+        " request to aiohttp. HTTPS always uses aiohttp.",
+    ),
     Setting("rtmp_port", int, 1935, "TCP port of the RTMP ingest server.", 0, 65535),
     Setting(
         "tls_cert_file",
@@ -442,6 +450,7 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 class Config:
     host: str
     http_port: int
+    http_front_door: bool
     rtmp_port: int
     tls_cert_file: str
     tls_key_file: str

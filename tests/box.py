@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from realcast_box.app import RTMP_SERVER, create_app
 from realcast_box.appkeys import HUB
 from realcast_box.config import load_config
+from realcast_box.hls.front import FrontSite
 from realcast_box.live.hub import Hub
 
 TESTS_DIR = Path(__file__).parent
@@ -82,7 +85,32 @@ class Box:
             await asyncio.sleep(0.1)
 
 
-async def start_box(aiohttp_client, tmp_path: Path, **overrides) -> Box:
+class FrontTestServer(TestServer):
+    """aiohttp's test server, with its client sent through the HLS front door.
+
+    ``realcast-box serve`` puts the front door (realcast_box/hls/front.py)
+    on its plain HTTP port, so the end-to-end tests reach the box the same
+    way. aiohttp's own site stays open beside it, unused.
+    """
+
+    async def start_server(self, loop=None, **kwargs) -> None:
+        await super().start_server(loop=loop, **kwargs)
+        assert self.runner is not None
+        sock = self.socket_factory(self.host, 0, socket.AF_INET)
+        self.front_site = FrontSite(self.runner, sock=sock)
+        await self.front_site.start()
+        self.port = sock.getsockname()[1]
+        self._root = URL(f"http://{self.host}:{self.port}")
+
+
+async def start_box(
+    aiohttp_client, tmp_path: Path, *, front_door: bool = True, **overrides
+) -> Box:
+    """Start a box in the test's loop, registered and logged in as a publisher.
+
+    Its client reaches it through the HLS front door unless ``front_door``
+    is false.
+    """
     settings = {"data_dir": str(tmp_path / "data"), "host": "127.0.0.1"}
     settings["rtmp_port"] = 0
     # Tests poll the status endpoint many times a second; rate-limit tests
@@ -94,7 +122,7 @@ async def start_box(aiohttp_client, tmp_path: Path, **overrides) -> Box:
     settings.update(overrides)
     config = load_config(None, environ={}, overrides=settings)
     app = create_app(config)
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(FrontTestServer(app) if front_door else app)
     email = "publisher@example.com"
     password = "correct horse battery"
     response = await client.post(

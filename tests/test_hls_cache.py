@@ -277,9 +277,12 @@ def record_sendfile_now(monkeypatch, before=None) -> list[tuple[int, int]]:
     return calls
 
 
-async def test_hls_cache_large_segment_sendfile(aiohttp_client, tmp_path, monkeypatch):
+@pytest.mark.parametrize("front_door", [True, False])
+async def test_hls_cache_large_segment_sendfile(
+    aiohttp_client, tmp_path, monkeypatch, front_door
+):
     calls = record_sendfile_now(monkeypatch)
-    box = await start_box(aiohttp_client, tmp_path)
+    box = await start_box(aiohttp_client, tmp_path, front_door=front_door)
     stream = await public_stream(box)
     content = os.urandom(300 * 1024)
     (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
@@ -297,11 +300,14 @@ async def test_hls_cache_large_segment_sendfile(aiohttp_client, tmp_path, monkey
     assert len(calls) == 1
 
 
-async def test_hls_cache_segment_sendfile_rest(aiohttp_client, tmp_path, monkeypatch):
+@pytest.mark.parametrize("front_door", [True, False])
+async def test_hls_cache_segment_sendfile_rest(
+    aiohttp_client, tmp_path, monkeypatch, front_door
+):
     # Larger than loopback's socket buffers take at once, so the direct call
     # leaves a rest that the event loop's sendfile sends when there is room.
     calls = record_sendfile_now(monkeypatch)
-    box = await start_box(aiohttp_client, tmp_path)
+    box = await start_box(aiohttp_client, tmp_path, front_door=front_door)
     stream = await public_stream(box)
     content = os.urandom(24 * 1024 * 1024)
     (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
@@ -317,12 +323,15 @@ async def test_hls_cache_segment_sendfile_rest(aiohttp_client, tmp_path, monkeyp
     assert await again.read() == SEGMENT_BYTES
 
 
-async def test_hls_cache_segment_shrinks_closes(aiohttp_client, tmp_path, monkeypatch):
+@pytest.mark.parametrize("front_door", [True, False])
+async def test_hls_cache_segment_shrinks_closes(
+    aiohttp_client, tmp_path, monkeypatch, front_door
+):
     def truncate(file, size):
         os.truncate(file.name, size // 2)
 
     calls = record_sendfile_now(monkeypatch, before=truncate)
-    box = await start_box(aiohttp_client, tmp_path)
+    box = await start_box(aiohttp_client, tmp_path, front_door=front_door)
     stream = await public_stream(box)
     content = os.urandom(300 * 1024)
     (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)

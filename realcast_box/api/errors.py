@@ -60,12 +60,26 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
+    except Exception as exc:
+        response = response_for_exception(request, exc)
+        if response is None:
+            raise
+        return response
+
+
+def response_for_exception(request: web.Request, exc: Exception) -> web.Response | None:
+    """Return the JSON error response for ``exc``, logging it as the middleware does.
+
+    None for an aiohttp HTTPException below 400 (a redirect), which the
+    caller raises again. Also used by the HLS front door (hls/front.py),
+    which serves requests outside aiohttp's middlewares.
+    """
+    if isinstance(exc, ApiError):
         _log_client_error(request, exc.status, exc.detail)
         return error_response(exc.status, exc.detail, exc.headers, exc.fields)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         detail = _http_exception_detail(request, exc)
         _log_client_error(request, exc.status, detail)
         headers = {
@@ -74,9 +88,13 @@ async def error_middleware(
             if name.lower() not in _BODY_HEADERS
         }
         return error_response(exc.status, detail, headers)
-    except Exception:
-        logger.exception("unhandled error in %s %r", request.method, request.path)
-        return error_response(500, "internal server error")
+    logger.error(
+        "unhandled error in %s %r",
+        request.method,
+        request.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return error_response(500, "internal server error")
 
 
 def _http_exception_detail(request: web.Request, exc: web.HTTPException) -> str:

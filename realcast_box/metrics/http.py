@@ -134,8 +134,7 @@ def make_middleware(metrics: RequestMetrics) -> Middleware:
         route = route_label(request)
         started = time.perf_counter()
         if route == HLS_ROUTE:
-            request[HLS_KIND_KEY] = hls_kind(request.match_info.get("path", ""))
-            request[HLS_STARTED_KEY] = started
+            mark_hls_request(request, started)
             return await handler(request)
         try:
             response = await handler(request)
@@ -150,6 +149,16 @@ def make_middleware(metrics: RequestMetrics) -> Middleware:
         return response
 
     return request_metrics_middleware
+
+
+def mark_hls_request(request: web.Request, started: float) -> None:
+    """Mark an /hls request for the response hook, which counts it.
+
+    ``started`` is its ``time.perf_counter()`` when it arrived. The HLS
+    front door (hls/front.py) calls this for the requests it serves itself.
+    """
+    request[HLS_KIND_KEY] = hls_kind(request.match_info.get("path", ""))
+    request[HLS_STARTED_KEY] = started
 
 
 def _record(
