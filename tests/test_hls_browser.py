@@ -351,6 +351,50 @@ async def test_hls_browser_starts_at_first_part(
     assert state["currentTime"] > state["playingAt"] + 2, report
 
 
+async def test_hls_browser_plays_delta_updates(
+    aiohttp_client, aiohttp_server, tmp_path
+):
+    require_chromium()
+    # A window of 10 segments offers delta updates (CAN-SKIP-UNTIL=12 s), and
+    # hls.js 1.7.4 in its default low-latency mode asks for them once its
+    # playlist holds segments older than that. The player joins after 16 s, so
+    # its first reloads can already skip.
+    box = await start_box(aiohttp_client, tmp_path, hls_window=10)
+    stream = await box.create_stream()
+    page_url = await serve_player_page(aiohttp_server)
+    size = ["--width", str(WIDTH), "--height", str(HEIGHT)]
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "40", "--realtime", *size
+    )
+    deltas: list[tuple[str, int]] = []
+
+    def record_delta(response: Response) -> None:
+        if "_HLS_skip=" in response.url:
+            deltas.append((response.url, response.status))
+
+    try:
+        await box.wait_for_status(stream["id"], "live")
+        await wait_for_media_sequence(box, stream["id"], minimum=1, timeout=30)
+        async with open_player(tmp_path, page_url) as player:
+            player.page.on("response", record_delta)
+            await player.start(stream["hls_url"])
+            condition = (
+                "p.playingAt !== null && p.video.currentTime > p.playingAt + 6"
+                " && p.lastStartSN > p.firstStartSN"
+            )
+            state = await wait_for_player(player, condition, timeout=30)
+    finally:
+        await stop_publisher(publisher)
+
+    report = json.dumps({"state": state, "deltas": deltas[:5]}, indent=1)
+    assert fatal_errors(state) == [], report
+    assert deltas, report
+    assert all(status == 200 for _, status in deltas), report
+    assert all("_HLS_skip=YES" in url for url, _ in deltas), report
+    assert state["lastStartSN"] > state["firstStartSN"], report
+    assert state["currentTime"] > state["playingAt"] + 6, report
+
+
 async def wait_for_media_playlist(
     box: Box, stream_id: str, timeout: float = 20.0
 ) -> str:
