@@ -281,8 +281,15 @@ async def _serve(config: Config) -> None:
                 f"(http_port): {exc.strerror or exc}; stop the other program or "
                 "choose another port with --http-port"
             ) from None
+        served_by = (
+            "the HLS front door, then aiohttp" if config.http_front_door else "aiohttp"
+        )
         for address in runner.addresses:
-            logger.info("HTTP API and HLS on http://%s:%s", *_host_port(address))
+            logger.info(
+                "HTTP API and HLS on http://%s:%s (served by %s)",
+                *_host_port(address),
+                served_by,
+            )
         ssl_context = runner.app[TLS_CONTEXT]
         if ssl_context is not None:
             await _start_https(runner, config, ssl_context)

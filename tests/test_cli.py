@@ -263,6 +263,35 @@ async def test_cli_sigterm_ends_live_stream(tmp_path):
     assert "#EXT-X-ENDLIST" in playlists[0].read_text()
 
 
+@pytest.mark.parametrize(
+    ("setting", "served_by"),
+    [("true", "the HLS front door, then aiohttp"), ("false", "aiohttp")],
+)
+async def test_cli_serve_front_door_setting(tmp_path, monkeypatch, setting, served_by):
+    monkeypatch.setenv("REALCAST_HTTP_FRONT_DOOR", setting)
+    requests = (
+        b"GET /hls/stream_none/index.m3u8 HTTP/1.1\r\nHost: box\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n"
+    )
+    async with aiohttp.ClientSession() as session:
+        server = ServeProcess(tmp_path / "data")
+        try:
+            await server.wait_ready(session)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.http_port
+            )
+            writer.write(requests)
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+        finally:
+            server.terminate()
+    assert f"(served by {served_by})" in server.output()
+    # Either way, the pipelined requests get their responses in order.
+    assert answer.startswith(b"HTTP/1.1 404 ")
+    assert b'"stream not found: stream_none"' in answer
+    assert b"HTTP/1.1 200 OK" in answer.partition(b"HTTP/1.1 404 ")[2]
+
+
 async def test_cli_serve_stops_on_sigint(tmp_path):
     async with aiohttp.ClientSession() as session:
         server = ServeProcess(tmp_path / "data")
