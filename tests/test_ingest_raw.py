@@ -8,6 +8,7 @@ or offer a codec the box refuses.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from realcast_box.api.audit import AUDIT_WRITER, RTMP_INVALID_STREAM_KEY
 from realcast_box.appkeys import DATABASE
@@ -233,6 +234,38 @@ async def test_ingest_slow_handshake_closed(aiohttp_client, tmp_path, monkeypatc
                 closed = True
     writer.close()
     assert closed
+
+
+async def test_ingest_setup_deadline_after_unpublish(
+    aiohttp_client, tmp_path, monkeypatch, caplog
+):
+    # A publish that lasts longer than the setup timeout, then deleteStream:
+    # the connection stays open for another setup timeout, then closes with
+    # a reason about the ended publish, not about connecting.
+    monkeypatch.setattr("realcast_box.rtmp.server.SETUP_TIMEOUT", 1.0)
+    caplog.set_level(logging.INFO, logger="realcast_box.rtmp.server")
+    tags = read_tags(encode_flv(seconds=PART_SECONDS, width=320, height=240))
+    box = await start_box(aiohttp_client, tmp_path)
+    stream = await box.create_stream()
+    publisher = await RawPublisher.connect(box.rtmp_port, stream["stream_key"])
+    await publisher.publish()
+    await box.wait_for_status(stream["id"], "live")
+    await publisher.send_tags(tags)
+    await asyncio.sleep(1.5)
+    await publisher.unpublish()
+    await box.wait_for_status(stream["id"], "offline")
+    await publisher.status_codes(timeout=10.0)
+    # The box closed the connection: the read ended before its timeout.
+    assert publisher.reader.at_eof()
+    await publisher.close()
+
+    closes = [
+        record.getMessage()
+        for record in caplog.records
+        if "closed (" in record.getMessage()
+    ]
+    assert len(closes) == 1, closes
+    assert "no new publish within 1 s of the last one ending" in closes[0]
 
 
 async def test_ingest_bad_keys_record_one_event_a_minute(aiohttp_client, tmp_path):

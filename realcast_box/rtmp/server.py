@@ -312,7 +312,9 @@ class RtmpConnection:
         self._publish_stream_id: int | None = None
         self._connected = False
         self._created_streams: set[int] = set()
+        # With no publisher, the connection closes at this time, for this reason.
         self._setup_deadline = asyncio.get_running_loop().time() + SETUP_TIMEOUT
+        self._setup_reason = f"no publish within {SETUP_TIMEOUT:g} s of connecting"
         self._close_reason: str | None = None
         self._loop = asyncio.get_running_loop()
         # State shared by _receive(), called by the transport, and _read_loop().
@@ -407,7 +409,7 @@ class RtmpConnection:
             due = self._last_receive + self._read_timeout
             if self._publisher is None:
                 if now >= self._setup_deadline:
-                    return f"no publish within {SETUP_TIMEOUT:g} s of connecting"
+                    return self._setup_reason
                 due = min(due, self._setup_deadline)
             if now >= due:
                 return f"read timed out after {self._read_timeout:g} s"
@@ -620,4 +622,10 @@ class RtmpConnection:
             self._batcher.stop()
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
+            # The client may publish again on this connection. The setup
+            # deadline counts from now, not from when it connected.
+            self._setup_deadline = self._loop.time() + SETUP_TIMEOUT
+            self._setup_reason = (
+                f"no new publish within {SETUP_TIMEOUT:g} s of the last one ending"
+            )
             await self._hub.stop(publisher, reason, reconnect=self._may_reconnect)
