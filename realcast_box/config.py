@@ -539,6 +539,7 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
             return False
         raise ConfigError(
             f"invalid value {value!r} for {where}: expected true or false"
+            " (1, yes and on also mean true; 0, no and off mean false)"
         )
     if setting.type is int:
         if isinstance(value, bool) or isinstance(value, float):
