@@ -256,6 +256,45 @@ def test_llhls_multivariant_at_first_part(tmp_path, av_tags) -> None:
     assert int(bandwidth.group(1)) > 0
 
 
+def test_llhls_first_bandwidth_ignores_audio_rate(tmp_path, av_tags) -> None:
+    # ffmpeg with x264 in CRF mode sends videodatarate 0 and an audio rate.
+    # The first BANDWIDTH comes from the first part then, not from the audio.
+    directory = tmp_path / "stream"
+    segmenter = Segmenter(directory, target_duration=1.0, part_duration=PART_TARGET)
+    segmenter.set_metadata(
+        {"videocodecid": 7, "audiocodecid": 10, "videodatarate": 0, "audiodatarate": 64}
+    )
+    for tag in av_tags:
+        feed_tag(segmenter, tag)
+        if segmenter.files.live_playlist() is not None:
+            break
+    open_bitrate = segmenter.files.multivariant.rendition("source")._open_bitrate()
+    multivariant = (directory / "index.m3u8").read_text()
+    segmenter.finish()
+
+    bandwidth = re.search(r"BANDWIDTH=([0-9]+)", multivariant)
+    assert bandwidth is not None
+    assert int(bandwidth.group(1)) > 64_000 * 1.1
+    assert int(bandwidth.group(1)) >= open_bitrate
+
+
+def test_llhls_audio_only_takes_audio_rate(tmp_path) -> None:
+    tags = read_tags(encode_flv(seconds=3, video=False, sample_rate=48000))
+    directory = tmp_path / "stream"
+    segmenter = Segmenter(directory, target_duration=1.0, part_duration=PART_TARGET)
+    segmenter.set_metadata({"audiocodecid": 10, "audiodatarate": 96})
+    for tag in tags:
+        feed_tag(segmenter, tag)
+        if segmenter.files.live_playlist() is not None:
+            break
+    multivariant = (directory / "index.m3u8").read_text()
+    segmenter.finish()
+
+    bandwidth = re.search(r"BANDWIDTH=([0-9]+)", multivariant)
+    assert bandwidth is not None
+    assert int(bandwidth.group(1)) >= 96_000
+
+
 def test_llhls_off_multivariant_at_first_segment(tmp_path, av_tags) -> None:
     directory = tmp_path / "stream"
     segmenter = Segmenter(directory, target_duration=1.0)

@@ -273,9 +273,17 @@ class Segmenter:
             hints.has_video = True
         if hints.has_audio is None and "audiocodecid" in metadata:
             hints.has_audio = True
-        rates = [_positive_number(metadata.get(key)) for key in _DATA_RATE_KEYS]
-        if any(rates):
-            hints.bitrate = int(sum(rate or 0 for rate in rates) * 1000)
+        video_rate, audio_rate = (
+            _positive_number(metadata.get(key)) for key in _DATA_RATE_KEYS
+        )
+        # An encoder in a quality mode (x264's CRF, ffmpeg's default) announces
+        # videodatarate 0. An audio rate alone would then put BANDWIDTH far
+        # too low until the first segment, so it counts alone only when
+        # onMetaData announces no video.
+        if video_rate is not None or (
+            audio_rate is not None and hints.has_video is not True
+        ):
+            hints.bitrate = int(((video_rate or 0) + (audio_rate or 0)) * 1000)
         frame_rate = _positive_number(metadata.get("framerate"))
         if frame_rate is not None and frame_rate <= 1000:
             hints.frame_rate = frame_rate
