@@ -31,6 +31,8 @@ from tests.test_transcode_e2e import create_ladder_stream
 
 # Slack for part durations printed with 5 decimals.
 DURATION_SLACK = 1e-5
+# A transcoded quality of 2 fps: frames of 0.5 s.
+SLOW_QUALITY = {"name": "slow", "width": 160, "height": 120, "bitrate": 100, "fps": 2}
 
 
 def tags_with_gap(tags: list[FlvTag], after_video: int, gap_ms: int) -> list[FlvTag]:
@@ -110,9 +112,7 @@ async def test_ladder_low_fps_parts_within_target(aiohttp_client, tmp_path) -> N
     # A quality of 2 fps has frames of 0.5 s, longer than the 0.333 s part
     # target of the 30 fps source, so its own part target must be longer.
     box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
-    stream = await create_ladder_stream(
-        box, [{"name": "slow", "width": 160, "height": 120, "bitrate": 100, "fps": 2}]
-    )
+    stream = await create_ladder_stream(box, [SLOW_QUALITY])
     publisher = await start_publisher(
         box.rtmp_url(stream["stream_key"]), "--seconds", "8", "--realtime"
     )
@@ -132,9 +132,7 @@ async def test_ladder_low_fps_source_part_target(aiohttp_client, tmp_path) -> No
     # A 2 fps source widens its PART-TARGET to 0.625 s before the first part.
     # Its 2 fps rendition must follow, or each of its parts breaks the target.
     box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
-    stream = await create_ladder_stream(
-        box, [{"name": "slow", "width": 160, "height": 120, "bitrate": 100, "fps": 2}]
-    )
+    stream = await create_ladder_stream(box, [SLOW_QUALITY])
     publisher = await start_publisher(
         box.rtmp_url(stream["stream_key"]),
         *("--seconds", "10", "--fps", "2", "--gop", "2", "--realtime"),

@@ -479,7 +479,7 @@ def _segment_response(
             **headers,
             "Content-Type": CONTENT_TYPES[suffix],
             "ETag": f'"{info.st_mtime_ns:x}-{info.st_size:x}"',
-            "Last-Modified": _http_date(math.ceil(info.st_mtime)),
+            "Last-Modified": http_date(math.ceil(info.st_mtime)),
             "Accept-Ranges": "bytes",
         }
         response = _whole_file_response(request, path, info, whole)
@@ -494,8 +494,12 @@ def _segment_response(
 
 
 @functools.lru_cache(maxsize=256)
-def _http_date(seconds: int) -> str:
-    """Return the HTTP date of Unix time ``seconds``; segments share a few."""
+def http_date(seconds: int) -> str:
+    """Return the HTTP date of Unix time ``seconds``.
+
+    Segments share a few Last-Modified values, and the front door's Date
+    header changes once a second, so the cache keeps both cheap.
+    """
     return email.utils.formatdate(seconds, usegmt=True)
 
 
