@@ -155,6 +155,45 @@ async def test_front_pipelined_mix_in_order(aiohttp_client, tmp_path):
     writer.close()
 
 
+async def test_front_changed_headers_parsed_again(aiohttp_client, tmp_path):
+    # The front door keeps the last request's parsed headers and query. A
+    # request that changes either gets its own, also on one connection.
+    box, stream = await box_with_tree(
+        aiohttp_client,
+        tmp_path,
+        hls_cors_origins="https://a.example, https://b.example",
+    )
+    playlist = f"/hls/{stream['id']}/source/index.m3u8"
+
+    reader, writer = await connect(box)
+    writer.write(
+        get(playlist, "Origin: https://a.example")
+        + get(playlist, "Origin: https://a.example")
+        + get(playlist, "Origin: https://b.example")
+        + get(playlist + "?_HLS_skip=junk", "Origin: https://b.example")
+        + get(playlist, "Origin: https://b.example")
+        + get(playlist, "Origin: https://c.example")
+    )
+    responses = [await read_response(reader) for _ in range(6)]
+
+    assert [status for status, _, _ in responses] == [200, 200, 200, 400, 200, 200]
+    origins = [
+        headers.get("access-control-allow-origin") for _, headers, _ in responses
+    ]
+    assert origins == [
+        "https://a.example",
+        "https://a.example",
+        "https://b.example",
+        "https://b.example",
+        "https://b.example",
+        None,
+    ]
+    assert b"_HLS_skip" in responses[3][2]
+    # No header needed aiohttp, so the front door served all six.
+    assert len(front_door(box).connections) == 1
+    writer.close()
+
+
 async def test_front_many_pipelined_requests(aiohttp_client, tmp_path):
     # More than MAX_READ_AHEAD bytes of requests arrive while the first is
     # served, so reading pauses and resumes. Every request gets its response.

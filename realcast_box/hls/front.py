@@ -129,21 +129,61 @@ def parse_head(head: bytes) -> tuple[str, str, str, str, CIMultiDictProxy[str]] 
     allows once (such as ``Host``), or with anything unusual in its syntax.
     aiohttp then responds with its error.
     """
+    line, fields = split_head(head)
+    target = parse_request_line(line)
+    if target is None:
+        return None
+    headers = parse_fields(fields)
+    if headers is None:
+        return None
+    return (*target, headers)
+
+
+def split_head(head: bytes) -> tuple[bytes, bytes]:
+    """Split a head into its request line and the header lines after it.
+
+    The header lines keep the CRLF that ends the request line, so a head's
+    parts join again without a separator.
+    """
+    end = head.find(b"\r\n")
+    if end < 0:
+        return head, b""
+    return head[:end], head[end:]
+
+
+def parse_request_line(line: bytes) -> tuple[str, str, str, str] | None:
+    """Return (path, stream id, relative path, query) of a request line to serve.
+
+    None for anything but an HTTP/1.1 GET of a TARGET_PATTERN target.
+    """
     try:
-        text = head.decode("ascii")
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    method, _, rest = text.partition(" ")
+    target, _, version = rest.partition(" ")
+    if method != "GET" or version != "HTTP/1.1":
+        return None
+    match = TARGET_PATTERN.fullmatch(target)
+    if match is None:
+        return None
+    stream_id, relative, query = match.groups()
+    return target.partition("?")[0], stream_id, relative, query or ""
+
+
+def parse_fields(fields: bytes) -> CIMultiDictProxy[str] | None:
+    """Return the headers of the header lines that ``split_head`` returns.
+
+    None where parse_head leaves the head to aiohttp because of its headers.
+    """
+    try:
+        text = fields.decode("ascii")
     except UnicodeDecodeError:
         return None
     if INVALID_HEAD_PATTERN.search(text):
         return None
     lines = text.split("\r\n")
     if len(lines) > MAX_HEADERS + 1:
-        return None
-    method, _, rest = lines[0].partition(" ")
-    target, _, version = rest.partition(" ")
-    if method != "GET" or version != "HTTP/1.1":
-        return None
-    match = TARGET_PATTERN.fullmatch(target)
-    if match is None:
         return None
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines[1:]:
@@ -164,9 +204,7 @@ def parse_head(head: bytes) -> tuple[str, str, str, str, CIMultiDictProxy[str]] 
     if "Host" not in headers:
         # HTTP/1.1 requires it, and aiohttp responds with 400 without it.
         return None
-    stream_id, relative, query = match.groups()
-    path = target.partition("?")[0]
-    return path, stream_id, relative, query or "", CIMultiDictProxy(headers)
+    return CIMultiDictProxy(headers)
 
 
 def parse_query(query: str) -> MultiDictProxy[str]:
@@ -276,6 +314,12 @@ class FrontProtocol(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._writing_paused = False
         self._last_activity = self._loop.time()
+        # The header lines and the query of the last request, and what they
+        # parsed to. Both are read-only, so requests can share them.
+        self._fields = b""
+        self._headers: CIMultiDictProxy[str] | None = None
+        self._query_text = ""
+        self._query: MultiDictProxy[str] = parse_query("")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -361,8 +405,15 @@ class FrontProtocol(asyncio.Protocol):
         if end - self._start > MAX_HEAD_BYTES:
             self._hand_over()
             return
-        parsed = parse_head(bytes(buffer[self._start : end]))
-        if parsed is None:
+        line, fields = split_head(bytes(buffer[self._start : end]))
+        target = parse_request_line(line)
+        if fields != self._fields:
+            # Players usually send the same headers with each request, so the
+            # last request's stay parsed until they change.
+            self._fields = fields
+            self._headers = parse_fields(fields)
+        headers = self._headers
+        if target is None or headers is None:
             self._hand_over()
             return
 
@@ -375,7 +426,10 @@ class FrontProtocol(asyncio.Protocol):
             del buffer[: self._start]
             self._start = 0
         self._resume_reading_if_room()
-        path, stream_id, relative, query, headers = parsed
+        path, stream_id, relative, query = target
+        if query != self._query_text:
+            self._query_text = query
+            self._query = parse_query(query)
         request = FrontRequest(
             self._door.app,
             transport,
@@ -383,7 +437,7 @@ class FrontProtocol(asyncio.Protocol):
             path,
             stream_id,
             relative,
-            parse_query(query),
+            self._query,
             headers,
         )
         self.task = self._loop.create_task(self._serve(request))
