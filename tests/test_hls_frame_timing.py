@@ -9,17 +9,21 @@ FLV tags, and the end-to-end tests run a box with a live push.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from flvfile import VIDEO_TAG, FlvTag, encode_flv, read_tags, write_flv
 
+from realcast_box.hls.segmenter import Segmenter
 from tests.box import start_box, start_publisher
 from tests.hls_helpers import playlist_uris, signed_stream
 from tests.llhls_check import parse_playlist
 from tests.test_hls_low_latency import (
     LIVE_SETTINGS,
+    PART_TARGET,
+    feed_tag,
     get_text,
     package_tag_by_tag,
     stop,
@@ -203,27 +207,70 @@ def test_llhls_three_fps_no_discontinuity(tmp_path) -> None:
     assert "#EXT-X-DISCONTINUITY" not in final, final
 
 
+# Frames at 30 fps before the feed of falling_fps_tags slows to 2 fps.
+FAST_FRAMES = 45
+
+
+def falling_fps_tags() -> list[FlvTag]:
+    """Return 4 s of video tags: FAST_FRAMES frames at 30 fps, then 2 fps."""
+    tags = read_tags(encode_flv(seconds=4, fps=30, gop=30, audio=False))
+    video = [tag for tag in tags if tag.kind == VIDEO_TAG]
+    headers = [tag for tag in video if not tag.is_media_frame]
+    frames = [tag for tag in video if tag.is_media_frame]
+    timestamps = [index * 33 for index in range(FAST_FRAMES)]
+    slow = len(frames) - FAST_FRAMES
+    timestamps += [timestamps[-1] + 500 * (n + 1) for n in range(slow)]
+    retimed = [
+        replace(frame, timestamp=stamp)
+        for frame, stamp in zip(frames, timestamps, strict=True)
+    ]
+    return headers + retimed
+
+
 def test_llhls_falling_fps_parts_fit_target(tmp_path) -> None:
     # A screen-capture encoder sends 30 fps while the picture moves and
     # 2 fps while it is still. The part target was set by the 30 fps start,
     # so each 0.5 s frame after it ends a segment with a discontinuity,
     # and no part is longer than PART-TARGET.
-    tags = read_tags(encode_flv(seconds=4, fps=30, gop=30, audio=False))
-    video = [tag for tag in tags if tag.kind == VIDEO_TAG]
-    headers = [tag for tag in video if not tag.is_media_frame]
-    frames = [tag for tag in video if tag.is_media_frame]
-    timestamps = [index * 33 for index in range(45)]
-    timestamps += [timestamps[-1] + 500 * (n + 1) for n in range(len(frames) - 45)]
-    retimed = [
-        replace(frame, timestamp=stamp)
-        for frame, stamp in zip(frames, timestamps, strict=True)
-    ]
-    versions = package_tag_by_tag(tmp_path / "stream", headers + retimed).versions
+    versions = package_tag_by_tag(tmp_path / "stream", falling_fps_tags()).versions
     playlists = [parse_playlist(text) for text in versions]
 
     assert long_parts(versions) == []
     assert {playlist.part_target for playlist in playlists} == {0.333}
     assert "#EXT-X-DISCONTINUITY" in versions[-1]
+
+
+def test_llhls_slow_feed_gap_warnings_limited(tmp_path, caplog) -> None:
+    # Each 0.5 s frame of the slow feed is a gap. The first gap is logged at
+    # once, and the next warning only a minute later, with the count since.
+    tags = falling_fps_tags()
+    now = 0.0
+    segmenter = Segmenter(
+        tmp_path / "stream",
+        target_duration=1.0,
+        part_duration=PART_TARGET,
+        window=100,
+        clock=lambda: now,
+    )
+
+    frames = [tag for tag in tags if tag.kind == VIDEO_TAG and tag.is_media_frame]
+
+    with caplog.at_level(logging.WARNING, logger="realcast_box.hls.segmenter"):
+        for tag in tags:
+            if tag is frames[-1]:
+                now = 61.0
+            feed_tag(segmenter, tag)
+
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if "between two video frames" in record.getMessage()
+    ]
+    assert len(warnings) == 2, warnings
+    assert "such gaps" not in warnings[0]
+    # One gap per 0.5 s interval: the first was logged, the rest are counted.
+    slow_intervals = len(frames) - FAST_FRAMES
+    assert f"{slow_intervals - 1} such gaps in the last 61 s" in warnings[1]
 
 
 def hls_counts(scraped) -> dict[tuple[str, str], float]:

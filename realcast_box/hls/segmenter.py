@@ -31,6 +31,7 @@ import math
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,10 @@ MAX_AAC_FRAME_BYTES = 48 * 6144 // 8
 # Audio follows its sample count until RTMP time differs by more than this.
 AUDIO_DRIFT_FRAMES = 3
 
+# A feed that stays slower than the part target has a gap at every frame,
+# so after the first gap warning the next waits this long and counts them.
+GAP_WARNING_SECONDS = 60.0
+
 _RENDITION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -146,6 +151,7 @@ class Segmenter:
         first_sequence: int = 0,
         multivariant: Multivariant | None = None,
         part_duration: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not target_duration > 0:
             raise ValueError(
@@ -186,6 +192,10 @@ class Segmenter:
         self._audio_config: AacConfig | None = None
         self._hints = _StreamHints()
         self._video_clock, self._audio_clock = _track_clocks(self._log_name)
+        # Gaps in the video, which _warn_gap logs once per GAP_WARNING_SECONDS.
+        self._clock = clock
+        self._gaps_since_warning = 0
+        self._gap_warned_at: float | None = None
         self._first_video_ms: int | None = None
         self._audio_backlog: deque[tuple[int, bytes]] = deque(
             maxlen=AUDIO_BACKLOG_FRAMES
@@ -624,7 +634,8 @@ class Segmenter:
         the part target widen it instead (RenditionFiles.widen_part_target),
         unless onMetaData announced a frame rate that makes them a stall.
         NOTE: a feed that slows below about 3 fps after its first part gets
-        a discontinuity, and a segment, for each slow frame.
+        a discontinuity, and a segment, for each slow frame (logged once a
+        minute, see _warn_gap).
         """
         files = self._files
         pending = buffer.pending
@@ -653,17 +664,40 @@ class Segmenter:
         arrived during the stall stays in the segment before the gap.
         """
         gap = (sample.dts - buffer.pending.dts) / VIDEO_TIMESCALE  # type: ignore[union-attr]
-        logger.warning(
-            "%s: %.3f s between two video frames; ending the segment there and "
-            "marking a discontinuity",
-            self._log_name,
-            gap,
-        )
+        self._warn_gap(gap)
         buffer.flush_pending()
         self._cut()
         self._discontinuity_pending = True
         buffer.push(sample)
         self._tap_video(sample)
+
+    def _warn_gap(self, gap: float) -> None:
+        """Log a gap, at most once per GAP_WARNING_SECONDS with the count since."""
+        self._gaps_since_warning += 1
+        now = self._clock()
+        warned_at = self._gap_warned_at
+        if warned_at is not None and now - warned_at < GAP_WARNING_SECONDS:
+            return
+        if warned_at is None:
+            logger.warning(
+                "%s: %.3f s between two video frames; ending the segment there and "
+                "marking a discontinuity",
+                self._log_name,
+                gap,
+            )
+        else:
+            logger.warning(
+                "%s: %.3f s between two video frames; %d such gaps in the last %.0f s,"
+                " each ending a segment with a discontinuity (frames further apart"
+                " than the %.3f s part target cause this)",
+                self._log_name,
+                gap,
+                self._gaps_since_warning,
+                now - warned_at,
+                self._files.part_duration,
+            )
+        self._gap_warned_at = now
+        self._gaps_since_warning = 0
 
     def _tap_video(self, sample: PendingSample) -> None:
         cut = None
