@@ -9,7 +9,7 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from realcast_box.hls import front
+from realcast_box.hls import front, routes
 from realcast_box.hls.front import parse_head, parse_query, response_head
 from tests.box import start_box
 from tests.hls_helpers import SEGMENT_BYTES, create_app_and_stream, write_hls_tree
@@ -330,6 +330,63 @@ async def test_front_client_leaves_mid_segment(aiohttp_client, tmp_path):
     assert not door.connections
     response = await box.client.get(f"/hls/{stream['id']}/source/seg-1.m4s")
     assert await response.read() == SEGMENT_BYTES
+
+
+@pytest.mark.parametrize(("misses", "status"), [(1, 200), (2, 503)])
+async def test_front_changed_file_looked_up_again(
+    aiohttp_client, tmp_path, monkeypatch, misses, status
+):
+    # serve_hls returns a FileResponse when the file changed between its
+    # lookup and its open. The front door then looks once more, and
+    # responds 503 only if the file changed again.
+    box, stream = await box_with_tree(aiohttp_client, tmp_path)
+    segment = f"/hls/{stream['id']}/source/seg-1.m4s"
+    original = routes._whole_file_response
+    calls = []
+
+    def changing(*args, **kwargs):
+        calls.append(args[1])
+        return None if len(calls) <= misses else original(*args, **kwargs)
+
+    monkeypatch.setattr(routes, "_whole_file_response", changing)
+    reader, writer = await connect(box)
+    writer.write(get(segment))
+    first = await read_response(reader)
+    writer.write(get(segment))
+    second = await read_response(reader)
+
+    # Two lookups for the first request, one for the second.
+    assert len(calls) == 3
+    assert first[0] == status
+    if status == 200:
+        assert first[2] == SEGMENT_BYTES
+    else:
+        assert b"the file changed while it was read" in first[2]
+        assert first[1]["content-type"].startswith("application/json")
+    # The connection stays open, and the next request gets the file.
+    assert (second[0], second[2]) == (200, SEGMENT_BYTES)
+    writer.close()
+
+
+async def test_front_vanished_file_gets_404(aiohttp_client, tmp_path, monkeypatch):
+    # A segment that leaves the window between its lookup and its open: the
+    # second lookup finds no file.
+    box, stream = await box_with_tree(aiohttp_client, tmp_path)
+    segment = box.hub.hls_root / stream["id"] / "source" / "seg-1.m4s"
+
+    def vanishing(*args, **kwargs):
+        segment.unlink()
+        return None
+
+    monkeypatch.setattr(routes, "_whole_file_response", vanishing)
+    reader, writer = await connect(box)
+    writer.write(get(f"/hls/{stream['id']}/source/seg-1.m4s"))
+    status, headers, body = await read_response(reader)
+
+    assert status == 404
+    assert b"HLS resource not found: source/seg-1.m4s" in body
+    assert headers["access-control-allow-origin"] == "*"
+    writer.close()
 
 
 async def test_front_idle_connections_closed(aiohttp_client, tmp_path, monkeypatch):

@@ -489,15 +489,20 @@ class FrontProtocol(asyncio.Protocol):
             mark_hls_request(request, time.perf_counter())
         try:
             response = await routes.serve_hls(request)  # type: ignore[arg-type]
+            if not _writable(response):
+                # The file changed or went away between its lookup and its
+                # open, as a segment that leaves the window does. A second
+                # lookup finds the new file, or none (404).
+                response = await routes.serve_hls(request)  # type: ignore[arg-type]
         except Exception as exc:
             response = response_for_exception(request, exc)  # type: ignore[arg-type]
             if response is None:
                 # A redirect (an HTTPException below 400): serve_hls raises none.
                 response = error_response(500, "internal server error")
         await app.on_response_prepare.send(request, response)
-        await self._write(response)
+        await self._write(response, request.path)
 
-    async def _write(self, response: web.StreamResponse) -> None:
+    async def _write(self, response: web.StreamResponse, path: str) -> None:
         transport = self._transport
         if transport is None:
             if isinstance(response, routes.SendfileResponse):
@@ -515,11 +520,13 @@ class FrontProtocol(asyncio.Protocol):
             transport.write(response_head(response, len(body)) + body)
         else:
             # serve_hls sends FileResponse only for HEAD and ranges, which
-            # go to aiohttp, so this is a file that changed while it was
-            # looked at. A retry finds the new one.
-            # NOTE: no test reaches this race, and aiohttp's path would send
-            # the file instead of a 503.
-            logger.warning("front door cannot send %s; responding with 503", response)
+            # go to aiohttp, or for a file that changed while it was looked
+            # at. _serve looked twice, so the file keeps changing.
+            logger.warning(
+                "front door cannot send %s for %s; responding with 503",
+                type(response).__name__,
+                path,
+            )
             fallback = error_response(
                 503, "the file changed while it was read; retry the request"
             )
@@ -542,6 +549,14 @@ class FrontProtocol(asyncio.Protocol):
         self._drained = None
         if self._transport is None:
             raise ConnectionResetError("Connection lost")
+
+
+def _writable(response: web.StreamResponse) -> bool:
+    """Return whether FrontProtocol._write sends ``response`` as it is."""
+    return isinstance(response, routes.SendfileResponse) or (
+        isinstance(response, web.Response)
+        and isinstance(response.body, (bytes, bytearray, memoryview))
+    )
 
 
 class FrontSite(web.BaseSite):
