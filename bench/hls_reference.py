@@ -27,12 +27,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-# The box's internal segment response and the helpers that it sends with.
+# The segment response of the box and the helpers that it sends with.
 from realcast_box.hls.routes import (
     CONTENT_TYPES,
     SendfileResponse,
-    _sendfile_now,
-    _set_cork,
+    sendfile_now,
+    set_cork,
 )
 
 HOST = "127.0.0.1"
@@ -108,13 +108,13 @@ class RequestLineServer(asyncio.Protocol):
             return
         with open(file, "rb", buffering=0) as opened:
             size = os.fstat(opened.fileno()).st_size
-            corked = _set_cork(transport, True)
+            corked = set_cork(transport, True)
             transport.write(self.head(file, size))
             sent = 0
             if transport.get_write_buffer_size() == 0:
-                sent = _sendfile_now(transport, opened, size)
+                sent = sendfile_now(transport, opened, size)
             if corked:
-                _set_cork(transport, False)
+                set_cork(transport, False)
             if sent < size:
                 # This is rare on loopback. The transport buffers what is left.
                 opened.seek(sent)

@@ -264,7 +264,7 @@ async def test_hls_cache_segment_matches_file_response(
 def record_sendfile_now(monkeypatch, before=None) -> list[tuple[int, int]]:
     """Record (bytes sent, size) of each direct sendfile call of the routes."""
     calls = []
-    real = hls_routes._sendfile_now
+    real = hls_routes.sendfile_now
 
     def recording(transport, file, size):
         if before is not None:
@@ -273,7 +273,7 @@ def record_sendfile_now(monkeypatch, before=None) -> list[tuple[int, int]]:
         calls.append((sent, size))
         return sent
 
-    monkeypatch.setattr(hls_routes, "_sendfile_now", recording)
+    monkeypatch.setattr(hls_routes, "sendfile_now", recording)
     return calls
 
 
@@ -441,14 +441,14 @@ async def test_hls_cache_segment_corked_while_sent(
     # The headers and the start of the body leave together: the socket is
     # corked during the direct sendfile call, and uncorked after it.
     seen = []
-    real = hls_routes._sendfile_now
+    real = hls_routes.sendfile_now
 
     def checking(transport, file, size):
         sock = transport.get_extra_info("socket")
         seen.append((sock, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)))
         return real(transport, file, size)
 
-    monkeypatch.setattr(hls_routes, "_sendfile_now", checking)
+    monkeypatch.setattr(hls_routes, "sendfile_now", checking)
     box = await start_box(aiohttp_client, tmp_path)
     stream = await public_stream(box)
     content = os.urandom(300 * 1024)

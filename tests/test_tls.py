@@ -685,7 +685,7 @@ async def test_tls_large_segments_over_https(aiohttp_client, tmp_path, monkeypat
     # Under TLS the box must not write a file's bytes to the socket itself.
     direct_calls = []
     monkeypatch.setattr(
-        hls_routes, "_sendfile_now", lambda *args: direct_calls.append(args) or 0
+        hls_routes, "sendfile_now", lambda *args: direct_calls.append(args) or 0
     )
     box, stream, https_session = await https_box_with_hls(aiohttp_client, tmp_path)
     folder = box.hub.hls_root / stream["id"] / "source"

@@ -606,16 +606,16 @@ class SendfileResponse(web.StreamResponse):
         sendfile call, so the headers share packets with the body.
         """
         plain = self._plain
-        corked = plain and _set_cork(transport, True)
+        corked = plain and set_cork(transport, True)
         try:
             await write_head(head)
             size = self.content_length or 0
             sent = 0
             if plain and transport.get_write_buffer_size() == 0:
-                sent = _sendfile_now(transport, self._file, size)
+                sent = sendfile_now(transport, self._file, size)
             if corked:
                 corked = False
-                _set_cork(transport, False)
+                set_cork(transport, False)
             if sent < size:
                 sent += await self._send_rest(write_chunk, transport, sent, size - sent)
             if sent < size:
@@ -632,7 +632,7 @@ class SendfileResponse(web.StreamResponse):
                 raise ConnectionResetError(f"file shrank to {sent} of {size} bytes")
         finally:
             if corked:
-                _set_cork(transport, False)
+                set_cork(transport, False)
             self._file.close()
 
     async def _send_rest(
@@ -670,7 +670,7 @@ class SendfileResponse(web.StreamResponse):
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
 
 
-def _set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
+def set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
     """Set or clear TCP_CORK on the transport's socket; return whether it worked.
 
     While corked, the kernel sends only full packets. The rest goes out when
@@ -686,7 +686,7 @@ def _set_cork(transport: asyncio.BaseTransport, on: bool) -> bool:
     return True
 
 
-def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -> int:
+def sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, size: int) -> int:
     """Send what the socket takes now of the first ``size`` bytes of ``file``.
 
     Returns the number of bytes sent. The socket is non-blocking, so the
