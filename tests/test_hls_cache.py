@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import sqlite3
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -462,3 +463,32 @@ async def test_hls_cache_segment_corked_while_sent(
     # The next response on the same connection is not held back.
     playlist = await box.client.get(f"/hls/{stream['id']}/source/index.m3u8")
     assert playlist.status == 200
+
+
+def test_hls_cache_rewritten_file_not_kept(tmp_path):
+    # A file rewritten in place keeps its inode, as a replacement may get
+    # the inode of the file it replaced. The cache then keeps nothing.
+    path = tmp_path / "init-0.mp4"
+    path.write_bytes(b"a" * 10)
+    stale = os.stat(path)
+    path.write_bytes(b"b" * 10)
+    os.utime(path, ns=(stale.st_atime_ns, stale.st_mtime_ns + 1_000_000))
+    cache = HlsFileCache()
+
+    assert os.stat(path).st_ino == stale.st_ino
+    assert cache.read(str(path), stale) is None
+    assert cache.size == 0
+
+
+def test_hls_cache_rewritten_segment_not_sent(tmp_path, monkeypatch):
+    # The same for a segment sent with sendfile: a response would pair the
+    # old size and ETag with the new bytes.
+    path = tmp_path / "seg-1.m4s"
+    path.write_bytes(b"a" * 2 * hls_routes.SENDFILE_MIN_BYTES)
+    stale = os.stat(path)
+    path.write_bytes(b"b" * hls_routes.SENDFILE_MIN_BYTES)
+    request = SimpleNamespace(app={HLS_FILES: HlsFileCache()}, transport=None)
+    monkeypatch.setattr(hls_routes, "_plain_socket", lambda transport: True)
+
+    assert os.stat(path).st_ino == stale.st_ino
+    assert hls_routes._whole_file_response(request, str(path), stale, {}) is None

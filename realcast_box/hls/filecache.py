@@ -38,6 +38,21 @@ def file_key(path: str, stat: os.stat_result) -> FileKey:
     return (path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+def same_file(opened: os.stat_result, looked_up: os.stat_result) -> bool:
+    """Return whether an opened file is still the one a lookup described.
+
+    The inode alone is not enough: a file system may give the inode of a
+    deleted file to the next file created, such as a replacement written
+    under the same name.
+    """
+    return (
+        opened.st_ino == looked_up.st_ino
+        and opened.st_dev == looked_up.st_dev
+        and opened.st_size == looked_up.st_size
+        and opened.st_mtime_ns == looked_up.st_mtime_ns
+    )
+
+
 class HlsFileCache:
     """Contents of HLS files, and playlists split where a signature goes."""
 
@@ -79,7 +94,7 @@ class HlsFileCache:
         # NOTE: this reads on the event loop, once per file. The packager has
         # just written the file, so it is expected to be in the page cache.
         with open(path, "rb") as file:
-            if os.fstat(file.fileno()).st_ino != stat.st_ino:
+            if not same_file(os.fstat(file.fileno()), stat):
                 return None
             data = file.read(self.max_file_bytes + 1)
         if len(data) != stat.st_size:

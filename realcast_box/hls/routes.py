@@ -68,7 +68,7 @@ from realcast_box.hls.access import (
     classify,
 )
 from realcast_box.hls.cors import CORS_MAX_AGE_SECONDS, HLS_CORS, parse_cors_origins
-from realcast_box.hls.filecache import HlsFileCache
+from realcast_box.hls.filecache import HlsFileCache, same_file
 from realcast_box.hls.output import RenditionFiles
 from realcast_box.hls.playlist import SkipRequest
 from realcast_box.hls.viewers import VIEWERS, ViewerTracker, publishing_session_id
@@ -526,7 +526,7 @@ def _whole_file_response(
         file = open(path, "rb", buffering=0)  # closed by the response
     except OSError:
         return None
-    if os.fstat(file.fileno()).st_ino != info.st_ino:
+    if not same_file(os.fstat(file.fileno()), info):
         file.close()
         return None
     return SendfileResponse(file, size, headers, plain=plain)
