@@ -273,6 +273,25 @@ def test_llhls_slow_feed_gap_warnings_limited(tmp_path, caplog) -> None:
     assert f"{slow_intervals - 1} such gaps in the last 61 s" in warnings[1]
 
 
+def test_llhls_lone_gap_warned_plainly(tmp_path, caplog) -> None:
+    # A gap more than a minute after the last warning, with none between,
+    # gets the plain first warning rather than a count of one.
+    times = iter([0.0, 10.0, 100.0, 300.0])
+    segmenter = Segmenter(
+        tmp_path / "stream", part_duration=PART_TARGET, clock=lambda: next(times)
+    )
+
+    with caplog.at_level(logging.WARNING, logger="realcast_box.hls.segmenter"):
+        for _ in range(4):
+            segmenter._warn_gap(0.5)
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3, messages
+    assert "such gaps" not in messages[0]
+    assert "2 such gaps in the last 100 s" in messages[1]
+    assert "such gaps" not in messages[2]
+
+
 def hls_counts(scraped) -> dict[tuple[str, str], float]:
     """Return realcast_hls_requests_total by (kind, status)."""
     counts = {}

@@ -678,7 +678,7 @@ class Segmenter:
         warned_at = self._gap_warned_at
         if warned_at is not None and now - warned_at < GAP_WARNING_SECONDS:
             return
-        if warned_at is None:
+        if warned_at is None or self._gaps_since_warning == 1:
             logger.warning(
                 "%s: %.3f s between two video frames; ending the segment there and "
                 "marking a discontinuity",
