@@ -212,6 +212,19 @@ def test_token_rejects_tampered_signature():
         decode(f"{header}.{payload}.{flipped}")
 
 
+@pytest.mark.parametrize("token", ["abc", "a.b.c", "\u00b7.e30.x", ""])
+def test_token_malformed_message(token):
+    with pytest.raises(InvalidPlayback, match="not a well-formed JWT") as caught:
+        decode(token)
+    assert "POST /api/streams/stream_a/playback-token" in str(caught.value)
+
+
+def test_token_other_secret_message():
+    access = create_access_token("user_1", b"another secret" * 3, expiry_minutes=10)
+    with pytest.raises(InvalidPlayback, match="signature does not match"):
+        decode(access)
+
+
 def test_token_rejects_tampered_payload():
     token = make_token()
     header, payload, signature = token.split(".")

@@ -172,6 +172,20 @@ def decode_playback_token(
         raise InvalidPlayback("playback token has expired") from None
     except jwt.InvalidAudienceError:
         raise InvalidPlayback("token is not a playback token") from None
+    except jwt.InvalidSignatureError:
+        # A user access token, or a token of another box, ends up here.
+        raise InvalidPlayback(
+            "invalid playback token: its signature does not match this box's"
+            " playback secret; use the playback_token from"
+            f" POST /api/streams/{stream_id}/playback-token"
+        ) from None
+    except jwt.DecodeError:
+        # PyJWT's own message names the decoding step that failed, such as a
+        # header byte that is not UTF-8, which means nothing to a viewer.
+        raise InvalidPlayback(
+            "invalid playback token: not a well-formed JWT; use the playback_token"
+            f" from POST /api/streams/{stream_id}/playback-token"
+        ) from None
     except jwt.InvalidTokenError as exc:
         raise InvalidPlayback(f"invalid playback token: {exc}") from None
     viewer_id, token_stream, token_generation = (
