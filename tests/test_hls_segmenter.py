@@ -12,7 +12,7 @@ import av
 import pytest
 from flvfile import AUDIO_TAG, VIDEO_TAG, FlvTag, encode_flv, read_tags
 
-from realcast_box.hls.segmenter import Segmenter
+from realcast_box.hls.segmenter import Segmenter, _describe
 from realcast_box.media.codecs import parse_aac_config, parse_avc_config
 from realcast_box.media.flv import (
     AudioTag,
@@ -948,3 +948,12 @@ def test_segmenter_first_sequence_numbers(tmp_path: Path, long_tags: list) -> No
 def test_segmenter_first_sequence_negative_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="first_sequence"):
         Segmenter(tmp_path, first_sequence=-1)
+
+
+@pytest.mark.parametrize(
+    ("config", "channels"), [(b"\x11\x88", "1 channel"), (b"\x11\x90", "2 channels")]
+)
+def test_segmenter_describe_channel_count(config, channels):
+    # AAC-LC at 48 kHz, mono and stereo (AudioSpecificConfig bytes).
+    text = _describe(None, parse_aac_config(config))
+    assert text == f"audio mp4a.40.2 48000 Hz {channels}"

@@ -932,8 +932,6 @@ def _describe(video: AvcConfig | None, audio: AacConfig | None) -> str:
     if video is not None:
         parts.append(f"video {video.codec_string} {video.width}x{video.height}")
     if audio is not None:
-        parts.append(
-            f"audio {audio.codec_string} {audio.sample_rate} Hz "
-            f"{audio.channels} channels"
-        )
+        channels = "1 channel" if audio.channels == 1 else f"{audio.channels} channels"
+        parts.append(f"audio {audio.codec_string} {audio.sample_rate} Hz {channels}")
     return ", ".join(parts)
