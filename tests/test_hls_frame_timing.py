@@ -268,6 +268,8 @@ def test_llhls_slow_feed_gap_warnings_limited(tmp_path, caplog) -> None:
     ]
     assert len(warnings) == 2, warnings
     assert "such gaps" not in warnings[0]
+    assert "longer than the 0.333 s part target" in warnings[0]
+    assert "raise hls_part_duration" in warnings[1]
     # One gap per 0.5 s interval: the first was logged, the rest are counted.
     slow_intervals = len(frames) - FAST_FRAMES
     assert f"{slow_intervals - 1} such gaps in the last 61 s" in warnings[1]

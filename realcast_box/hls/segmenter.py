@@ -680,16 +680,18 @@ class Segmenter:
             return
         if warned_at is None or self._gaps_since_warning == 1:
             logger.warning(
-                "%s: %.3f s between two video frames; ending the segment there and "
-                "marking a discontinuity",
+                "%s: %.3f s between two video frames, longer than the %.3f s part"
+                " target; ending the segment there and marking a discontinuity",
                 self._log_name,
                 gap,
+                self._files.part_duration,
             )
         else:
             logger.warning(
                 "%s: %.3f s between two video frames; %d such gaps in the last %.0f s,"
                 " each ending a segment with a discontinuity (frames further apart"
-                " than the %.3f s part target cause this)",
+                " than the %.3f s part target: publish at a steady frame rate, or"
+                " raise hls_part_duration above the longest frame)",
                 self._log_name,
                 gap,
                 self._gaps_since_warning,
