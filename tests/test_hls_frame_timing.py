@@ -275,6 +275,22 @@ def test_llhls_slow_feed_gap_warnings_limited(tmp_path, caplog) -> None:
     assert f"{slow_intervals - 1} such gaps in the last 61 s" in warnings[1]
 
 
+def test_llhls_recent_gaps_counted(tmp_path) -> None:
+    # Segmenter.recent_gaps feeds the video_gaps field of the stream status.
+    tags = falling_fps_tags()
+    now = 0.0
+    segmenter = Segmenter(
+        tmp_path / "stream", part_duration=PART_TARGET, clock=lambda: now
+    )
+    for tag in tags:
+        feed_tag(segmenter, tag)
+    frames = [tag for tag in tags if tag.kind == VIDEO_TAG and tag.is_media_frame]
+
+    assert segmenter.recent_gaps(60) == len(frames) - FAST_FRAMES
+    now = 61.0
+    assert segmenter.recent_gaps(60) == 0
+
+
 def test_llhls_lone_gap_warned_plainly(tmp_path, caplog) -> None:
     # A gap more than a minute after the last warning, with none between,
     # gets the plain first warning rather than a count of one.

@@ -17,7 +17,8 @@ from realcast_box.live.health import (
     ingest_warnings,
 )
 from tests.box import Box, start_box, start_publisher
-from tests.flvfile import encode_flv, read_tags
+from tests.flvfile import VIDEO_TAG, encode_flv, read_tags
+from tests.test_hls_frame_timing import FAST_FRAMES, falling_fps_tags
 from tests.test_ingest_raw import RawPublisher
 
 # Unit tests.
@@ -185,16 +186,22 @@ def test_health_warnings_have_messages():
         b_frames=True,
         bitrate_kbps=9000,
         timestamp_jumps=2,
+        video_gaps=3,
         video_missing=True,
         audio_missing=True,
     )
 
     warnings = ingest_warnings(report, segment_duration=2.0, max_bitrate_kbps=1000)
 
-    assert len(warnings) == 6
+    assert len(warnings) == 7
     for warning in warnings:
         assert warning.message.endswith(".")
     assert "6.0 s" in warnings[0].message
+
+
+def test_health_video_gaps_warns():
+    assert codes(IngestReport(video_gaps=2)) == {"video_gaps"}
+    assert codes(IngestReport()) == set()
 
 
 # End to end.
@@ -372,3 +379,24 @@ async def test_ingest_health_keyframe_warning_clears(aiohttp_client, tmp_path):
 
     assert warned["ingest"]["keyframe_interval_seconds"] == pytest.approx(5, abs=0.1)
     assert cleared["ingest"]["keyframe_interval_seconds"] == pytest.approx(1, abs=0.1)
+
+
+async def test_ingest_health_video_gaps_warn(aiohttp_client, tmp_path):
+    # 30 fps, then 2 fps after the first parts: each slow frame is a gap.
+    box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
+    stream = await box.create_stream()
+    tags = falling_fps_tags()
+
+    publisher = await RawPublisher.connect(box.rtmp_port, stream["stream_key"])
+    try:
+        await publisher.publish()
+        await publisher.send_tags(tags)
+        status = await wait_for_ingest(
+            box, stream["id"], lambda status: status["ingest"]["video_gaps"] > 0
+        )
+    finally:
+        await publisher.close()
+
+    assert "video_gaps" in warning_codes(status)
+    frames = sum(1 for tag in tags if tag.kind == VIDEO_TAG and tag.is_media_frame)
+    assert status["ingest"]["video_gaps"] <= frames - FAST_FRAMES

@@ -95,6 +95,8 @@ AUDIO_DRIFT_FRAMES = 3
 # A feed that stays slower than the part target has a gap at every frame,
 # so after the first gap warning the next waits this long and counts them.
 GAP_WARNING_SECONDS = 60.0
+# Times of recent gaps kept at most, for recent_gaps.
+MAX_GAPS_KEPT = 1000
 
 _RENDITION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -192,10 +194,12 @@ class Segmenter:
         self._audio_config: AacConfig | None = None
         self._hints = _StreamHints()
         self._video_clock, self._audio_clock = _track_clocks(self._log_name)
-        # Gaps in the video, which _warn_gap logs once per GAP_WARNING_SECONDS.
+        # Gaps in the video: when they happened (recent_gaps), and what
+        # _warn_gap needs to log them once per GAP_WARNING_SECONDS.
         self._clock = clock
         self._gaps_since_warning = 0
         self._gap_warned_at: float | None = None
+        self._gap_times: deque[float] = deque(maxlen=MAX_GAPS_KEPT)
         self._first_video_ms: int | None = None
         self._audio_backlog: deque[tuple[int, bytes]] = deque(
             maxlen=AUDIO_BACKLOG_FRAMES
@@ -664,12 +668,21 @@ class Segmenter:
         arrived during the stall stays in the segment before the gap.
         """
         gap = (sample.dts - buffer.pending.dts) / VIDEO_TIMESCALE  # type: ignore[union-attr]
+        self._gap_times.append(self._clock())
         self._warn_gap(gap)
         buffer.flush_pending()
         self._cut()
         self._discontinuity_pending = True
         buffer.push(sample)
         self._tap_video(sample)
+
+    def recent_gaps(self, seconds: float) -> int:
+        """Return the gaps in the video of the last ``seconds`` (at most MAX_GAPS_KEPT).
+
+        Each ended a segment with a discontinuity (_close_at_gap).
+        """
+        since = self._clock() - seconds
+        return sum(1 for moment in self._gap_times if moment >= since)
 
     def _warn_gap(self, gap: float) -> None:
         """Log a gap, at most once per GAP_WARNING_SECONDS with the count since."""

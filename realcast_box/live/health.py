@@ -25,6 +25,8 @@ WINDOW_MS = 5000
 TRACK_MISSING_MS = 3000
 # Timestamp jumps are reported for this many seconds after they happen.
 JUMP_MEMORY_SECONDS = 60.0
+# The packager's gaps in the video (Segmenter.recent_gaps) count this long.
+GAP_MEMORY_SECONDS = 60.0
 # Jumps remembered at most, so that a broken clock cannot grow memory.
 MAX_JUMPS_KEPT = 100
 # Bitrate and frame rate need this much media time to be reported.
@@ -61,6 +63,7 @@ class IngestReport:
     video_bitrate_kbps: int | None = None
     audio_bitrate_kbps: int | None = None
     timestamp_jumps: int = 0
+    video_gaps: int = 0
     video_missing: bool = False
     audio_missing: bool = False
 
@@ -165,8 +168,13 @@ class IngestHealth:
             self._jumps.append(time.monotonic())
         self._audio_seen_at_video_ms = self._video.media_ms
 
-    def report(self, video: AvcConfig | None, audio: AacConfig | None) -> IngestReport:
-        """Return the measurements, with the codec configs the publisher sent."""
+    def report(
+        self, video: AvcConfig | None, audio: AacConfig | None, *, video_gaps: int = 0
+    ) -> IngestReport:
+        """Return the measurements, with the codec configs the publisher sent.
+
+        ``video_gaps`` comes from the packager (Segmenter.recent_gaps).
+        """
         video_kbps = self._video.kbps()
         audio_kbps = self._audio.kbps()
         rates = [rate for rate in (video_kbps, audio_kbps) if rate is not None]
@@ -178,6 +186,7 @@ class IngestHealth:
             "video_bitrate_kbps": video_kbps,
             "audio_bitrate_kbps": audio_kbps,
             "timestamp_jumps": self._recent_jumps(),
+            "video_gaps": video_gaps,
             "video_missing": self._missing(self._video, self._video_seen_at_audio_ms),
             "audio_missing": self._missing(self._audio, self._audio_seen_at_video_ms),
         }
@@ -293,6 +302,19 @@ def ingest_warnings(
                 "but players may stutter or lose audio sync. Use a constant "
                 "frame rate in the encoder and check the clock of the capture "
                 "source.",
+            )
+        )
+    if report.video_gaps:
+        warnings.append(
+            IngestWarning(
+                "video_gaps",
+                f"In the last {GAP_MEMORY_SECONDS:g} s, {report.video_gaps} gaps "
+                "between two video frames were longer than the low-latency part "
+                "target, and each ended a segment with a discontinuity. Players "
+                "may skip media or stall. Publish at a "
+                "steady frame rate (a screen capture that drops its frame rate "
+                "when the picture is still does this), or raise "
+                "hls_part_duration above the longest frame.",
             )
         )
     return warnings

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from realcast_box.hls.segmenter import Segmenter
-from realcast_box.live.health import IngestHealth, IngestReport
+from realcast_box.live.health import GAP_MEMORY_SECONDS, IngestHealth, IngestReport
 from realcast_box.media.flv import parse_audio_tag, parse_video_tag
 
 if TYPE_CHECKING:
@@ -169,7 +169,11 @@ class Publication:
         if self.publisher is None or self.finished:
             return None
         segmenter = self.segmenter
-        return self.health.report(segmenter.video_config, segmenter.audio_config)
+        return self.health.report(
+            segmenter.video_config,
+            segmenter.audio_config,
+            video_gaps=segmenter.recent_gaps(GAP_MEMORY_SECONDS),
+        )
 
     def feed_video(self, timestamp: int, payload: bytes) -> None:
         if self.ended_monotonic is not None:
