@@ -272,6 +272,20 @@ async def stop_publisher(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+async def start_player_push(box, stream: dict, *, seconds: int):
+    """Start a real-time push of ``seconds`` at the player page's video size."""
+    return await start_publisher(
+        box.rtmp_url(stream["stream_key"]),
+        "--seconds",
+        str(seconds),
+        "--realtime",
+        "--width",
+        str(WIDTH),
+        "--height",
+        str(HEIGHT),
+    )
+
+
 def fatal_errors(state: dict) -> list[dict]:
     return [error for error in state["errors"] if error["fatal"]]
 
@@ -284,10 +298,7 @@ async def test_hls_browser_plays_live_stream(aiohttp_client, aiohttp_server, tmp
     box = await start_box(aiohttp_client, tmp_path, hls_window=3)
     stream = await box.create_stream()
     page_url = await serve_player_page(aiohttp_server)
-    size = ["--width", str(WIDTH), "--height", str(HEIGHT)]
-    publisher = await start_publisher(
-        box.rtmp_url(stream["stream_key"]), "--seconds", "20", "--realtime", *size
-    )
+    publisher = await start_player_push(box, stream, seconds=20)
     try:
         await box.wait_for_status(stream["id"], "live")
         await wait_for_media_sequence(box, stream["id"], minimum=1)
@@ -362,10 +373,7 @@ async def test_hls_browser_plays_delta_updates(
     box = await start_box(aiohttp_client, tmp_path, hls_window=10)
     stream = await box.create_stream()
     page_url = await serve_player_page(aiohttp_server)
-    size = ["--width", str(WIDTH), "--height", str(HEIGHT)]
-    publisher = await start_publisher(
-        box.rtmp_url(stream["stream_key"]), "--seconds", "45", "--realtime", *size
-    )
+    publisher = await start_player_push(box, stream, seconds=45)
     deltas: list[tuple[str, int]] = []
     reads: list[asyncio.Task[str]] = []
 

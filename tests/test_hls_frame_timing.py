@@ -294,14 +294,11 @@ def test_llhls_recent_gaps_counted(tmp_path) -> None:
 def test_llhls_lone_gap_warned_plainly(tmp_path, caplog) -> None:
     # A gap more than a minute after the last warning, with none between,
     # gets the plain first warning rather than a count of one.
-    times = iter([0.0, 10.0, 100.0, 300.0])
-    segmenter = Segmenter(
-        tmp_path / "stream", part_duration=PART_TARGET, clock=lambda: next(times)
-    )
+    segmenter = Segmenter(tmp_path / "stream", part_duration=PART_TARGET)
 
     with caplog.at_level(logging.WARNING, logger="realcast_box.hls.segmenter"):
-        for _ in range(4):
-            segmenter._warn_gap(0.5)
+        for moment in (0.0, 10.0, 100.0, 300.0):
+            segmenter._warn_gap(0.5, moment)
 
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 3, messages

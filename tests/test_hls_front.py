@@ -363,6 +363,13 @@ async def test_front_changed_file_looked_up_again(
     else:
         assert b"the file changed while it was read" in first[2]
         assert first[1]["content-type"].startswith("application/json")
+    # /metrics counts the status that was sent.
+    text = await (await box.client.get("/metrics")).text()
+    unavailable = 'realcast_hls_requests_total{kind="segment",status="503"}'
+    if status == 503:
+        assert f"{unavailable} 1.0" in text
+    else:
+        assert unavailable not in text
     # The connection stays open, and the next request gets the file.
     assert (second[0], second[2]) == (200, SEGMENT_BYTES)
     writer.close()

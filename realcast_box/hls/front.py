@@ -499,10 +499,22 @@ class FrontProtocol(asyncio.Protocol):
             if response is None:
                 # A redirect (an HTTPException below 400): serve_hls raises none.
                 response = error_response(500, "internal server error")
+        if not _writable(response):
+            # serve_hls sends FileResponse only for HEAD and ranges, which go
+            # to aiohttp, or for a file that changed while it was looked at.
+            # It was looked at twice above, so the file keeps changing.
+            logger.warning(
+                "front door cannot send %s for %s; responding with 503",
+                type(response).__name__,
+                request.path,
+            )
+            response = error_response(
+                503, "the file changed while it was read; retry the request"
+            )
         await app.on_response_prepare.send(request, response)
-        await self._write(response, request.path)
+        await self._write(response)
 
-    async def _write(self, response: web.StreamResponse, path: str) -> None:
+    async def _write(self, response: web.StreamResponse) -> None:
         transport = self._transport
         if transport is None:
             if isinstance(response, routes.SendfileResponse):
@@ -513,26 +525,10 @@ class FrontProtocol(asyncio.Protocol):
             await response.send(
                 transport, self._write_and_drain, self._write_and_drain, head=head
             )
-        elif isinstance(response, web.Response) and isinstance(
-            response.body, (bytes, bytearray, memoryview)
-        ):
-            body = response.body
-            transport.write(response_head(response, len(body)) + body)
         else:
-            # serve_hls sends FileResponse only for HEAD and ranges, which
-            # go to aiohttp, or for a file that changed while it was looked
-            # at. _serve looked twice, so the file keeps changing.
-            logger.warning(
-                "front door cannot send %s for %s; responding with 503",
-                type(response).__name__,
-                path,
-            )
-            fallback = error_response(
-                503, "the file changed while it was read; retry the request"
-            )
-            body = fallback.body
-            assert isinstance(body, bytes)
-            transport.write(response_head(fallback, len(body)) + body)
+            # _serve sends only responses that _writable accepts: bytes here.
+            body = response.body  # type: ignore[attr-defined]
+            transport.write(response_head(response, len(body)) + body)
         if self._writing_paused:
             await self._drain()
 

@@ -95,7 +95,8 @@ AUDIO_DRIFT_FRAMES = 3
 # A feed that stays slower than the part target has a gap at every frame,
 # so after the first gap warning the next waits this long and counts them.
 GAP_WARNING_SECONDS = 60.0
-# Times of recent gaps kept at most, for recent_gaps.
+# Times of recent gaps kept at most. Gaps are longer than a part target
+# (0.1 s at the least), so a minute has fewer than this.
 MAX_GAPS_KEPT = 1000
 
 _RENDITION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -194,12 +195,12 @@ class Segmenter:
         self._audio_config: AacConfig | None = None
         self._hints = _StreamHints()
         self._video_clock, self._audio_clock = _track_clocks(self._log_name)
-        # Gaps in the video: when they happened (recent_gaps), and what
-        # _warn_gap needs to log them once per GAP_WARNING_SECONDS.
+        # When the recent gaps in the video happened, when _warn_gap last
+        # logged one, and how many came since.
         self._clock = clock
-        self._gaps_since_warning = 0
-        self._gap_warned_at: float | None = None
         self._gap_times: deque[float] = deque(maxlen=MAX_GAPS_KEPT)
+        self._gap_warned_at: float | None = None
+        self._gaps_since_warning = 0
         self._first_video_ms: int | None = None
         self._audio_backlog: deque[tuple[int, bytes]] = deque(
             maxlen=AUDIO_BACKLOG_FRAMES
@@ -668,8 +669,9 @@ class Segmenter:
         arrived during the stall stays in the segment before the gap.
         """
         gap = (sample.dts - buffer.pending.dts) / VIDEO_TIMESCALE  # type: ignore[union-attr]
-        self._gap_times.append(self._clock())
-        self._warn_gap(gap)
+        now = self._clock()
+        self._gap_times.append(now)
+        self._warn_gap(gap, now)
         buffer.flush_pending()
         self._cut()
         self._discontinuity_pending = True
@@ -684,14 +686,20 @@ class Segmenter:
         since = self._clock() - seconds
         return sum(1 for moment in self._gap_times if moment >= since)
 
-    def _warn_gap(self, gap: float) -> None:
-        """Log a gap, at most once per GAP_WARNING_SECONDS with the count since."""
+    def _warn_gap(self, gap: float, now: float) -> None:
+        """Log the gap at ``now``, or leave it to be counted by the next warning.
+
+        After the first warning, the next comes GAP_WARNING_SECONDS later at
+        the earliest, with the number of gaps since the last one.
+        """
         self._gaps_since_warning += 1
-        now = self._clock()
         warned_at = self._gap_warned_at
         if warned_at is not None and now - warned_at < GAP_WARNING_SECONDS:
             return
-        if warned_at is None or self._gaps_since_warning == 1:
+        count = self._gaps_since_warning
+        self._gap_warned_at = now
+        self._gaps_since_warning = 0
+        if warned_at is None or count == 1:
             logger.warning(
                 "%s: %.3f s between two video frames, longer than the %.3f s part"
                 " target; ending the segment there and marking a discontinuity",
@@ -699,20 +707,18 @@ class Segmenter:
                 gap,
                 self._files.part_duration,
             )
-        else:
-            logger.warning(
-                "%s: %.3f s between two video frames; %d such gaps in the last %.0f s,"
-                " each ending a segment with a discontinuity (frames further apart"
-                " than the %.3f s part target: publish at a steady frame rate, or"
-                " raise hls_part_duration above the longest frame)",
-                self._log_name,
-                gap,
-                self._gaps_since_warning,
-                now - warned_at,
-                self._files.part_duration,
-            )
-        self._gap_warned_at = now
-        self._gaps_since_warning = 0
+            return
+        logger.warning(
+            "%s: %.3f s between two video frames; %d such gaps in the last %.0f s,"
+            " each ending a segment with a discontinuity (frames further apart"
+            " than the %.3f s part target: publish at a steady frame rate, or"
+            " raise hls_part_duration above the longest frame)",
+            self._log_name,
+            gap,
+            count,
+            now - warned_at,
+            self._files.part_duration,
+        )
 
     def _tap_video(self, sample: PendingSample) -> None:
         cut = None
