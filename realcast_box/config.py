@@ -191,9 +191,9 @@ SETTINGS: tuple[Setting, ...] = (
         "hls_window",
         int,
         6,
-        "Number of segments listed in a live media playlist. With low-latency"
-        " HLS, more than 6 lets players request playlist delta updates"
-        " (_HLS_skip).",
+        "Number of segments listed in a live media playlist, or more where they"
+        " last less than three target durations. With low-latency HLS, more"
+        " than 6 lets players request playlist delta updates (_HLS_skip).",
         2,
         100,
     ),

@@ -329,7 +329,10 @@ def test_segmenter_window_deletes_old_segments(
 
     on_disk = sorted(p.name for p in (tmp_path / "source").glob("seg-*.m4s"))
     count = segmenter.segment_count
-    expected = sorted(f"seg-{n}.m4s" for n in range(count - 5, count))
+    # The 3 listed 2 s segments, and those that left the playlist less than
+    # 10 s of media ago: their own 2 s plus the 8 s of the last playlist that
+    # listed them (RFC 8216 section 6.2.2). Segment 0 left 10 s ago.
+    expected = sorted(f"seg-{n}.m4s" for n in range(1, count))
 
     assert count == 9
     assert on_disk == expected
@@ -520,7 +523,9 @@ def test_segmenter_discontinuity_sequence_after_window(
     resolution_change: tuple,
 ) -> None:
     directory, first, second = resolution_change
-    third = shifted(read_tags(encode_flv(seconds=8, gop=30)), end_ms(second))
+    # Long enough for the segments of the first two init segments to leave
+    # the playlist and then the disk, 10 s of media later.
+    third = shifted(read_tags(encode_flv(seconds=20, gop=30)), end_ms(second))
     output = directory.parent / "window"
 
     run(output, first + second + third, window=2)

@@ -32,9 +32,16 @@ from realcast_box.media.codecs import AacConfig, AvcConfig
 
 logger = logging.getLogger(__name__)
 
-# Segments stay on disk this many places after they leave the playlist, for
-# players that are still fetching them.
-EXTRA_SEGMENTS_KEPT = 2
+# A live media playlist lists at least this many target durations of media,
+# as RFC 8216 (section 6.2.2) requires, even where that takes more segments
+# than hls_window. A feed whose frames come further apart than the part
+# target, for example, gets a short segment per frame.
+MIN_LISTED_TARGETS = 3
+# Maximum number of segments in a live media playlist, whatever their durations.
+MAX_LISTED_SEGMENTS = 1000
+# Parts stay in memory for this many target durations of media after the
+# playlist stops listing them, as RFC 8216bis (section 6.2.2) requires.
+PART_KEPT_TARGETS = 3
 # BANDWIDTH is written this much above the peak segment bit rate so that it
 # need not be rewritten for every small new peak.
 BANDWIDTH_HEADROOM = 1.1
@@ -222,7 +229,13 @@ class RenditionFiles:
         self._log_name = log_name
         self._init_count = 0
         self._init_names: list[str] = []
+        # The segments that the media playlist lists, oldest first.
         self._entries: list[playlist.SegmentEntry] = []
+        # Segments that left the playlist and stay on disk until the media
+        # time (``_media_seconds``) reaches their deadline, oldest first.
+        self._retired: deque[tuple[float, playlist.SegmentEntry]] = deque()
+        # Seconds of media in the segments completed so far, gaps included.
+        self._media_seconds = 0.0
         self._first_sequence = first_sequence
         self._next_sequence = first_sequence
         self._removed_discontinuities = 0
@@ -247,8 +260,11 @@ class RenditionFiles:
         self._fragment_number = 1
         # (media sequence number, part index) of the newest part.
         self._last_part: tuple[int, int] | None = None
-        # Part names of complete segments, oldest first, for removal.
+        # Part names of the complete segments whose parts are listed, oldest
+        # first, then those of segments whose parts left the playlist, with
+        # the media time (``_media_seconds``) at which they leave memory.
         self._part_files: deque[list[str]] = deque()
+        self._retired_parts: deque[tuple[float, list[str]]] = deque()
         # Contents of the parts still listed or recently listed, by name.
         self._parts: dict[str, bytes] = {}
         # The low-latency media playlist (key None) and its delta updates
@@ -393,6 +409,8 @@ class RenditionFiles:
             )
         )
         self._next_sequence += 1
+        self._media_seconds += duration
+        self._remove_old_files()
         self._playlist_changed()
         logger.debug("%s: segment %d is a gap", self._log_name, sequence)
 
@@ -510,6 +528,7 @@ class RenditionFiles:
             )
         )
         self._next_sequence += 1
+        self._media_seconds += duration
         if duration > 0:
             self._peak_bitrate = max(self._peak_bitrate, len(data) * 8 / duration)
             self._total_bits += len(data) * 8
@@ -701,14 +720,45 @@ class RenditionFiles:
         return number
 
     def _remove_old_files(self) -> None:
-        while len(self._entries) > self._window + EXTRA_SEGMENTS_KEPT:
-            old = self._entries.pop(0)
+        """Slide the playlist's window, and drop the files no player may need.
+
+        RFC 8216 and RFC 8216bis (section 6.2.2) set the limits. The oldest
+        segment leaves the playlist only while it lists more than
+        ``hls_window`` segments, and then only if the rest last at least
+        MIN_LISTED_TARGETS target durations. It stays on disk for its own
+        duration plus the duration of the last playlist that listed it.
+        Parts whose tags left the playlist stay in memory for
+        PART_KEPT_TARGETS target durations. Both times are counted in
+        media seconds, which a live feed writes in real time.
+        """
+        entries = self._entries
+        listed_seconds = sum(entry.duration for entry in entries)
+        target = playlist.target_duration(
+            (entry.duration for entry in entries), minimum=self._target_duration
+        )
+        minimum = MIN_LISTED_TARGETS * target
+        while len(entries) > self._window and (
+            listed_seconds - entries[0].duration >= minimum
+            or len(entries) > MAX_LISTED_SEGMENTS
+        ):
+            old = entries.pop(0)
             self._removed_discontinuities += old.discontinuity
+            deadline = self._media_seconds + old.duration + listed_seconds
+            self._retired.append((deadline, old))
+            listed_seconds -= old.duration
+        retired = self._retired
+        while retired and retired[0][0] <= self._media_seconds:
+            _, old = retired.popleft()
             (self._rendition_directory / old.uri).unlink(missing_ok=True)
-        while len(self._part_files) > PART_SEGMENTS_LISTED + EXTRA_SEGMENTS_KEPT:
-            for name in self._part_files.popleft():
+        while len(self._part_files) > PART_SEGMENTS_LISTED:
+            deadline = self._media_seconds + PART_KEPT_TARGETS * target
+            self._retired_parts.append((deadline, self._part_files.popleft()))
+        retired_parts = self._retired_parts
+        while retired_parts and retired_parts[0][0] <= self._media_seconds:
+            for name in retired_parts.popleft()[1]:
                 self._parts.pop(name, None)
-        needed = {entry.map_uri for entry in self._entries}
+        needed = {entry.map_uri for entry in entries}
+        needed.update(entry.map_uri for _, entry in retired)
         needed.add(self._init_names[-1])
         for name in [name for name in self._init_names if name not in needed]:
             (self._rendition_directory / name).unlink(missing_ok=True)
@@ -750,8 +800,7 @@ class RenditionFiles:
         low_latency: bool,
         skip: playlist.SkipRequest | None = None,
     ) -> str:
-        listed = self._entries[-self._window :]
-        hidden = self._entries[: len(self._entries) - len(listed)]
+        listed = self._entries
         self._target_duration = playlist.target_duration(
             (entry.duration for entry in listed), minimum=self._target_duration
         )
@@ -772,8 +821,7 @@ class RenditionFiles:
             listed,
             target_duration=self._target_duration,
             media_sequence=self._next_sequence - len(listed),
-            discontinuity_sequence=self._removed_discontinuities
-            + sum(entry.discontinuity for entry in hidden),
+            discontinuity_sequence=self._removed_discontinuities,
             ended=ended,
             low_latency=tags,
             skip=skip,
