@@ -87,6 +87,25 @@ def test_health_long_gop_warns():
     assert codes(report) == {"keyframe_interval_too_long"}
 
 
+def test_health_first_gop_not_guessed():
+    # One keyframe and 0.3 s of frames tell nothing about a 2 s GOP.
+    health = IngestHealth()
+    feed_steady(health, 0.3, gop=50)
+
+    assert health.report(None, None).keyframe_interval_seconds is None
+
+
+def test_health_first_gop_long_reported():
+    # Without a second keyframe, 6 s after the first is reported and warned.
+    health = IngestHealth()
+    feed_steady(health, 6, gop=1000)
+
+    report = health.report(None, None)
+
+    assert report.keyframe_interval_seconds == pytest.approx(6.0, abs=0.05)
+    assert codes(report) == {"keyframe_interval_too_long"}
+
+
 def test_health_gop_at_segment_duration_is_fine():
     health = IngestHealth()
     feed_steady(health, 8, gop=50)

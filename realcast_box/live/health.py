@@ -31,6 +31,10 @@ GAP_MEMORY_SECONDS = 60.0
 MAX_JUMPS_KEPT = 100
 # Bitrate and frame rate need this much media time to be reported.
 MIN_MEASURE_MS = 1000
+# Before the second keyframe, the time since the first is reported from this
+# much media time on. A shorter time shows nothing of the encoder's keyframe
+# interval, and a longer one is already a problem with 2 s segments.
+FIRST_INTERVAL_MS = 5000
 # A keyframe interval up to this much above the segment duration is fine:
 # millisecond timestamps round a 2 s GOP to 1.999 s or 2.001 s.
 KEYFRAME_TOLERANCE_SECONDS = 0.1
@@ -209,12 +213,18 @@ class IngestHealth:
         return IngestReport(**fields)
 
     def _keyframe_interval(self) -> float | None:
-        """Seconds between the last two keyframes, or since the last if longer."""
+        """Return seconds between the last two keyframes, or since the last if longer.
+
+        None before the first keyframe, and before the second one until
+        FIRST_INTERVAL_MS have passed since the first.
+        """
         if self._last_keyframe_ms is None:
             return None
         interval = self._video.media_ms - self._last_keyframe_ms
         if self._keyframe_interval_ms is not None:
             interval = max(interval, self._keyframe_interval_ms)
+        elif interval < FIRST_INTERVAL_MS:
+            return None
         return interval / 1000
 
     def _recently_reordered(self) -> bool:
