@@ -843,6 +843,41 @@ async def test_llhls_signed_stream_parts(aiohttp_client, tmp_path) -> None:
     assert len(followed.parts) == 4
 
 
+async def test_llhls_blocked_reload_revoked(aiohttp_client, tmp_path) -> None:
+    # A blocked reload checks access again once its part is there, so a
+    # revocation during the wait gets a 403 rather than the playlist.
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_app_and_stream(
+        box, stream_settings={"playback_policy": "signed"}
+    )
+    token = (await issue_token(box, stream["id"]))["playback_token"]
+    publisher = await start_publisher(
+        box.rtmp_url(stream["stream_key"]), "--seconds", "8", "--realtime"
+    )
+    try:
+        media_path = await wait_for_media_playlist(
+            box, stream["id"], query=f"?token={token}"
+        )
+        playlist = check_playlist(await get_text(box, media_path))
+        # The first part of the segment after next: at least a segment away.
+        blocking = with_query(media_path, _HLS_msn=playlist.open_msn + 2, _HLS_part=0)
+        waiting = asyncio.ensure_future(box.client.get(blocking))
+        await asyncio.sleep(0.2)
+        still_waiting = not waiting.done()
+        revoked = await box.client.post(
+            f"/api/streams/{stream['id']}/playback-token/revoke", headers=box.auth
+        )
+        response = await waiting
+        body = await response.json()
+    finally:
+        await stop(publisher)
+
+    assert still_waiting
+    assert revoked.status == 200
+    assert response.status == 403
+    assert "revoked" in body["detail"]
+
+
 @pytest.mark.timeout(180)
 async def test_llhls_transcoded_rendition(aiohttp_client, tmp_path) -> None:
     box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)

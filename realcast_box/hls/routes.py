@@ -215,10 +215,15 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
     live = _live_rendition(request, stream_id, relative)
     response = None
     if live is not None:
+        waited = False
         if position is not None:
-            await _block_for_directives(request, live, position, cors)
+            waited = await _block_for_directives(request, live, position, cors)
         elif resource is Resource.SEGMENT:
-            await _wait_for_part_file(live, relative.rpartition("/")[2])
+            waited = await _wait_for_part_file(live, relative.rpartition("/")[2])
+        if waited:
+            # Access may have ended during the wait: a revoked token, a
+            # deleted stream or a new playback policy.
+            grant = await authorize_hls(request, stream_id, resource, cors)
         response = _memory_response(
             request, stream_id, relative, live, grant, cors, skip
         )
@@ -326,11 +331,12 @@ async def _block_for_directives(
     live: RenditionFiles,
     position: tuple[int, int],
     cors: dict[str, str],
-) -> None:
+) -> bool:
     """Wait until the playlist lists the part at ``position`` (segment, part).
 
-    Raises ApiError 400 for a position the rendition cannot reach and 503
-    when the part is not written within the rendition's blocking timeout.
+    Returns whether the request had to wait. Raises ApiError 400 for a
+    position the rendition cannot reach and 503 when the part is not
+    written within the rendition's blocking timeout.
     """
     msn, part = position
     problem = live.check_delivery_directive(
@@ -338,6 +344,8 @@ async def _block_for_directives(
     )
     if problem is not None:
         raise ApiError(400, problem, headers=cors)
+    if live.part_available(msn, part):
+        return False
     timeout = live.blocking_timeout
     if not await live.wait_for_part(msn, part, timeout):
         raise ApiError(
@@ -346,21 +354,24 @@ async def _block_for_directives(
             f" within {timeout:g} s; reload the playlist without {MSN_DIRECTIVE}",
             headers={**cors, "Cache-Control": "no-store"},
         )
+    return True
 
 
-async def _wait_for_part_file(live: RenditionFiles, name: str) -> None:
+async def _wait_for_part_file(live: RenditionFiles, name: str) -> bool:
     """Wait for a part that is not written yet, such as a preload hint's.
 
-    Returns at once for other names and for parts too far ahead to wait
-    for. Once it returns, the part exists, or never will (a 404 follows).
+    Returns False at once for other names and for parts too far ahead to
+    wait for, and True after a wait. Once it returns, the part exists, or
+    never will (a 404 follows).
     """
     match = PART_NAME_PATTERN.match(name)
     if match is None:
-        return
+        return False
     msn, part = int(match.group(1)), int(match.group(2))
     if live.part_available(msn, part) or live.check_delivery_directive(msn, part):
-        return
+        return False
     await live.wait_for_part(msn, part, live.blocking_timeout)
+    return True
 
 
 def _memory_response(
