@@ -29,6 +29,7 @@ from tests.test_hls_low_latency import (
     feed_tag,
     get_text,
     low_latency_files,
+    video_fragment,
     wait_for_media_playlist,
     write_two_second_segments,
 )
@@ -140,6 +141,24 @@ def test_window_left_parts_kept_in_memory(tmp_path, video_tags) -> None:
     for msn in (5, 6, 7):
         assert files.live_part(f"part-{msn}.0.m4s") is not None
         assert files.live_part(f"part-{msn}.1.m4s") is not None
+
+
+def test_window_parts_bounded_without_media_time(tmp_path, video_tags) -> None:
+    # Parts without duration never let the media time reach their deadline.
+    files = low_latency_files(tmp_path, 0, part_duration=1.0)
+    track, fragment = video_fragment(video_tags)
+    fragment = replace(fragment, samples=[replace(fragment.samples[0], duration=0)])
+    source = VariantSource(track.config, None, None, 30.0)
+    files.write_init([track])
+    count = MAX_LISTED_SEGMENTS + 10
+    for _ in range(count):
+        files.write_part([fragment], discontinuity=False, program_date_time=WRITTEN)
+        files.write_segment(
+            [], discontinuity=False, program_date_time=WRITTEN, variant=source
+        )
+
+    assert files.live_part("part-5.0.m4s") is None
+    assert files.live_part(f"part-{count - 1}.0.m4s") is not None
 
 
 def slowing_tags(tags: list[FlvTag], fast_frames: int) -> list[FlvTag]:

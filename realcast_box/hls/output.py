@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 # target, for example, gets a short segment per frame.
 MIN_LISTED_TARGETS = 3
 # Maximum number of segments in a live media playlist, whatever their durations.
+# Segments that left it, and the parts of segments, are kept for at most as
+# many segments, so that media time that stands still cannot grow the disk
+# or memory.
 MAX_LISTED_SEGMENTS = 1000
 # Parts stay in memory for this many target durations of media after the
 # playlist stops listing them, as RFC 8216bis (section 6.2.2) requires.
@@ -747,14 +750,19 @@ class RenditionFiles:
             self._retired.append((deadline, old))
             listed_seconds -= old.duration
         retired = self._retired
-        while retired and retired[0][0] <= self._media_seconds:
+        while retired and (
+            retired[0][0] <= self._media_seconds or len(retired) > MAX_LISTED_SEGMENTS
+        ):
             _, old = retired.popleft()
             (self._rendition_directory / old.uri).unlink(missing_ok=True)
         while len(self._part_files) > PART_SEGMENTS_LISTED:
             deadline = self._media_seconds + PART_KEPT_TARGETS * target
             self._retired_parts.append((deadline, self._part_files.popleft()))
         retired_parts = self._retired_parts
-        while retired_parts and retired_parts[0][0] <= self._media_seconds:
+        while retired_parts and (
+            retired_parts[0][0] <= self._media_seconds
+            or len(retired_parts) > MAX_LISTED_SEGMENTS
+        ):
             for name in retired_parts.popleft()[1]:
                 self._parts.pop(name, None)
         needed = {entry.map_uri for entry in entries}
