@@ -118,6 +118,41 @@ def test_window_left_segments_kept_on_disk(tmp_path, video_tags) -> None:
     assert writer.on_disk() == list(range(2, 10))
 
 
+def test_window_gap_burst_keeps_listed_files(tmp_path, video_tags) -> None:
+    # A transcoded rendition whose encoder dropped out writes a gap entry per
+    # missed segment at once. The playlist on disk is rewritten only at the
+    # next segment, so every file it lists must still be there.
+    writer = Writer(tmp_path, video_tags, window=6, target=1.0)
+    writer.write(1.0, count=10)
+
+    for _ in range(30):
+        writer.files.write_gap(1.0)
+
+    listed = [segment.msn for segment in writer.playlist().segments]
+    assert listed == list(range(4, 10))
+    assert set(listed) <= set(writer.on_disk())
+
+
+def test_window_left_segment_kept_for_longest_listing(tmp_path, video_tags) -> None:
+    # Seven 2 s segments (14 s, with the one just completed) listed segment
+    # 14. When the segments fall to 0.5 s, the playlist shrinks toward 6 s
+    # before segment 14 leaves it, and it stays on disk for 2 s plus 14 s.
+    writer = Writer(tmp_path, video_tags, window=6, target=2.0)
+    writer.write(2.0, count=20)
+    media_seconds = 40.0
+    left_at = None
+    while media_seconds < 80.0:
+        writer.write(0.5)
+        media_seconds += 0.5
+        if left_at is None and writer.playlist().media_sequence > 14:
+            left_at = media_seconds
+        if left_at is not None and media_seconds < left_at + 16.0:
+            assert 14 in writer.on_disk(), media_seconds
+
+    assert left_at is not None
+    assert 14 not in writer.on_disk()
+
+
 def test_window_listed_segments_bounded(tmp_path, video_tags) -> None:
     # Segments without duration never add up to three target durations.
     writer = Writer(tmp_path, video_tags, window=6, target=1.0)
@@ -141,6 +176,21 @@ def test_window_left_parts_kept_in_memory(tmp_path, video_tags) -> None:
     for msn in (5, 6, 7):
         assert files.live_part(f"part-{msn}.0.m4s") is not None
         assert files.live_part(f"part-{msn}.1.m4s") is not None
+
+
+def test_window_ended_playlist_keeps_left_parts(tmp_path, video_tags) -> None:
+    # Parts whose tags left the playlist lately go to disk with the ended
+    # playlist, because its end does not shorten their availability.
+    files = low_latency_files(tmp_path, 0, part_duration=1.0)
+    write_two_second_segments(files, video_tags, count=10)
+
+    files.end()
+
+    folder = tmp_path / "source"
+    assert not (folder / "part-4.0.m4s").exists()
+    for msn in (5, 6, 7, 8, 9):
+        assert (folder / f"part-{msn}.0.m4s").exists(), msn
+        assert (folder / f"part-{msn}.1.m4s").exists(), msn
 
 
 def test_window_parts_bounded_without_media_time(tmp_path, video_tags) -> None:

@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 MIN_LISTED_TARGETS = 3
 # Maximum number of segments in a live media playlist, whatever their durations.
 # Segments that left it, and the parts of segments, are kept for at most as
-# many segments, so that media time that stands still cannot grow the disk
-# or memory.
+# many segments, so that media time that does not advance cannot grow the
+# disk or memory.
 MAX_LISTED_SEGMENTS = 1000
 # Parts stay in memory for this many target durations of media after the
 # playlist stops listing them, as RFC 8216bis (section 6.2.2) requires.
@@ -234,9 +234,11 @@ class RenditionFiles:
         self._init_names: list[str] = []
         # The segments that the media playlist lists, oldest first.
         self._entries: list[playlist.SegmentEntry] = []
+        # Maximum duration of the playlists that listed each segment, by URI.
+        self._longest_listing: dict[str, float] = {}
         # Segments that left the playlist and stay on disk until the media
         # time (``_media_seconds``) reaches their deadline, oldest first.
-        self._retired: deque[tuple[float, playlist.SegmentEntry]] = deque()
+        self._retired: list[tuple[float, playlist.SegmentEntry]] = []
         # Seconds of media in the segments completed so far, gaps included.
         self._media_seconds = 0.0
         self._first_sequence = first_sequence
@@ -413,7 +415,9 @@ class RenditionFiles:
         )
         self._next_sequence += 1
         self._media_seconds += duration
-        self._remove_old_files()
+        # The playlist on disk lists the segments that leave here until the
+        # next segment rewrites it, so their files stay until then.
+        self._slide_window()
         self._playlist_changed()
         logger.debug("%s: segment %d is a gap", self._log_name, sequence)
 
@@ -540,10 +544,11 @@ class RenditionFiles:
             "%s: wrote %s, %.3f s, %d bytes", self._log_name, name, duration, len(data)
         )
 
-        self._remove_old_files()
+        self._slide_window()
         self._ended = ended
         self._playlist_changed()
         self._write_media_playlist(ended=ended)
+        self._remove_old_files()
         if ended:
             self._parts.clear()  # written out with the ended playlist
         self._write_multivariant_playlist(variant)
@@ -722,20 +727,24 @@ class RenditionFiles:
         self._fragment_number = number % 0xFFFFFFFF + 1
         return number
 
-    def _remove_old_files(self) -> None:
-        """Slide the playlist's window, and drop the files no player may need.
+    def _slide_window(self) -> None:
+        """Take the oldest segments out of the playlist, as RFC 8216 allows.
 
-        RFC 8216 and RFC 8216bis (section 6.2.2) set the limits. The oldest
-        segment leaves the playlist only while it lists more than
-        ``hls_window`` segments, and then only if the rest last at least
-        MIN_LISTED_TARGETS target durations. It stays on disk for its own
-        duration plus the duration of the last playlist that listed it.
-        Parts whose tags left the playlist stay in memory for
-        PART_KEPT_TARGETS target durations. Both times are counted in
-        media seconds, which a live feed writes in real time.
+        RFC 8216 (section 6.2.2) sets the limits. The oldest segment leaves
+        the playlist only while it lists more than ``hls_window`` segments,
+        and then only if the rest last at least MIN_LISTED_TARGETS target
+        durations. It stays on disk for its own duration plus the duration
+        of the longest playlist that listed it. Parts whose tags left the
+        playlist stay in memory for PART_KEPT_TARGETS target durations
+        (RFC 8216bis). Both times are counted in media seconds, which a live
+        feed writes in real time. _remove_old_files drops them after that.
         """
         entries = self._entries
         listed_seconds = sum(entry.duration for entry in entries)
+        longest = self._longest_listing
+        for entry in entries:
+            if longest.get(entry.uri, 0.0) < listed_seconds:
+                longest[entry.uri] = listed_seconds
         target = playlist.target_duration(
             (entry.duration for entry in entries), minimum=self._target_duration
         )
@@ -746,27 +755,40 @@ class RenditionFiles:
         ):
             old = entries.pop(0)
             self._removed_discontinuities += old.discontinuity
-            deadline = self._media_seconds + old.duration + listed_seconds
+            listing = longest.pop(old.uri, listed_seconds)
+            deadline = self._media_seconds + old.duration + listing
             self._retired.append((deadline, old))
             listed_seconds -= old.duration
-        retired = self._retired
-        while retired and (
-            retired[0][0] <= self._media_seconds or len(retired) > MAX_LISTED_SEGMENTS
-        ):
-            _, old = retired.popleft()
-            (self._rendition_directory / old.uri).unlink(missing_ok=True)
         while len(self._part_files) > PART_SEGMENTS_LISTED:
             deadline = self._media_seconds + PART_KEPT_TARGETS * target
             self._retired_parts.append((deadline, self._part_files.popleft()))
+
+    def _remove_old_files(self) -> None:
+        """Delete the segments and parts that left the playlist once their time is up.
+
+        Also deletes init segments that no listed or kept segment needs.
+        Called after the media playlist on disk is rewritten, so it never
+        lists a deleted file.
+        """
+        now = self._media_seconds
+        # Deadlines are not in order, because a later segment may have left
+        # a shorter playlist. Beyond MAX_LISTED_SEGMENTS the oldest go.
+        excess = len(self._retired) - MAX_LISTED_SEGMENTS
+        kept = []
+        for index, (deadline, old) in enumerate(self._retired):
+            if deadline <= now or index < excess:
+                (self._rendition_directory / old.uri).unlink(missing_ok=True)
+            else:
+                kept.append((deadline, old))
+        self._retired = kept
         retired_parts = self._retired_parts
         while retired_parts and (
-            retired_parts[0][0] <= self._media_seconds
-            or len(retired_parts) > MAX_LISTED_SEGMENTS
+            retired_parts[0][0] <= now or len(retired_parts) > MAX_LISTED_SEGMENTS
         ):
             for name in retired_parts.popleft()[1]:
                 self._parts.pop(name, None)
-        needed = {entry.map_uri for entry in entries}
-        needed.update(entry.map_uri for _, entry in retired)
+        needed = {entry.map_uri for entry in self._entries}
+        needed.update(entry.map_uri for _, entry in kept)
         needed.add(self._init_names[-1])
         for name in [name for name in self._init_names if name not in needed]:
             (self._rendition_directory / name).unlink(missing_ok=True)
@@ -791,6 +813,9 @@ class RenditionFiles:
                 for part in entry.parts
             ]
             listed += [part.uri for part in self._open_parts]
+            # Parts whose tags left the playlist lately must stay available
+            # (RFC 8216bis), so they go to disk too.
+            listed += [name for _, names in self._retired_parts for name in names]
             for name in listed:
                 data = self._parts.get(name)
                 if data is not None:
