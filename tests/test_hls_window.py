@@ -153,6 +153,20 @@ def test_window_left_segment_kept_for_longest_listing(tmp_path, video_tags) -> N
     assert 14 not in writer.on_disk()
 
 
+def test_window_due_segment_deleted_out_of_order(tmp_path, video_tags) -> None:
+    # Each 2 s segment was listed in a 42 s playlist (21 segments), so
+    # segment 29, which leaves at 70 s of media, stays until 114 s. Segment
+    # 60, of 0.5 s, leaves at 85.5 s from playlists of at most 10.5 s, so
+    # it goes at 96.5 s, while the older segment 29 is still kept.
+    writer = Writer(tmp_path, video_tags, window=20, target=2.0)
+    writer.write(2.0, count=30)
+
+    writer.write(0.5, count=100)
+
+    assert 29 in writer.on_disk()
+    assert 60 not in writer.on_disk()
+
+
 def test_window_listed_segments_bounded(tmp_path, video_tags) -> None:
     # Segments without duration never add up to three target durations.
     writer = Writer(tmp_path, video_tags, window=6, target=1.0)
