@@ -809,8 +809,14 @@ async def test_llhls_directive_errors(aiohttp_client, tmp_path) -> None:
     assert "was not written within 3 s" in body["detail"]
 
 
-@pytest.mark.timeout(120)
-async def test_llhls_signed_stream_parts(aiohttp_client, tmp_path) -> None:
+async def start_signed_push(
+    aiohttp_client, tmp_path
+) -> tuple[Box, dict, asyncio.subprocess.Process, str]:
+    """Push 8 s to a new signed stream; return it and its media playlist path.
+
+    The path carries the session signature from a playlist opened with a
+    playback token. The caller stops the publisher.
+    """
     box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
     stream = await create_app_and_stream(
         box, stream_settings={"playback_policy": "signed"}
@@ -823,6 +829,18 @@ async def test_llhls_signed_stream_parts(aiohttp_client, tmp_path) -> None:
         media_path = await wait_for_media_playlist(
             box, stream["id"], query=f"?token={token}"
         )
+    except BaseException:
+        await stop(publisher)
+        raise
+    return box, stream, publisher, media_path
+
+
+@pytest.mark.timeout(120)
+async def test_llhls_signed_stream_parts(aiohttp_client, tmp_path) -> None:
+    box, stream, publisher, media_path = await start_signed_push(
+        aiohttp_client, tmp_path
+    )
+    try:
         playlist = check_playlist(await get_text(box, media_path))
         base = media_path.split("?")[0].rsplit("/", 1)[0]
         hint = playlist.preload_hint["URI"]
@@ -849,18 +867,10 @@ async def test_llhls_signed_stream_parts(aiohttp_client, tmp_path) -> None:
 async def test_llhls_blocked_reload_revoked(aiohttp_client, tmp_path) -> None:
     # A blocked reload checks access again once its part is there, so a
     # revocation during the wait gets a 403 rather than the playlist.
-    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
-    stream = await create_app_and_stream(
-        box, stream_settings={"playback_policy": "signed"}
-    )
-    token = (await issue_token(box, stream["id"]))["playback_token"]
-    publisher = await start_publisher(
-        box.rtmp_url(stream["stream_key"]), "--seconds", "8", "--realtime"
+    box, stream, publisher, media_path = await start_signed_push(
+        aiohttp_client, tmp_path
     )
     try:
-        media_path = await wait_for_media_playlist(
-            box, stream["id"], query=f"?token={token}"
-        )
         playlist = check_playlist(await get_text(box, media_path))
         # The first part of the segment after next: at least a segment away.
         blocking = with_query(media_path, _HLS_msn=playlist.open_msn + 2, _HLS_part=0)
