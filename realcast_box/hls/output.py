@@ -236,7 +236,11 @@ class RenditionFiles:
         self._entries: list[playlist.SegmentEntry] = []
         # Maximum duration of the playlists that listed each segment, by URI.
         self._longest_listing: dict[str, float] = {}
-        # Segments that left the playlist and stay on disk until the media
+        # Segments that left the playlist, with the longest listing of each,
+        # while the media playlist on disk still lists them (a gap entry
+        # slides the window without rewriting that file).
+        self._leaving: list[tuple[playlist.SegmentEntry, float]] = []
+        # Segments that left both playlists and stay on disk until the media
         # time (``_media_seconds``) reaches their deadline, oldest first.
         self._retired: list[tuple[float, playlist.SegmentEntry]] = []
         # Seconds of media in the segments completed so far, gaps included.
@@ -416,7 +420,7 @@ class RenditionFiles:
         self._next_sequence += 1
         self._media_seconds += duration
         # The playlist on disk lists the segments that leave here until the
-        # next segment rewrites it, so their files stay until then.
+        # next segment rewrites it, and their time starts then.
         self._slide_window()
         self._playlist_changed()
         logger.debug("%s: segment %d is a gap", self._log_name, sequence)
@@ -733,11 +737,12 @@ class RenditionFiles:
         RFC 8216 (section 6.2.2) sets the limits. The oldest segment leaves
         the playlist only while it lists more than ``hls_window`` segments,
         and then only if the rest last at least MIN_LISTED_TARGETS target
-        durations. It stays on disk for its own duration plus the duration
-        of the longest playlist that listed it. Parts whose tags left the
-        playlist stay in memory for PART_KEPT_TARGETS target durations
-        (RFC 8216bis). Both times are counted in media seconds, which a live
-        feed writes in real time. _remove_old_files drops them after that.
+        durations. Once the playlist on disk no longer lists it either, it
+        stays on disk for its own duration plus the duration of the longest
+        playlist that listed it. Parts whose tags left the playlist stay in
+        memory for PART_KEPT_TARGETS target durations (RFC 8216bis). Both
+        times are counted in media seconds, which a live feed writes in
+        real time. _remove_old_files drops them after that.
         """
         entries = self._entries
         listed_seconds = sum(entry.duration for entry in entries)
@@ -755,9 +760,7 @@ class RenditionFiles:
         ):
             old = entries.pop(0)
             self._removed_discontinuities += old.discontinuity
-            listing = longest.pop(old.uri, listed_seconds)
-            deadline = self._media_seconds + old.duration + listing
-            self._retired.append((deadline, old))
+            self._leaving.append((old, longest.pop(old.uri, listed_seconds)))
             listed_seconds -= old.duration
         while len(self._part_files) > PART_SEGMENTS_LISTED:
             deadline = self._media_seconds + PART_KEPT_TARGETS * target
@@ -771,6 +774,9 @@ class RenditionFiles:
         lists a deleted file.
         """
         now = self._media_seconds
+        for old, listing in self._leaving:
+            self._retired.append((now + old.duration + listing, old))
+        self._leaving.clear()
         # Deadlines are not in order, because a later segment may have left
         # a shorter playlist. Beyond MAX_LISTED_SEGMENTS the oldest go.
         excess = len(self._retired) - MAX_LISTED_SEGMENTS
