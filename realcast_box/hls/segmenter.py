@@ -640,7 +640,10 @@ class Segmenter:
         unless onMetaData announced a frame rate that makes them a stall.
         NOTE: a feed that slows below about 3 fps after its first part gets
         a discontinuity, and a segment, for each slow frame (logged once a
-        minute, see _warn_gap).
+        minute, see _warn_gap). Each such segment's EXTINF is the duration
+        of the fast frames (33 ms at 30 fps), although its audio covers the
+        whole stall. The playlist's three target durations (output.py,
+        MIN_LISTED_TARGETS) then span about 90 s of a 2 fps feed.
         """
         files = self._files
         pending = buffer.pending
