@@ -238,6 +238,37 @@ def test_llhls_falling_fps_parts_fit_target(tmp_path) -> None:
     assert long_parts(versions) == []
     assert {playlist.part_target for playlist in playlists} == {0.333}
     assert "#EXT-X-DISCONTINUITY" in versions[-1]
+    # The frame before each gap gets as much of it as one part allows.
+    slow = playlists[-1].segments[-3:]
+    assert [segment.duration for segment in slow] == [0.333] * 3
+
+
+@pytest.mark.timeout(150)
+async def test_ladder_slowed_feed_consistent(aiohttp_client, tmp_path) -> None:
+    # The rendition gives the frame before each gap the duration that the
+    # source gave its own, so both list the same segments.
+    # The first 20 slow frames only: 10 s of the feed at its own pace.
+    tags = falling_fps_tags()
+    frames = [tag for tag in tags if tag.is_media_frame]
+    flv = tmp_path / "slowing.flv"
+    flv.write_bytes(write_flv(tags[: tags.index(frames[FAST_FRAMES + 20])]))
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    stream = await create_ladder_stream(
+        box, [{"name": "low", "width": 160, "height": 120, "bitrate": 150, "fps": 30}]
+    )
+    publisher = await start_ffmpeg_push(flv, box.rtmp_url(stream["stream_key"]))
+    try:
+        source_path = await wait_for_media_playlist(box, stream["id"])
+        rendition_path = await wait_for_rendition_path(box, stream["id"])
+        await asyncio.wait_for(publisher.wait(), 30)
+        await asyncio.sleep(1.0)
+        source = await get_text(box, source_path)
+        rendition = await get_text(box, rendition_path)
+    finally:
+        await stop(publisher)
+
+    assert "#EXTINF:0.333," in source
+    assert segment_lines(rendition) == segment_lines(source)
 
 
 def test_llhls_slow_feed_gap_warnings_limited(tmp_path, caplog) -> None:

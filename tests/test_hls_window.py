@@ -246,8 +246,8 @@ def slowing_tags(tags: list[FlvTag], fast_frames: int) -> list[FlvTag]:
 
 def test_window_slowed_feed_lists_enough(tmp_path, video_tags) -> None:
     # After its first parts, each 0.5 s frame of a feed that fell to 2 fps
-    # ends a segment that keeps the 33 ms of the frames before. Six such
-    # segments would list 0.2 s.
+    # ends a segment of one part target (0.333 s). Six such segments would
+    # list 2 s.
     segmenter = Segmenter(
         tmp_path / "stream",
         target_duration=2.0,
@@ -273,8 +273,9 @@ def test_window_slowed_feed_lists_enough(tmp_path, video_tags) -> None:
 
 async def test_window_slowed_push_served(aiohttp_client, tmp_path, video_tags) -> None:
     # The same slowing feed over RTMP, with the default settings (2 s
-    # targets, 6 segments): the playlist that players get lists at least
-    # 6 s, and every segment it lists, or that just left it, is served.
+    # targets, 0.333 s parts, 6 segments): the playlist that players get
+    # lists at least 6 s, and every segment it lists, or that just left
+    # it, is served.
     box = await start_box(aiohttp_client, tmp_path, reconnect_window_seconds=0)
     stream = await box.create_stream()
     tags = slowing_tags(video_tags, fast_frames=90)
@@ -305,5 +306,7 @@ async def test_window_slowed_push_served(aiohttp_client, tmp_path, video_tags) -
 
     listed = sum(segment.duration for segment in playlist.segments)
     assert listed >= 3 * 2.0, playlist.text
-    assert len(playlist.segments) > 100
+    # Each slow frame's segment lasts one part target, so 19 of them list 6 s.
+    assert {segment.duration for segment in playlist.segments} == {0.333}
+    assert len(playlist.segments) == 19
     assert statuses == [200] * len(statuses)

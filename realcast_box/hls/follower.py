@@ -189,10 +189,10 @@ class FollowerPackager:
             self._write_part_if_due(next_dts=packet.pts)
             pending = self._video.pending
             if pending is not None and self._gap_before(cut, pending, packet):
-                # The source ended its segment before a gap in the video,
-                # and the frame before the gap keeps the length of the one
-                # before it, as in the source.
-                self._video.flush_pending()
+                # The source ended its segment before a gap in the video, and
+                # the frame before the gap gets the duration the source gave
+                # its own, as far as this rendition's part and segment allow.
+                self._video.flush_pending(self._gap_frame_ticks(cut, packet))
             elif pending is not None:
                 self._video.push(sample)
                 self._video.pending = None
@@ -214,6 +214,18 @@ class FollowerPackager:
         """Return whether the source ended its segment at ``cut`` before a gap."""
         seconds = (packet.pts - pending.dts) / VIDEO_TIMESCALE
         return cut.discontinuity and is_gap(seconds, self._files.part_duration)
+
+    def _gap_frame_ticks(self, cut: Cut, packet: EncodedVideo) -> int:
+        video = self._video
+        assert video is not None and video.pending is not None
+        files = self._files
+        assert files.part_duration is not None
+        fits = video.gap_frame_ticks(
+            packet.pts - video.pending.dts, files.part_duration, files.target_duration
+        )
+        if cut.gap_frame_ticks is None:
+            return video.last_duration
+        return min(cut.gap_frame_ticks, fits)
 
     def _audio_changed(self) -> bool:
         upcoming = self._held_audio[0].config if self._held_audio else None

@@ -219,6 +219,8 @@ class Segmenter:
         self._video: TrackBuffer | None = None
         self._audio: TrackBuffer | None = None
         self._discontinuity_pending = False
+        # Duration given to the frame before the last gap, for the next Cut.
+        self._gap_frame_ticks: int | None = None
         self._dropped_audio_frames = 0
         # Whether a cut at the target duration without a keyframe was logged.
         self._long_gop_logged = False
@@ -640,10 +642,10 @@ class Segmenter:
         unless onMetaData announced a frame rate that makes them a stall.
         NOTE: a feed that slows below about 3 fps after its first part gets
         a discontinuity, and a segment, for each slow frame (logged once a
-        minute, see _warn_gap). Each such segment's EXTINF is the duration
-        of the fast frames (33 ms at 30 fps), although its audio covers the
-        whole stall. The playlist's three target durations (output.py,
-        MIN_LISTED_TARGETS) then span about 90 s of a 2 fps feed.
+        minute, see _warn_gap). Each such segment lasts one part target
+        (0.333 s by default), although its frame and audio cover the whole
+        stall, so the playlist's three target durations (output.py,
+        MIN_LISTED_TARGETS) span about 9 s of a 2 fps feed.
         """
         files = self._files
         pending = buffer.pending
@@ -666,16 +668,25 @@ class Segmenter:
         the stall leaves one frame that would last the whole stall. In one
         part it would break PART-TARGET, and in one segment it would change
         EXT-X-TARGETDURATION, which must both stay the same for the session
-        (RFC 8216bis). So the frame before the gap keeps the duration of the
-        frame before it, the segment ends there, and the segment after it
-        starts with EXT-X-DISCONTINUITY at the frame after the gap. Audio that
-        arrived during the stall stays in the segment before the gap.
+        (RFC 8216bis). So the frame before the gap gets as much of the gap
+        as its part and segment allow (TrackBuffer.gap_frame_ticks), the
+        segment ends there, and the segment after it starts with
+        EXT-X-DISCONTINUITY at the frame after the gap. Audio that arrived
+        during the stall stays in the segment before the gap. The next Cut
+        carries that duration, so renditions give their frame the same.
         """
-        gap = (sample.dts - buffer.pending.dts) / VIDEO_TIMESCALE  # type: ignore[union-attr]
+        gap_ticks = sample.dts - buffer.pending.dts  # type: ignore[union-attr]
+        gap = gap_ticks / VIDEO_TIMESCALE
         now = self._clock()
         self._gap_times.append(now)
         self._warn_gap(gap, now)
-        buffer.flush_pending()
+        files = self._files
+        assert files.part_duration is not None
+        duration = buffer.gap_frame_ticks(
+            gap_ticks, files.part_duration, files.target_duration
+        )
+        buffer.flush_pending(duration)
+        self._gap_frame_ticks = duration
         self._cut()
         self._discontinuity_pending = True
         buffer.push(sample)
@@ -730,7 +741,8 @@ class Segmenter:
             discontinuity = self._discontinuity_pending or (
                 sequence in self._forced_discontinuities
             )
-            cut = Cut(sequence, discontinuity)
+            cut = Cut(sequence, discontinuity, self._gap_frame_ticks)
+            self._gap_frame_ticks = None
             self._segment_opened = False
         if self._active_video is not None:
             for tap in list(self._taps):

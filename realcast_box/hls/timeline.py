@@ -114,10 +114,30 @@ class TrackBuffer:
         self.pending = sample
         self.last_dts = sample.dts
 
-    def flush_pending(self) -> None:
-        """Commit the pending sample with the duration of the sample before it."""
+    def flush_pending(self, duration: int | None = None) -> None:
+        """Commit the pending sample, by default with the duration of the one before."""
         if self.pending is not None:
-            self._commit(self.last_duration)
+            self._commit(self.last_duration if duration is None else duration)
+
+    def gap_frame_ticks(
+        self, gap_ticks: int, part_seconds: float, target_duration: int
+    ) -> int:
+        """Return the duration to give the pending frame when a gap follows it.
+
+        The frame lasts until the next one, ``gap_ticks`` later, but its part
+        may not exceed the part target, nor its segment round above the
+        target duration. So a frame that starts its part gets as much of
+        the gap as fits, and any other frame the duration of the one before.
+        """
+        pending = self.pending
+        if pending is None or self.samples:
+            return self.last_duration
+        timescale = self.track.timescale
+        start = self.segment_start
+        used = pending.dts - start if start is not None else 0
+        segment_room = int((target_duration + 0.5) * timescale) - 1 - used
+        part_room = int(part_seconds * timescale)
+        return max(self.last_duration, min(gap_ticks, part_room, segment_room))
 
     def take_part(self) -> fmp4.Fragment | None:
         """Return the committed samples as a fragment; the segment stays open."""

@@ -26,10 +26,13 @@ class Cut:
 
     Renditions cut at the same frames and number their segments the same,
     with EXT-X-DISCONTINUITY where ``discontinuity`` marks one in the source.
+    ``gap_frame_ticks`` is the duration (90 kHz) that the source gave the
+    last frame of the segment before, when a gap in the video ended it.
     """
 
     sequence: int
     discontinuity: bool
+    gap_frame_ticks: int | None = None
 
 
 @dataclass(frozen=True)
