@@ -163,14 +163,15 @@ def segment_lines(text: str) -> list[str]:
     ]
 
 
-@pytest.mark.timeout(150)
-async def test_ladder_timestamp_gap_consistent(aiohttp_client, tmp_path) -> None:
-    # A 3 s stall mid-GOP in the source ends its segment and marks a
-    # discontinuity. The rendition cuts at the source's frames, so it must
-    # list the same segments and discontinuities and keep its tags.
-    tags = read_tags(encode_flv(seconds=8, fps=30, gop=30))
-    flv = tmp_path / "gap.flv"
-    flv.write_bytes(write_flv(tags_with_gap(tags, 105, 3000)))
+async def push_through_ladder(
+    aiohttp_client, tmp_path, flv: Path, follow_seconds: float = 0.0
+) -> tuple[str, str, list[str], list[str]]:
+    """Push ``flv`` at its own pace to a stream with a 30 fps rendition.
+
+    Returns the source and rendition media playlists once the push is over,
+    and the versions of each seen while following them for
+    ``follow_seconds`` from the first playlist.
+    """
     box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
     stream = await create_ladder_stream(
         box, [{"name": "low", "width": 160, "height": 120, "bitrate": 150, "fps": 30}]
@@ -179,17 +180,33 @@ async def test_ladder_timestamp_gap_consistent(aiohttp_client, tmp_path) -> None
     try:
         source_path = await wait_for_media_playlist(box, stream["id"])
         rendition_path = await wait_for_rendition_path(box, stream["id"])
-        followed = await asyncio.gather(
-            follow_playlists(box, source_path, 14.0),
-            follow_playlists(box, rendition_path, 14.0),
-        )
+        followed: list[list[str]] = [[], []]
+        if follow_seconds:
+            followed = await asyncio.gather(
+                follow_playlists(box, source_path, follow_seconds),
+                follow_playlists(box, rendition_path, follow_seconds),
+            )
         await asyncio.wait_for(publisher.wait(), 30)
         await asyncio.sleep(1.0)
         source = await get_text(box, source_path)
         rendition = await get_text(box, rendition_path)
     finally:
         await stop(publisher)
-    source_texts, rendition_texts = followed
+    return source, rendition, followed[0], followed[1]
+
+
+@pytest.mark.timeout(150)
+async def test_ladder_timestamp_gap_consistent(aiohttp_client, tmp_path) -> None:
+    # A 3 s stall mid-GOP in the source ends its segment and marks a
+    # discontinuity. The rendition cuts at the source's frames, so it must
+    # list the same segments and discontinuities and keep its tags.
+    tags = read_tags(encode_flv(seconds=8, fps=30, gop=30))
+    flv = tmp_path / "gap.flv"
+    flv.write_bytes(write_flv(tags_with_gap(tags, 105, 3000)))
+
+    source, rendition, source_texts, rendition_texts = await push_through_ladder(
+        aiohttp_client, tmp_path, flv, follow_seconds=14.0
+    )
 
     assert "#EXT-X-DISCONTINUITY" in source
     assert long_parts(source_texts) == []
@@ -247,25 +264,13 @@ def test_llhls_falling_fps_parts_fit_target(tmp_path) -> None:
 async def test_ladder_slowed_feed_consistent(aiohttp_client, tmp_path) -> None:
     # The rendition gives the frame before each gap the duration that the
     # source gave its own, so both list the same segments.
-    # The first 20 slow frames only: 10 s of the feed at its own pace.
     tags = falling_fps_tags()
     frames = [tag for tag in tags if tag.is_media_frame]
     flv = tmp_path / "slowing.flv"
+    # The first 20 slow frames only: 10 s of the feed at its own pace.
     flv.write_bytes(write_flv(tags[: tags.index(frames[FAST_FRAMES + 20])]))
-    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
-    stream = await create_ladder_stream(
-        box, [{"name": "low", "width": 160, "height": 120, "bitrate": 150, "fps": 30}]
-    )
-    publisher = await start_ffmpeg_push(flv, box.rtmp_url(stream["stream_key"]))
-    try:
-        source_path = await wait_for_media_playlist(box, stream["id"])
-        rendition_path = await wait_for_rendition_path(box, stream["id"])
-        await asyncio.wait_for(publisher.wait(), 30)
-        await asyncio.sleep(1.0)
-        source = await get_text(box, source_path)
-        rendition = await get_text(box, rendition_path)
-    finally:
-        await stop(publisher)
+
+    source, rendition, _, _ = await push_through_ladder(aiohttp_client, tmp_path, flv)
 
     assert "#EXTINF:0.333," in source
     assert segment_lines(rendition) == segment_lines(source)

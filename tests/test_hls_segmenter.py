@@ -330,8 +330,8 @@ def test_segmenter_window_deletes_old_segments(
     on_disk = sorted(p.name for p in (tmp_path / "source").glob("seg-*.m4s"))
     count = segmenter.segment_count
     # The 3 listed 2 s segments, and those that left the playlist less than
-    # 10 s of media ago: their own 2 s plus the 8 s of the last playlist that
-    # listed them (RFC 8216 section 6.2.2). Segment 0 left 10 s ago.
+    # 10 s of media ago: their own 2 s plus the 8 s of the longest playlist
+    # that listed them (RFC 8216 section 6.2.2). Segment 0 left 10 s ago.
     expected = sorted(f"seg-{n}.m4s" for n in range(1, count))
 
     assert count == 9

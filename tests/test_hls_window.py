@@ -112,7 +112,7 @@ def test_window_left_segments_kept_on_disk(tmp_path, video_tags) -> None:
     writer.write(2.0, count=10)
 
     # Segment k leaves the playlist when segment k + 3 completes, at 2k + 8 s
-    # of media. The playlist that last listed it lasted 8 s, so it stays on
+    # of media. The longest playlist that listed it lasted 8 s, so it stays on
     # disk until 2k + 8 + 2 + 8 s. At 20 s, segments 0 and 1 are gone.
     assert [segment.msn for segment in writer.playlist().segments] == [7, 8, 9]
     assert writer.on_disk() == list(range(2, 10))
@@ -306,7 +306,8 @@ async def test_window_slowed_push_served(aiohttp_client, tmp_path, video_tags) -
 
     listed = sum(segment.duration for segment in playlist.segments)
     assert listed >= 3 * 2.0, playlist.text
-    # Each slow frame's segment lasts one part target, so 19 of them list 6 s.
+    # Each slow frame's segment lasts one part target (0.333 s), and 19 are
+    # the fewest that list 6 s.
     assert {segment.duration for segment in playlist.segments} == {0.333}
     assert len(playlist.segments) == 19
     assert statuses == [200] * len(statuses)

@@ -88,7 +88,7 @@ def test_health_long_gop_warns():
 
 
 def test_health_first_gop_not_guessed():
-    # One keyframe and 0.3 s of frames tell nothing about a 2 s GOP.
+    # One keyframe and 0.3 s of frames show nothing of a 2 s GOP.
     health = IngestHealth()
     feed_steady(health, 0.3, gop=50)
 

@@ -216,15 +216,16 @@ class FollowerPackager:
         return cut.discontinuity and is_gap(seconds, self._files.part_duration)
 
     def _gap_frame_ticks(self, cut: Cut, packet: EncodedVideo) -> int:
+        """Return the source's duration for the frame before the gap, if it fits."""
         video = self._video
         assert video is not None and video.pending is not None
+        if cut.gap_frame_ticks is None:
+            return video.last_duration
         files = self._files
         assert files.part_duration is not None
         fits = video.gap_frame_ticks(
             packet.pts - video.pending.dts, files.part_duration, files.target_duration
         )
-        if cut.gap_frame_ticks is None:
-            return video.last_duration
         return min(cut.gap_frame_ticks, fits)
 
     def _audio_changed(self) -> bool:

@@ -780,13 +780,13 @@ class RenditionFiles:
         # Deadlines are not in order, because a later segment may have left
         # a shorter playlist. Beyond MAX_LISTED_SEGMENTS the oldest go.
         excess = len(self._retired) - MAX_LISTED_SEGMENTS
-        kept = []
+        remaining = []
         for index, (deadline, old) in enumerate(self._retired):
             if deadline <= now or index < excess:
                 (self._rendition_directory / old.uri).unlink(missing_ok=True)
             else:
-                kept.append((deadline, old))
-        self._retired = kept
+                remaining.append((deadline, old))
+        self._retired = remaining
         retired_parts = self._retired_parts
         while retired_parts and (
             retired_parts[0][0] <= now or len(retired_parts) > MAX_LISTED_SEGMENTS
@@ -794,7 +794,7 @@ class RenditionFiles:
             for name in retired_parts.popleft()[1]:
                 self._parts.pop(name, None)
         needed = {entry.map_uri for entry in self._entries}
-        needed.update(entry.map_uri for _, entry in kept)
+        needed.update(entry.map_uri for _, entry in remaining)
         needed.add(self._init_names[-1])
         for name in [name for name in self._init_names if name not in needed]:
             (self._rendition_directory / name).unlink(missing_ok=True)

@@ -645,7 +645,7 @@ class Segmenter:
         minute, see _warn_gap). Each such segment lasts one part target
         (0.333 s by default), although its frame and audio cover the whole
         stall, so the playlist's three target durations (output.py,
-        MIN_LISTED_TARGETS) span about 9 s of a 2 fps feed.
+        MIN_LISTED_TARGETS) span about 9.5 s of a 2 fps feed.
         """
         files = self._files
         pending = buffer.pending
