@@ -216,7 +216,10 @@ class FollowerPackager:
         return cut.discontinuity and is_gap(seconds, self._files.part_duration)
 
     def _gap_frame_ticks(self, cut: Cut, packet: EncodedVideo) -> int:
-        """Return the source's duration for the frame before the gap, if it fits."""
+        """Return the duration the source gave its frame before the gap, capped to fit.
+
+        Without one in ``cut``, the frame keeps the duration of the one before.
+        """
         video = self._video
         assert video is not None and video.pending is not None
         if cut.gap_frame_ticks is None:
