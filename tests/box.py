@@ -11,6 +11,7 @@ import asyncio
 import re
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
+from realcast_box.api.ratelimit import RATE_LIMITER, RateLimiter
 from realcast_box.app import RTMP_SERVER, create_app
 from realcast_box.appkeys import HUB
 from realcast_box.config import load_config
@@ -103,6 +105,28 @@ class FrontTestServer(TestServer):
         self._root = URL(f"http://{self.host}:{self.port}")
 
 
+class FreshWindowClock:
+    """The wall clock moved back to one second after the current hour began.
+
+    The rate limiter counts in windows aligned to the clock, so a test that
+    counts requests across a minute boundary would see its count restart.
+    With this clock each test starts in a fresh minute and a fresh hour, and
+    has 59 seconds before the minute window rolls over.
+    """
+
+    def __init__(self) -> None:
+        now = time.time()
+        self._offset = (now // 3600) * 3600 + 1 - now
+
+    def __call__(self) -> float:
+        return time.time() + self._offset
+
+
+def use_fresh_rate_window(app: web.Application) -> None:
+    """Give ``app``, not yet started, a rate limiter on a FreshWindowClock."""
+    app[RATE_LIMITER] = RateLimiter(clock=FreshWindowClock())
+
+
 async def start_box(
     aiohttp_client, tmp_path: Path, *, front_door: bool = True, **overrides
 ) -> Box:
@@ -122,6 +146,7 @@ async def start_box(
     settings.update(overrides)
     config = load_config(None, environ={}, overrides=settings)
     app = create_app(config)
+    use_fresh_rate_window(app)
     client = await aiohttp_client(FrontTestServer(app) if front_door else app)
     email = "publisher@example.com"
     password = "correct horse battery"

@@ -24,6 +24,7 @@ from realcast_box.app import create_app
 from realcast_box.store import api_keys as key_store
 from realcast_box.store import apps as app_store
 from realcast_box.store import streams as stream_store
+from tests.box import FreshWindowClock
 from tests.conftest import TEST_PASSWORD, basic_auth, key_auth, make_config
 from tests.openapi_check import OpenApiCheckingClient, response_checker
 
@@ -716,7 +717,7 @@ async def test_openapi_replay_every_status(api_client, make_user, start_publishi
 async def test_openapi_replay_rate_limited(database, hub, build_app, tmp_path):
     limited = make_config(tmp_path, rate_limit_per_minute=1)
     app = build_app(limited, database, hub)
-    setup_rate_limits(app, RateLimiter())
+    setup_rate_limits(app, RateLimiter(clock=FreshWindowClock()))
     client = OpenApiCheckingClient(TestServer(app))
     await client.start_server()
     try:

@@ -9,7 +9,7 @@ from realcast_box.app import create_app
 from realcast_box.config import parse_trusted_proxies
 from realcast_box.errors import ConfigError
 from realcast_box.store import recordings as recording_store
-from tests.box import start_box
+from tests.box import start_box, use_fresh_rate_window
 from tests.conftest import make_config
 from tests.hls_helpers import write_hls_tree
 from tests.test_api_audit import all_entries
@@ -240,7 +240,9 @@ async def proxied_client(aiohttp_client, tmp_path, **settings):
         rate_limit_per_minute=3,
         **settings,
     )
-    return await aiohttp_client(create_app(config))
+    app = create_app(config)
+    use_fresh_rate_window(app)
+    return await aiohttp_client(app)
 
 
 async def statuses_from(client, address: str, count: int) -> list[int]:
