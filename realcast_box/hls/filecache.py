@@ -3,11 +3,11 @@
 The packager replaces a playlist by renaming a new file over it, and a
 segment or part file never changes once it has its name. Playlists that
 the packager keeps in memory (low-latency HLS) are signed here too, under
-a key that changes with their text. So an entry is
-keyed by the file's path together with its inode, size and modification
-time, which come from the stat that each request makes anyway. A replaced
-file gets a new key. A deleted one is never looked up, because its request
-fails at the stat first.
+a key that changes with their text. So an entry is keyed by the file's
+path together with its device, inode, size and modification time, which
+come from the stat that each request makes anyway. A replaced file gets a
+new key. A deleted one is never looked up, because its request fails at
+the stat first.
 
 Memory is bounded: ``max_bytes`` of file contents in all, least recently
 used first out, and files larger than ``max_file_bytes`` are never kept.
@@ -31,26 +31,26 @@ MAX_PLAYLISTS = 256
 # contains a NUL character is never cached, so the marker cannot clash.
 _SIGNATURE_MARKER = "\x00session\x00"
 
-FileKey = tuple[str, int, int, int]
+FileKey = tuple[str, int, int, int, int]
 
 
-def file_key(path: str, stat: os.stat_result) -> FileKey:
-    return (path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-def same_file(opened: os.stat_result, looked_up: os.stat_result) -> bool:
-    """Return whether an opened file is still the one a lookup described.
+def file_identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    """Return what tells one version of a file from another: device, inode, size, mtime.
 
     The inode alone is not enough: a file system may give the inode of a
     deleted file to the next file created, such as a replacement written
     under the same name.
     """
-    return (
-        opened.st_ino == looked_up.st_ino
-        and opened.st_dev == looked_up.st_dev
-        and opened.st_size == looked_up.st_size
-        and opened.st_mtime_ns == looked_up.st_mtime_ns
-    )
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def file_key(path: str, info: os.stat_result) -> FileKey:
+    return (path, *file_identity(info))
+
+
+def same_file(opened: os.stat_result, looked_up: os.stat_result) -> bool:
+    """Return whether an opened file is still the one a lookup described."""
+    return file_identity(opened) == file_identity(looked_up)
 
 
 class HlsFileCache:
