@@ -92,6 +92,10 @@ MAX_AAC_FRAME_BYTES = 48 * 6144 // 8
 # Audio follows its sample count until RTMP time differs by more than this.
 AUDIO_DRIFT_FRAMES = 3
 
+# Audio this many target durations ahead of the last video frame means that
+# the video stopped while the audio goes on (Segmenter._stall_video).
+VIDEO_STALL_TARGETS = 1.0
+
 # A feed that stays slower than the part target has a gap at every frame,
 # so after the first gap warning the next waits this long and counts them.
 GAP_WARNING_SECONDS = 60.0
@@ -222,8 +226,14 @@ class Segmenter:
         # Duration given to the frame before the last gap, for the next Cut.
         self._gap_frame_ticks: int | None = None
         self._dropped_audio_frames = 0
+        # Where the audio has run without a gap since, in seconds of the
+        # output timeline. A whole-feed stall leaves a gap in the audio too.
+        self._audio_run_start: float | None = None
         # Whether a cut at the target duration without a keyframe was logged.
         self._long_gop_logged = False
+        # Whether the video stopped while the audio goes on, so that audio
+        # times parts and segments until the next video frame.
+        self._video_stalled = False
 
     # Public state.
 
@@ -392,11 +402,13 @@ class Segmenter:
                 self._audio.next_audio_dts = math.ceil(
                     self._resume_ms * self._audio.track.timescale / 1000
                 )
+                self._audio_run_start = self._resume_ms / 1000
         if self._files.init_count:
             self._discontinuity_pending = True
         for tap in list(self._taps):
             tap.media_ended()
         self._started = False
+        self._video_stalled = False
         self._video_config = None
         self._audio_config = None
         self._hints = _StreamHints()
@@ -486,6 +498,7 @@ class Segmenter:
         """Map publisher time ``first_ms`` to the end of the output so far."""
         self._started = True
         self._segment_opened = True
+        self._video_stalled = False
         self._origin_ms = first_ms - self._resume_ms
         self._wall_origin = time.time() - self._resume_ms / 1000
 
@@ -521,6 +534,7 @@ class Segmenter:
 
     def _restart_at_keyframe(self, time_ms: int, tag: VideoTag) -> None:
         """Close the open segment and start a new init with ``tag`` first."""
+        self._video_stalled = False
         keyframe = None
         if self._video is not None:
             # Pushing the keyframe gives the frame before it its duration.
@@ -548,7 +562,7 @@ class Segmenter:
 
     def _cut(self) -> None:
         """Close the open segment but keep the pending sample of the cutting track."""
-        if self._video is not None and self._audio is not None:
+        if self._video_drives and self._audio is not None:
             self._audio.flush_pending()
         self._close_segment()
         self._segment_opened = True
@@ -606,9 +620,17 @@ class Segmenter:
 
     # Samples.
 
+    @property
+    def _video_drives(self) -> bool:
+        """Whether video frames time parts and cut segments, rather than audio."""
+        return self._video is not None and not self._video_stalled
+
     def _add_video_sample(self, time_ms: int, tag: VideoTag) -> None:
         buffer = self._video
         assert buffer is not None
+        if self._video_stalled:
+            self._resume_video(buffer, time_ms, tag)
+            return
         sample = self._video_sample(buffer, time_ms, tag)
         if self._long_frame(buffer, sample):
             self._close_at_gap(buffer, sample)
@@ -805,17 +827,18 @@ class Segmenter:
         dts = self._audio_dts(buffer, time_ms)
         if dts is None:
             return
+        if self._video_drives and self._video_behind(buffer, dts):
+            self._stall_video(buffer, dts)
+        audio_drives = not self._video_drives
         start = buffer.segment_start
         timescale = buffer.track.timescale
         due = (
-            self._video is None
+            audio_drives
             and start is not None
             and dts - start >= self._target * timescale - AAC_FRAME_SAMPLES / 2
         )
-        # NOTE: with a video track only video keyframes cut segments, so if
-        # the video stops while audio goes on, the playlist stops growing.
         sample = PendingSample(dts, data, True, 0)
-        if self._video is None:
+        if audio_drives:
             self._write_part_if_due(buffer, next_dts=dts)
         buffer.push(sample)
         if self._active_audio is not None:
@@ -823,8 +846,94 @@ class Segmenter:
                 tap.audio_sample(self._active_audio, sample)
         if due or self._segment_full():
             self._cut()
-        elif self._video is None:
+        elif audio_drives:
             self._write_part_if_due(buffer)
+
+    def _video_behind(self, audio: TrackBuffer, dts: int) -> bool:
+        """Return whether audio at ``dts`` is so far ahead that the video stopped.
+
+        Only audio that ran without a gap since the last video frame counts.
+        A publisher that stalls as a whole, and then sends on with
+        timestamps that count the stall, leaves a gap in both tracks, which
+        _close_at_gap handles when the next video frame comes.
+        """
+        video = self._video
+        run_start = self._audio_run_start
+        if video is None or video.pending is None or run_start is None:
+            return False
+        frame_time = video.pending.dts / VIDEO_TIMESCALE
+        tolerance = AUDIO_DRIFT_FRAMES * AAC_FRAME_SAMPLES / audio.track.timescale
+        if run_start > frame_time + tolerance:
+            return False
+        ahead = dts / audio.track.timescale - frame_time
+        return ahead > VIDEO_STALL_TARGETS * self._target
+
+    def _stall_video(self, audio: TrackBuffer, dts: int) -> None:
+        """End the segment at the last video frame; audio times the media after it.
+
+        A publisher whose video stops (a camera that fails, a file whose
+        video track is shorter) may go on sending audio. Cut only at video
+        keyframes, the segment would then grow without end and the playlist
+        would stand still. So the last frame gets as much of the gap as its
+        part or segment allows (TrackBuffer.gap_frame_ticks), the segment
+        ends where that frame ends, and the audio after it opens the next
+        segment. Until video comes again (_resume_video), segments and
+        parts of audio alone are cut by duration, in the same init segment.
+        The taps see the end of the media, so renditions write out their
+        frames and list gaps for the audio-only segments.
+        """
+        video = self._video
+        assert video is not None and video.pending is not None
+        files = self._files
+        frame_dts = video.pending.dts
+        gap_ticks = dts * VIDEO_TIMESCALE // audio.track.timescale - frame_dts
+        part_seconds = files.part_duration or float(files.target_duration)
+        duration = video.gap_frame_ticks(gap_ticks, part_seconds, files.target_duration)
+        video.flush_pending(duration)
+        audio.flush_pending()
+        end = math.ceil(
+            (frame_dts + duration) * audio.track.timescale / VIDEO_TIMESCALE
+        )
+        self._close_segment(audio_until=end)
+        self._segment_opened = True
+        self._video_stalled = True
+        for tap in list(self._taps):
+            tap.media_ended()
+        if files.part_duration is not None:
+            # The audio after the last frame may be longer than a part.
+            limit = int(files.part_duration * audio.track.timescale)
+            while audio.part_ticks > limit:
+                fragment = audio.take_part_within(limit)
+                assert fragment is not None
+                self._write_part([fragment])
+        logger.warning(
+            "%s: no video for %.1f s while audio goes on; segments carry audio "
+            "alone until video comes again",
+            self._log_name,
+            gap_ticks / VIDEO_TIMESCALE,
+        )
+
+    def _resume_video(self, buffer: TrackBuffer, time_ms: int, tag: VideoTag) -> None:
+        """Start a segment at the first video frame after a stall (_stall_video).
+
+        That frame may depend on frames before the stall. They come from
+        the same encoder session, so no discontinuity is marked, and a
+        player's decoder still holds them. A segment that starts with such
+        a frame is marked as not independent, as a cut at the target
+        duration is (_cut_at_target).
+        """
+        sample = self._video_sample(buffer, time_ms, tag)
+        gap = (sample.dts - (buffer.last_dts or 0)) / VIDEO_TIMESCALE
+        self._video_stalled = False
+        self._cut()
+        buffer.push(sample)
+        self._tap_video(sample)
+        logger.info(
+            "%s: video resumed after %.1f s (at a %s)",
+            self._log_name,
+            gap,
+            "keyframe" if tag.keyframe else "frame that is not a keyframe",
+        )
 
     def _audio_dts(self, buffer: TrackBuffer, time_ms: int) -> int | None:
         """Return the DTS of the next AAC frame, or None to drop it.
@@ -842,11 +951,13 @@ class Segmenter:
             if rtmp_time < 0:
                 return None  # before the first video keyframe
             dts = rtmp_time
+            self._audio_run_start = dts / timescale
         elif rtmp_time - expected > tolerance:
             logger.debug(
                 "%s: audio gap of %d samples", self._log_name, rtmp_time - expected
             )
             dts = rtmp_time
+            self._audio_run_start = dts / timescale
         elif expected - rtmp_time > tolerance:
             self._dropped_audio_frames += 1
             if self._dropped_audio_frames % 100 == 1:
@@ -882,7 +993,9 @@ class Segmenter:
         """Write the open part of a low-latency rendition once it is full."""
         if not self._files.part_due(primary, next_dts):
             return
-        fragments = [f for b in self._buffers() if (f := b.take_part())]
+        self._write_part([f for b in self._buffers() if (f := b.take_part())])
+
+    def _write_part(self, fragments: list[fmp4.Fragment]) -> None:
         sequence = self._files.next_sequence
         self._files.write_part(
             fragments,
@@ -892,9 +1005,22 @@ class Segmenter:
             variant=self._variant_source(),
         )
 
-    def _close_segment(self, *, ended: bool = False) -> bool:
-        """Write the open segment and the playlists; False when it was empty."""
-        fragments = [f for b in self._buffers() if (f := b.take_fragment())]
+    def _close_segment(
+        self, *, ended: bool = False, audio_until: int | None = None
+    ) -> bool:
+        """Write the open segment and the playlists; False when it was empty.
+
+        With ``audio_until``, audio samples from that DTS on stay for the
+        next segment.
+        """
+        fragments = []
+        for buffer in self._buffers():
+            if buffer is self._audio and audio_until is not None:
+                fragment = buffer.take_fragment_before(audio_until)
+            else:
+                fragment = buffer.take_fragment()
+            if fragment is not None:
+                fragments.append(fragment)
         if not fragments and not self._files.open_part_count:
             return False
         # With parts written, RenditionFiles keeps the date of the first part.

@@ -155,6 +155,51 @@ class TrackBuffer:
         self._segment_base_dts = None
         return fragment
 
+    def take_fragment_before(self, end: int) -> fmp4.Fragment | None:
+        """Close the segment at DTS ``end`` and return its committed samples.
+
+        Committed samples that start at or after ``end`` stay, as the start
+        of the next segment.
+        """
+        dts = self.base_dts
+        count = 0
+        for sample in self.samples:
+            if dts >= end:
+                break
+            dts += sample.duration
+            count += 1
+        later = self.samples[count:]
+        del self.samples[count:]
+        fragment = self.take_fragment()
+        if later:
+            self.samples = later
+            self.base_dts = dts
+            self._segment_base_dts = dts
+            self.part_ticks = sum(sample.duration for sample in later)
+            self.byte_count = sum(len(sample.data) for sample in later)
+        return fragment
+
+    def take_part_within(self, limit: int) -> fmp4.Fragment | None:
+        """Return the first committed samples that last ``limit`` ticks at most.
+
+        At least one sample, if there is any. The rest stay in the open part.
+        """
+        if not self.samples:
+            return None
+        ticks = 0
+        count = 0
+        for sample in self.samples:
+            if count and ticks + sample.duration > limit:
+                break
+            ticks += sample.duration
+            count += 1
+        leading = self.samples[:count]
+        fragment = fmp4.Fragment(self.track, self.base_dts, leading)
+        self.samples = self.samples[count:]
+        self.base_dts += ticks
+        self.part_ticks -= ticks
+        return fragment
+
     def _commit(self, duration: int) -> None:
         pending = self.pending
         assert pending is not None

@@ -1,0 +1,286 @@
+"""A publisher whose video stops while its audio goes on.
+
+The packager then cuts segments and parts on the audio alone, so the
+playlist keeps growing, and each segment's EXTINF covers the media in it.
+The packager tests feed real FLV tags and read each segment back with
+PyAV; the end-to-end tests push over RTMP with the ffmpeg CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+from pathlib import Path
+
+import av
+import pytest
+from flvfile import VIDEO_TAG, FlvTag, encode_flv, read_tags, write_flv
+
+from realcast_box.hls.segmenter import Segmenter
+from tests.box import start_box
+from tests.llhls_check import parse_playlist
+from tests.test_hls_frame_timing import (
+    DURATION_SLACK,
+    long_parts,
+    push_through_ladder,
+    segment_lines,
+)
+from tests.test_hls_low_latency import (
+    LIVE_SETTINGS,
+    PART_TARGET,
+    feed_tag,
+    get_text,
+    package_tag_by_tag,
+    stop,
+    wait_for_media_playlist,
+)
+
+# The feed: 10 s of 30 fps video with a keyframe each second and AAC at
+# 44.1 kHz. Video frames from STALL_START_MS to STALL_END_MS are left out.
+FEED_SECONDS = 10
+STALL_START_MS = 3000
+STALL_END_MS = 7100
+# One AAC frame at 44.1 kHz, the most that audio may pass its segment's end.
+AAC_FRAME_SECONDS = 1024 / 44100
+
+
+def stalled_tags(stall_end_ms: int = STALL_END_MS) -> list[FlvTag]:
+    """Return the feed's tags without the video frames of the stall."""
+    tags = read_tags(encode_flv(seconds=FEED_SECONDS, fps=30, gop=30))
+    return [
+        tag
+        for tag in tags
+        if not (
+            tag.kind == VIDEO_TAG
+            and tag.is_media_frame
+            and STALL_START_MS <= tag.timestamp < stall_end_ms
+        )
+    ]
+
+
+def media_spans(init: bytes, segment: bytes) -> dict[str, tuple[float, float]]:
+    """Return (first time, end) in seconds of each track of one segment, by kind.
+
+    Decode times, read with PyAV from the init segment and the segment.
+    """
+    spans: dict[str, tuple[float, float]] = {}
+    with av.open(io.BytesIO(init + segment)) as container:
+        for packet in container.demux():
+            if packet.dts is None or packet.duration is None:
+                continue
+            base = packet.time_base
+            start = float(packet.dts * base)
+            end = float((packet.dts + packet.duration) * base)
+            kind = packet.stream.type
+            first, last = spans.get(kind, (start, end))
+            spans[kind] = (min(first, start), max(last, end))
+    return spans
+
+
+def segment_timeline(directory: Path, text: str) -> list[tuple[float, float, dict]]:
+    """Return (EXTINF, start, spans by kind) of each segment the playlist lists."""
+    lines = text.splitlines()
+    result = []
+    init = b""
+    duration = 0.0
+    for line in lines:
+        if line.startswith("#EXT-X-MAP:"):
+            name = re.search(r'URI="([^"?]+)', line).group(1)
+            init = (directory / name).read_bytes()
+        elif line.startswith("#EXTINF:"):
+            duration = float(line[len("#EXTINF:") :].split(",")[0])
+        elif line and not line.startswith("#"):
+            segment = (directory / line.split("?")[0]).read_bytes()
+            spans = media_spans(init, segment)
+            start = min(first for first, _ in spans.values())
+            result.append((duration, start, spans))
+    return result
+
+
+def timeline_problems(timeline: list[tuple[float, float, dict]]) -> list[str]:
+    """Check that each segment's media fits its EXTINF and the next goes on from it."""
+    problems = []
+    for index, (duration, start, spans) in enumerate(timeline):
+        for kind, (_, end) in spans.items():
+            if end > start + duration + AAC_FRAME_SECONDS + DURATION_SLACK:
+                problems.append(
+                    f"segment {index}: {kind} ends at {end:.3f} s, after "
+                    f"{start:.3f} + EXTINF {duration}"
+                )
+        if index + 1 < len(timeline):
+            following = timeline[index + 1][1]
+            if abs(following - (start + duration)) > AAC_FRAME_SECONDS:
+                problems.append(
+                    f"segment {index + 1} starts at {following:.3f} s, not at "
+                    f"{start:.3f} + EXTINF {duration}"
+                )
+    return problems
+
+
+def test_llhls_video_stall_audio_segments(tmp_path) -> None:
+    directory = tmp_path / "stream"
+    packaged = package_tag_by_tag(directory, stalled_tags())
+    final = packaged.versions[-1]
+    playlist = parse_playlist(final)
+    timeline = segment_timeline(directory / "source", final)
+
+    assert long_parts(packaged.versions) == []
+    assert timeline_problems(timeline) == []
+    # Segments of audio alone fill the stall, so the playlist lists about
+    # the whole feed, each segment within EXT-X-TARGETDURATION (1 s).
+    assert abs(sum(segment.duration for segment in playlist.segments) - 10) < 0.1
+    assert max(round(segment.duration) for segment in playlist.segments) <= 1
+    audio_only = [spans for _, _, spans in timeline if "video" not in spans]
+    assert len(audio_only) >= 3
+    # Video resumes at a frame that is not a keyframe, in the same encoder
+    # session: no discontinuity, and not every segment is independent.
+    assert "#EXT-X-DISCONTINUITY" not in final
+    multivariant = (directory / "index.m3u8").read_text()
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in multivariant
+
+
+def test_llhls_video_stall_playlist_grows(tmp_path, caplog) -> None:
+    # The playlist moves on once audio is one target duration ahead of the
+    # last frame, long before the video comes back.
+    tags = stalled_tags()
+    segmenter = Segmenter(
+        tmp_path / "stream", target_duration=1.0, part_duration=PART_TARGET
+    )
+    stall_audio = [
+        tag
+        for tag in tags
+        if tag.kind != VIDEO_TAG
+        and tag.is_media_frame
+        and STALL_START_MS <= tag.timestamp < STALL_END_MS
+    ]
+    with caplog.at_level(logging.WARNING, logger="realcast_box.hls.segmenter"):
+        for tag in tags:
+            feed_tag(segmenter, tag)
+            if tag is stall_audio[-1]:
+                break
+    sequence_at_stall_end = segmenter.next_sequence
+    playlist = parse_playlist(segmenter.files.live_playlist().decode())
+
+    assert sequence_at_stall_end - playlist.segments[0].msn >= 6
+    assert any(
+        "no video for" in record.getMessage() and "audio goes on" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+def test_segmenter_video_stall_regular_hls(tmp_path) -> None:
+    # Without low-latency HLS the same holds for whole segments.
+    directory = tmp_path / "stream"
+    segmenter = Segmenter(directory, target_duration=1.0, window=100)
+    for tag in stalled_tags(stall_end_ms=7000):
+        feed_tag(segmenter, tag)
+    segmenter.finish()
+    final = (directory / "source" / "index.m3u8").read_text()
+    timeline = segment_timeline(directory / "source", final)
+
+    assert timeline_problems(timeline) == []
+    durations = [duration for duration, _, _ in timeline]
+    assert abs(sum(durations) - 10) < 0.1
+    assert max(round(duration) for duration in durations) <= 1
+    assert len([spans for _, _, spans in timeline if "video" not in spans]) >= 3
+    # Here video resumes at a keyframe, so every segment is independent.
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in (directory / "index.m3u8").read_text()
+
+
+def stalled_flv(tmp_path: Path) -> Path:
+    path = tmp_path / "stalled.flv"
+    path.write_bytes(write_flv(stalled_tags()))
+    return path
+
+
+async def start_paced_push(path: Path, url: str) -> asyncio.subprocess.Process:
+    """Push an FLV file at its own pace, passing audio on during a video stall.
+
+    ffmpeg otherwise holds the audio until the video comes back, for up to
+    10 s (its max_interleave_delta).
+    """
+    return await asyncio.create_subprocess_exec(
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-i",
+        str(path),
+        "-c",
+        "copy",
+        "-max_interleave_delta",
+        "100000",
+        "-f",
+        "flv",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_ingest_video_stall_playlist_moves(aiohttp_client, tmp_path) -> None:
+    box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
+    response = await box.client.post(
+        "/api/apps", json={"name": "stall"}, headers=box.auth
+    )
+    app = await response.json()
+    response = await box.client.post(
+        "/api/streams", json={"app_id": app["id"], "title": "stall"}, headers=box.auth
+    )
+    stream = await response.json()
+    publisher = await start_paced_push(
+        stalled_flv(tmp_path), box.rtmp_url(stream["stream_key"])
+    )
+    try:
+        path = await wait_for_media_playlist(box, stream["id"])
+        started = asyncio.get_running_loop().time()
+        # During the stall (3 s to 7.1 s of the feed) the newest segment
+        # number goes on rising.
+        newest = []
+        while asyncio.get_running_loop().time() - started < 8.0:
+            playlist = parse_playlist(await get_text(box, path))
+            newest.append(playlist.segments[-1].msn if playlist.segments else None)
+            await asyncio.sleep(0.5)
+        await asyncio.wait_for(publisher.wait(), 30)
+    finally:
+        await stop(publisher)
+    numbers = [number for number in newest if number is not None]
+    # 8 s of a feed with 1 s segments: the number rose by at least 6. A
+    # packager that waits for the video to cut raised it by 2.
+    assert numbers[-1] - numbers[0] >= 6, newest
+
+
+@pytest.mark.timeout(150)
+async def test_ladder_video_stall_gaps_in_rendition(aiohttp_client, tmp_path) -> None:
+    # The rendition has no video to encode during the stall, so it lists
+    # the source's audio-only segments as gaps, under the same numbers and
+    # durations.
+    source, rendition, _, followed = await push_through_ladder(
+        aiohttp_client, tmp_path, stalled_flv(tmp_path), follow_seconds=12.0
+    )
+    gaps = set()
+    for text in followed:
+        playlist = parse_playlist(text)
+        gap_uris = set()
+        gap_next = False
+        for line in text.splitlines():
+            if line == "#EXT-X-GAP":
+                gap_next = True
+            elif line and not line.startswith("#"):
+                if gap_next:
+                    gap_uris.add(line.split("?")[0])
+                gap_next = False
+        gaps.update(
+            segment.msn
+            for segment in playlist.segments
+            if segment.uri.split("?")[0] in gap_uris
+        )
+
+    # The 4.1 s stall, in segments of at most 1 s, and the segment up to
+    # the next keyframe, which the rendition's decoder needs after it.
+    assert len(gaps) >= 4, sorted(gaps)
+    assert segment_lines(rendition) == segment_lines(source)
