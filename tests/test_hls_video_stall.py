@@ -12,11 +12,12 @@ import asyncio
 import io
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import pytest
-from flvfile import VIDEO_TAG, FlvTag, encode_flv, read_tags, write_flv
+from flvfile import AUDIO_TAG, VIDEO_TAG, FlvTag, encode_flv, read_tags, write_flv
 
 from realcast_box.hls.segmenter import Segmenter
 from tests.box import start_box
@@ -79,42 +80,62 @@ def media_spans(init: bytes, segment: bytes) -> dict[str, tuple[float, float]]:
     return spans
 
 
-def segment_timeline(directory: Path, text: str) -> list[tuple[float, float, dict]]:
-    """Return (EXTINF, start, spans by kind) of each segment the playlist lists."""
-    lines = text.splitlines()
+@dataclass
+class Listed:
+    """One listed segment: its EXTINF, whether a discontinuity comes before
+    it, and the first time and end of each of its tracks (media_spans)."""
+
+    duration: float
+    discontinuity: bool
+    spans: dict[str, tuple[float, float]]
+
+    @property
+    def start(self) -> float:
+        return min(first for first, _ in self.spans.values())
+
+
+def segment_timeline(directory: Path, text: str) -> list[Listed]:
+    """Return each segment that the playlist lists, read from ``directory``."""
     result = []
     init = b""
     duration = 0.0
-    for line in lines:
+    discontinuity = False
+    for line in text.splitlines():
         if line.startswith("#EXT-X-MAP:"):
             name = re.search(r'URI="([^"?]+)', line).group(1)
             init = (directory / name).read_bytes()
+        elif line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
         elif line.startswith("#EXTINF:"):
             duration = float(line[len("#EXTINF:") :].split(",")[0])
         elif line and not line.startswith("#"):
             segment = (directory / line.split("?")[0]).read_bytes()
-            spans = media_spans(init, segment)
-            start = min(first for first, _ in spans.values())
-            result.append((duration, start, spans))
+            result.append(Listed(duration, discontinuity, media_spans(init, segment)))
+            discontinuity = False
     return result
 
 
-def timeline_problems(timeline: list[tuple[float, float, dict]]) -> list[str]:
-    """Check that each segment's media fits its EXTINF and the next goes on from it."""
+def timeline_problems(timeline: list[Listed]) -> list[str]:
+    """Check that each segment's media fits its EXTINF and the next goes on from it.
+
+    Across a discontinuity the time may go anywhere.
+    """
     problems = []
-    for index, (duration, start, spans) in enumerate(timeline):
-        for kind, (_, end) in spans.items():
-            if end > start + duration + AAC_FRAME_SECONDS + DURATION_SLACK:
+    for index, listed in enumerate(timeline):
+        end_limit = listed.start + listed.duration + AAC_FRAME_SECONDS
+        for kind, (_, end) in listed.spans.items():
+            if end > end_limit + DURATION_SLACK:
                 problems.append(
                     f"segment {index}: {kind} ends at {end:.3f} s, after "
-                    f"{start:.3f} + EXTINF {duration}"
+                    f"{listed.start:.3f} + EXTINF {listed.duration}"
                 )
-        if index + 1 < len(timeline):
-            following = timeline[index + 1][1]
-            if abs(following - (start + duration)) > AAC_FRAME_SECONDS:
+        following = timeline[index + 1] if index + 1 < len(timeline) else None
+        if following is not None and not following.discontinuity:
+            expected = listed.start + listed.duration
+            if abs(following.start - expected) > AAC_FRAME_SECONDS:
                 problems.append(
-                    f"segment {index + 1} starts at {following:.3f} s, not at "
-                    f"{start:.3f} + EXTINF {duration}"
+                    f"segment {index + 1} starts at {following.start:.3f} s, "
+                    f"not at {listed.start:.3f} + EXTINF {listed.duration}"
                 )
     return problems
 
@@ -132,8 +153,7 @@ def test_llhls_video_stall_audio_segments(tmp_path) -> None:
     # the whole feed, each segment within EXT-X-TARGETDURATION (1 s).
     assert abs(sum(segment.duration for segment in playlist.segments) - 10) < 0.1
     assert max(round(segment.duration) for segment in playlist.segments) <= 1
-    audio_only = [spans for _, _, spans in timeline if "video" not in spans]
-    assert len(audio_only) >= 3
+    assert len([item for item in timeline if "video" not in item.spans]) >= 3
     # Video resumes at a frame that is not a keyframe, in the same encoder
     # session: no discontinuity, and not every segment is independent.
     assert "#EXT-X-DISCONTINUITY" not in final
@@ -181,12 +201,106 @@ def test_segmenter_video_stall_regular_hls(tmp_path) -> None:
     timeline = segment_timeline(directory / "source", final)
 
     assert timeline_problems(timeline) == []
-    durations = [duration for duration, _, _ in timeline]
+    durations = [item.duration for item in timeline]
     assert abs(sum(durations) - 10) < 0.1
     assert max(round(duration) for duration in durations) <= 1
-    assert len([spans for _, _, spans in timeline if "video" not in spans]) >= 3
+    assert len([item for item in timeline if "video" not in item.spans]) >= 3
     # Here video resumes at a keyframe, so every segment is independent.
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in (directory / "index.m3u8").read_text()
+
+
+@pytest.fixture(scope="module")
+def long_feed() -> list[FlvTag]:
+    """20 s of the feed's kind: 30 fps, a keyframe each second, AAC."""
+    return read_tags(encode_flv(seconds=20, fps=30, gop=30))
+
+
+def without(tags: list[FlvTag], kind: int, start_ms: int, end_ms: int) -> list:
+    """Return ``tags`` without the media frames of ``kind`` in [start_ms, end_ms)."""
+    return [
+        tag
+        for tag in tags
+        if not (
+            tag.kind == kind
+            and tag.is_media_frame
+            and start_ms <= tag.timestamp < end_ms
+        )
+    ]
+
+
+def test_llhls_video_stall_longer_than_clock_jump(tmp_path, long_feed) -> None:
+    # A step of more than 10 s in one track's timestamps is taken for a
+    # jump of the publisher's clock, unless it lands near the other
+    # track's time: then the video only paused, and it resumes at 13 s.
+    directory = tmp_path / "stream"
+    tags = without(long_feed, VIDEO_TAG, 3000, 13000)
+    final = package_tag_by_tag(directory, tags).versions[-1]
+    timeline = segment_timeline(directory / "source", final)
+
+    assert timeline_problems(timeline) == []
+    assert "#EXT-X-DISCONTINUITY" not in final
+    assert abs(sum(item.duration for item in timeline) - 20) < 0.1
+    assert len(timeline) <= 21
+    resumed = [item.spans["video"][0] for item in timeline if "video" in item.spans]
+    assert [start for start in resumed if 3.5 < start < 12.9] == []
+
+
+def test_llhls_video_stall_with_audio_glitch(tmp_path, long_feed) -> None:
+    # 100 ms of audio missing early in the stall (4 AAC frames, more than
+    # the drift tolerance) delays the stall's detection, no more.
+    directory = tmp_path / "stream"
+    tags = without(without(long_feed, VIDEO_TAG, 3000, 12000), AUDIO_TAG, 3500, 3600)
+    final = package_tag_by_tag(directory, tags).versions[-1]
+    timeline = segment_timeline(directory / "source", final)
+
+    assert timeline_problems(timeline) == []
+    assert max(round(item.duration) for item in timeline) <= 1
+    assert len([item for item in timeline if "video" not in item.spans]) >= 6
+
+
+def lagging_tags() -> list[FlvTag]:
+    """Return the feed with the video of 3 s to 5.6 s sent after the audio of 5.6 s.
+
+    The video lags the audio by up to 2.6 s for a while, more than the
+    stall threshold, and then catches up in a burst: none of it is missing.
+    """
+    tags = read_tags(encode_flv(seconds=FEED_SECONDS, fps=30, gop=30))
+    delayed = [
+        tag
+        for tag in tags
+        if tag.kind == VIDEO_TAG and tag.is_media_frame and 3000 <= tag.timestamp < 5600
+    ]
+    rest = [tag for tag in tags if tag not in delayed]
+    release = next(
+        index
+        for index, tag in enumerate(rest)
+        if tag.kind != VIDEO_TAG and tag.is_media_frame and tag.timestamp >= 5600
+    )
+    return rest[:release] + delayed + rest[release:]
+
+
+def test_llhls_lagging_video_kept(tmp_path, caplog) -> None:
+    # The lag looks like a stall at first. The late video then starts a
+    # segment with a discontinuity at its keyframe, no frame is lost, and
+    # the larger threshold keeps the rest of the feed from another stall.
+    directory = tmp_path / "stream"
+    tags = lagging_tags()
+    with caplog.at_level(logging.INFO, logger="realcast_box.hls.segmenter"):
+        final = package_tag_by_tag(directory, tags).versions[-1]
+    timeline = segment_timeline(directory / "source", final)
+    frames = sum(1 for tag in tags if tag.kind == VIDEO_TAG and tag.is_media_frame)
+    messages = [record.getMessage() for record in caplog.records]
+
+    assert timeline_problems(timeline) == []
+    assert final.count("#EXT-X-DISCONTINUITY") == 1
+    assert len([m for m in messages if "audio goes on" in m]) == 1, messages
+    assert any("video lags the audio by 2." in m for m in messages), messages
+    assert "0 late frames dropped" in " ".join(messages)
+    listed = 0
+    with av.open(str(directory / "source" / "index.m3u8")) as container:
+        for packet in container.demux(video=0):
+            listed += packet.size > 0
+    assert listed == frames
 
 
 def stalled_flv(tmp_path: Path) -> Path:

@@ -92,9 +92,11 @@ MAX_AAC_FRAME_BYTES = 48 * 6144 // 8
 # Audio follows its sample count until RTMP time differs by more than this.
 AUDIO_DRIFT_FRAMES = 3
 
-# Audio this many target durations ahead of the last video frame means that
-# the video stopped while the audio goes on (Segmenter._stall_video).
+# Audio this many target durations ahead of the last video frame, and at
+# least this many seconds, means that the video stopped while the audio goes
+# on (Segmenter._stall_video). Encoders interleave the two far closer.
 VIDEO_STALL_TARGETS = 1.0
+MIN_VIDEO_STALL_SECONDS = 2.0
 
 # A feed that stays slower than the part target has a gap at every frame,
 # so after the first gap warning the next waits this long and counts them.
@@ -232,8 +234,13 @@ class Segmenter:
         # Whether a cut at the target duration without a keyframe was logged.
         self._long_gop_logged = False
         # Whether the video stopped while the audio goes on, so that audio
-        # times parts and segments until the next video frame.
+        # times parts and segments until the next video frame, and how many
+        # frames came too late to follow the audio already written.
         self._video_stalled = False
+        self._late_frames = 0
+        # Seconds added to the stall threshold after video came back late:
+        # the publisher's video lags its audio rather than stopping.
+        self._video_lag = 0.0
 
     # Public state.
 
@@ -829,21 +836,30 @@ class Segmenter:
             return
         if self._video_drives and self._video_behind(buffer, dts):
             self._stall_video(buffer, dts)
+        sample = PendingSample(dts, data, True, 0)
+        self._place_audio(buffer, sample)
+        if self._active_audio is not None:
+            for tap in list(self._taps):
+                tap.audio_sample(self._active_audio, sample)
+
+    def _place_audio(self, buffer: TrackBuffer, sample: PendingSample) -> None:
+        """Push an AAC frame, and cut parts and segments on it when audio times them.
+
+        NOTE: when audio times the output, a gap in it longer than the part
+        target gives the frame before the gap a part of its own that is
+        longer than PART-TARGET (docs/api.md says so).
+        """
         audio_drives = not self._video_drives
         start = buffer.segment_start
         timescale = buffer.track.timescale
         due = (
             audio_drives
             and start is not None
-            and dts - start >= self._target * timescale - AAC_FRAME_SAMPLES / 2
+            and sample.dts - start >= self._target * timescale - AAC_FRAME_SAMPLES / 2
         )
-        sample = PendingSample(dts, data, True, 0)
         if audio_drives:
-            self._write_part_if_due(buffer, next_dts=dts)
+            self._write_part_if_due(buffer, next_dts=sample.dts)
         buffer.push(sample)
-        if self._active_audio is not None:
-            for tap in list(self._taps):
-                tap.audio_sample(self._active_audio, sample)
         if due or self._segment_full():
             self._cut()
         elif audio_drives:
@@ -852,21 +868,21 @@ class Segmenter:
     def _video_behind(self, audio: TrackBuffer, dts: int) -> bool:
         """Return whether audio at ``dts`` is so far ahead that the video stopped.
 
-        Only audio that ran without a gap since the last video frame counts.
-        A publisher that stalls as a whole, and then sends on with
-        timestamps that count the stall, leaves a gap in both tracks, which
-        _close_at_gap handles when the next video frame comes.
+        The audio must also have run without a gap for that long. A
+        publisher that stalls as a whole, and then sends on with timestamps
+        that count the stall, leaves a gap in both tracks and sends video
+        again right after the audio, so _close_at_gap handles it when the
+        next video frame comes.
         """
         video = self._video
         run_start = self._audio_run_start
         if video is None or video.pending is None or run_start is None:
             return False
+        threshold = max(VIDEO_STALL_TARGETS * self._target, MIN_VIDEO_STALL_SECONDS)
+        threshold += self._video_lag
+        now = dts / audio.track.timescale
         frame_time = video.pending.dts / VIDEO_TIMESCALE
-        tolerance = AUDIO_DRIFT_FRAMES * AAC_FRAME_SAMPLES / audio.track.timescale
-        if run_start > frame_time + tolerance:
-            return False
-        ahead = dts / audio.track.timescale - frame_time
-        return ahead > VIDEO_STALL_TARGETS * self._target
+        return now - frame_time > threshold and now - run_start >= threshold
 
     def _stall_video(self, audio: TrackBuffer, dts: int) -> None:
         """End the segment at the last video frame; audio times the media after it.
@@ -894,18 +910,22 @@ class Segmenter:
         end = math.ceil(
             (frame_dts + duration) * audio.track.timescale / VIDEO_TIMESCALE
         )
-        self._close_segment(audio_until=end)
+        later = audio.take_samples_from(end)
+        self._close_segment()
         self._segment_opened = True
         self._video_stalled = True
+        first_audio = later[0].dts if later else dts
+        if first_audio - end > AUDIO_DRIFT_FRAMES * AAC_FRAME_SAMPLES:
+            # The audio after the last frame starts after a gap: the whole
+            # feed stalled before the video stopped.
+            self._discontinuity_pending = True
+        self._late_frames = 0
         for tap in list(self._taps):
             tap.media_ended()
-        if files.part_duration is not None:
-            # The audio after the last frame may be longer than a part.
-            limit = int(files.part_duration * audio.track.timescale)
-            while audio.part_ticks > limit:
-                fragment = audio.take_part_within(limit)
-                assert fragment is not None
-                self._write_part([fragment])
+        # The audio after the last frame may last more than a part or a
+        # segment, so it goes in again as audio that times the output.
+        for sample in later:
+            self._place_audio(audio, sample)
         logger.warning(
             "%s: no video for %.1f s while audio goes on; segments carry audio "
             "alone until video comes again",
@@ -921,18 +941,51 @@ class Segmenter:
         player's decoder still holds them. A segment that starts with such
         a frame is marked as not independent, as a cut at the target
         duration is (_cut_at_target).
+
+        A frame from before the start of the open segment came late rather
+        than after a stall: the audio of its time is written already. Such
+        frames are dropped until a keyframe. A keyframe that is late too
+        starts the next segment with a discontinuity, because its time goes
+        back, and the stall threshold grows by the lag for the session.
         """
         sample = self._video_sample(buffer, time_ms, tag)
+        audio = self._audio
+        late = False
+        if audio is not None and audio.segment_start is not None:
+            # As much slack as audio gets before it counts as a gap.
+            slack = AUDIO_DRIFT_FRAMES * AAC_FRAME_SAMPLES
+            start = (audio.segment_start - slack) / audio.track.timescale
+            late = sample.dts / VIDEO_TIMESCALE < start
+        if not tag.keyframe and (late or self._late_frames):
+            if not self._late_frames:
+                logger.warning(
+                    "%s: video came back with frames from before the audio "
+                    "already written; dropping them until a keyframe",
+                    self._log_name,
+                )
+            self._late_frames += 1
+            return
         gap = (sample.dts - (buffer.last_dts or 0)) / VIDEO_TIMESCALE
         self._video_stalled = False
         self._cut()
+        if late and audio is not None and audio.last_dts is not None:
+            lag = audio.last_dts / audio.track.timescale - sample.dts / VIDEO_TIMESCALE
+            self._video_lag = max(self._video_lag, lag)
+            self._discontinuity_pending = True
+            logger.warning(
+                "%s: the video lags the audio by %.1f s; waiting that much "
+                "longer before taking missing video for a stall",
+                self._log_name,
+                lag,
+            )
         buffer.push(sample)
         self._tap_video(sample)
         logger.info(
-            "%s: video resumed after %.1f s (at a %s)",
+            "%s: video resumed after %.1f s (at a %s, %d late frames dropped)",
             self._log_name,
             gap,
             "keyframe" if tag.keyframe else "frame that is not a keyframe",
+            self._late_frames,
         )
 
     def _audio_dts(self, buffer: TrackBuffer, time_ms: int) -> int | None:
@@ -993,9 +1046,7 @@ class Segmenter:
         """Write the open part of a low-latency rendition once it is full."""
         if not self._files.part_due(primary, next_dts):
             return
-        self._write_part([f for b in self._buffers() if (f := b.take_part())])
-
-    def _write_part(self, fragments: list[fmp4.Fragment]) -> None:
+        fragments = [f for b in self._buffers() if (f := b.take_part())]
         sequence = self._files.next_sequence
         self._files.write_part(
             fragments,
@@ -1005,22 +1056,9 @@ class Segmenter:
             variant=self._variant_source(),
         )
 
-    def _close_segment(
-        self, *, ended: bool = False, audio_until: int | None = None
-    ) -> bool:
-        """Write the open segment and the playlists; False when it was empty.
-
-        With ``audio_until``, audio samples from that DTS on stay for the
-        next segment.
-        """
-        fragments = []
-        for buffer in self._buffers():
-            if buffer is self._audio and audio_until is not None:
-                fragment = buffer.take_fragment_before(audio_until)
-            else:
-                fragment = buffer.take_fragment()
-            if fragment is not None:
-                fragments.append(fragment)
+    def _close_segment(self, *, ended: bool = False) -> bool:
+        """Write the open segment and the playlists; False when it was empty."""
+        fragments = [f for b in self._buffers() if (f := b.take_fragment())]
         if not fragments and not self._files.open_part_count:
             return False
         # With parts written, RenditionFiles keeps the date of the first part.

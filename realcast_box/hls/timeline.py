@@ -19,12 +19,17 @@ logger = logging.getLogger(__name__)
 # a jump of the publisher's clock, so the track continues where it was.
 BACKWARD_TOLERANCE_MS = 200
 FORWARD_JUMP_MS = 10_000
+# A larger step that lands this close to the other track's latest time is
+# no jump: this track paused (a video stall) while the other went on.
+PARTNER_TOLERANCE_MS = 1000
 DEFAULT_FRAME_MS = 33
 
 
 class TrackClock:
     """Unwraps one track's 32-bit RTMP timestamps into extended milliseconds.
 
+    A step beyond the limits that lands near the other track's latest
+    timestamp is taken as it is: the track paused while the other went on.
     NOTE: each track rebases on its own when its clock jumps, so a jump seen
     by only one track shifts it against the other by the size of the jump.
     """
@@ -50,6 +55,11 @@ class TrackClock:
             if delta > 0:
                 self._step = delta
             return self._remember(raw, self._last_value + delta)
+        partner = self.partner
+        if partner is not None and partner._last_raw is not None:
+            from_partner = partner._delta(raw)
+            if abs(from_partner) <= PARTNER_TOLERANCE_MS:
+                return self._remember(raw, partner._last_value + from_partner)
         logger.warning(
             "%s timestamp jumped by %d ms (from %d to %d); the timeline "
             "continues without the jump",
@@ -155,50 +165,31 @@ class TrackBuffer:
         self._segment_base_dts = None
         return fragment
 
-    def take_fragment_before(self, end: int) -> fmp4.Fragment | None:
-        """Close the segment at DTS ``end`` and return its committed samples.
+    def take_samples_from(self, dts: int) -> list[PendingSample]:
+        """Remove and return the committed samples that start at ``dts`` or later.
 
-        Committed samples that start at or after ``end`` stay, as the start
-        of the next segment.
+        They come back as pending samples with their own DTS, so pushing
+        them again, in order, gives each its duration back.
         """
-        dts = self.base_dts
+        start = self.base_dts
         count = 0
         for sample in self.samples:
-            if dts >= end:
+            if start >= dts:
                 break
-            dts += sample.duration
+            start += sample.duration
             count += 1
-        later = self.samples[count:]
+        removed = []
+        for sample in self.samples[count:]:
+            removed.append(
+                PendingSample(
+                    start, sample.data, sample.keyframe, sample.composition_offset
+                )
+            )
+            start += sample.duration
+            self.part_ticks -= sample.duration
+            self.byte_count -= len(sample.data)
         del self.samples[count:]
-        fragment = self.take_fragment()
-        if later:
-            self.samples = later
-            self.base_dts = dts
-            self._segment_base_dts = dts
-            self.part_ticks = sum(sample.duration for sample in later)
-            self.byte_count = sum(len(sample.data) for sample in later)
-        return fragment
-
-    def take_part_within(self, limit: int) -> fmp4.Fragment | None:
-        """Return the first committed samples that last ``limit`` ticks at most.
-
-        At least one sample, if there is any. The rest stay in the open part.
-        """
-        if not self.samples:
-            return None
-        ticks = 0
-        count = 0
-        for sample in self.samples:
-            if count and ticks + sample.duration > limit:
-                break
-            ticks += sample.duration
-            count += 1
-        leading = self.samples[:count]
-        fragment = fmp4.Fragment(self.track, self.base_dts, leading)
-        self.samples = self.samples[count:]
-        self.base_dts += ticks
-        self.part_ticks -= ticks
-        return fragment
+        return removed
 
     def _commit(self, duration: int) -> None:
         pending = self.pending
