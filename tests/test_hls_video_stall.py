@@ -258,6 +258,27 @@ def test_llhls_video_stall_with_audio_glitch(tmp_path, long_feed) -> None:
     assert len([item for item in timeline if "video" not in item.spans]) >= 6
 
 
+@pytest.mark.parametrize("video", [True, False], ids=["video_stall", "audio_only"])
+def test_llhls_audio_gap_while_audio_times_parts(tmp_path, long_feed, video) -> None:
+    # 600 ms of missing audio, longer than a part, while audio times the
+    # parts: the segment ends before the gap, and the next starts after
+    # it with a discontinuity, so no part is longer than PART-TARGET.
+    if video:
+        tags = without(long_feed, VIDEO_TAG, 3000, 7000)
+    else:
+        tags = [tag for tag in long_feed if tag.kind != VIDEO_TAG]
+    tags = without(tags, AUDIO_TAG, 5000, 5600)
+    directory = tmp_path / "stream"
+    packaged = package_tag_by_tag(directory, tags)
+    final = packaged.versions[-1]
+    timeline = segment_timeline(directory / "source", final)
+
+    assert long_parts(packaged.versions) == []
+    assert timeline_problems(timeline) == []
+    assert final.count("#EXT-X-DISCONTINUITY") == 1
+    assert max(round(item.duration) for item in timeline) <= 1
+
+
 def lagging_tags() -> list[FlvTag]:
     """Return the feed with the video of 3 s to 5.6 s sent after the audio of 5.6 s.
 

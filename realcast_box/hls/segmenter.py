@@ -1,9 +1,10 @@
 """Passthrough HLS packager: FLV H.264 and AAC in, fMP4 segments and playlists out.
 
 Nothing is decoded. Each FLV frame becomes one fMP4 sample. The open segment
-is cut at the first video keyframe once it is close to the target duration
-(audio-only streams are cut by duration). A sample is held until the next one
-of its track arrives, because that arrival gives its duration.
+is cut at the first video keyframe once it is close to the target duration.
+Audio-only streams, and others while their video has stopped, are cut by the
+audio's duration. A sample is held until the next one of its track arrives,
+because that arrival gives its duration.
 
 Layout of the output directory::
 
@@ -843,13 +844,15 @@ class Segmenter:
                 tap.audio_sample(self._active_audio, sample)
 
     def _place_audio(self, buffer: TrackBuffer, sample: PendingSample) -> None:
-        """Push an AAC frame, and cut parts and segments on it when audio times them.
-
-        NOTE: when audio times the output, a gap in it longer than the part
-        target gives the frame before the gap a part of its own that is
-        longer than PART-TARGET (docs/api.md says so).
-        """
+        """Push an AAC frame, and cut parts and segments on it when audio times them."""
         audio_drives = not self._video_drives
+        if audio_drives and self._audio_gap(buffer, sample):
+            # The frame before the gap would last the whole gap, longer than
+            # a part. It keeps its own length, the segment ends there, and
+            # the next one starts after the gap with a discontinuity.
+            buffer.flush_pending(AAC_FRAME_SAMPLES)
+            self._cut()
+            self._discontinuity_pending = True
         start = buffer.segment_start
         timescale = buffer.track.timescale
         due = (
@@ -864,6 +867,14 @@ class Segmenter:
             self._cut()
         elif audio_drives:
             self._write_part_if_due(buffer)
+
+    def _audio_gap(self, buffer: TrackBuffer, sample: PendingSample) -> bool:
+        """Return whether ``sample`` follows a gap in the audio longer than a part."""
+        pending = buffer.pending
+        part = self._files.part_duration
+        if pending is None or part is None:
+            return False
+        return sample.dts - pending.dts > part * buffer.track.timescale
 
     def _video_behind(self, audio: TrackBuffer, dts: int) -> bool:
         """Return whether audio at ``dts`` is so far ahead that the video stopped.
