@@ -49,8 +49,13 @@ def tags_with_gap(tags: list[FlvTag], after_video: int, gap_ms: int) -> list[Flv
     ]
 
 
-async def start_ffmpeg_push(path: Path, url: str) -> asyncio.subprocess.Process:
-    """Push an FLV file at its own pace (-re), so a timestamp gap is a stall."""
+async def start_ffmpeg_push(
+    path: Path, url: str, *options: str
+) -> asyncio.subprocess.Process:
+    """Push an FLV file at its own pace (-re), so a timestamp gap is a stall.
+
+    ``options`` go to the output, before its format.
+    """
     return await asyncio.create_subprocess_exec(
         "ffmpeg",
         "-hide_banner",
@@ -61,6 +66,7 @@ async def start_ffmpeg_push(path: Path, url: str) -> asyncio.subprocess.Process:
         str(path),
         "-c",
         "copy",
+        *options,
         "-f",
         "flv",
         url,

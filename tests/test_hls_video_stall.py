@@ -27,6 +27,7 @@ from tests.test_hls_frame_timing import (
     long_parts,
     push_through_ladder,
     segment_lines,
+    start_ffmpeg_push,
 )
 from tests.test_hls_low_latency import (
     LIVE_SETTINGS,
@@ -50,13 +51,18 @@ AAC_FRAME_SECONDS = 1024 / 44100
 def stalled_tags(stall_end_ms: int = STALL_END_MS) -> list[FlvTag]:
     """Return the feed's tags without the video frames of the stall."""
     tags = read_tags(encode_flv(seconds=FEED_SECONDS, fps=30, gop=30))
+    return without(tags, VIDEO_TAG, STALL_START_MS, stall_end_ms)
+
+
+def without(tags: list[FlvTag], kind: int, start_ms: int, end_ms: int) -> list:
+    """Return ``tags`` without the media frames of ``kind`` in [start_ms, end_ms)."""
     return [
         tag
         for tag in tags
         if not (
-            tag.kind == VIDEO_TAG
+            tag.kind == kind
             and tag.is_media_frame
-            and STALL_START_MS <= tag.timestamp < stall_end_ms
+            and start_ms <= tag.timestamp < end_ms
         )
     ]
 
@@ -215,19 +221,6 @@ def long_feed() -> list[FlvTag]:
     return read_tags(encode_flv(seconds=20, fps=30, gop=30))
 
 
-def without(tags: list[FlvTag], kind: int, start_ms: int, end_ms: int) -> list:
-    """Return ``tags`` without the media frames of ``kind`` in [start_ms, end_ms)."""
-    return [
-        tag
-        for tag in tags
-        if not (
-            tag.kind == kind
-            and tag.is_media_frame
-            and start_ms <= tag.timestamp < end_ms
-        )
-    ]
-
-
 def test_llhls_video_stall_longer_than_clock_jump(tmp_path, long_feed) -> None:
     # A step of more than 10 s in one track's timestamps is taken for a
     # jump of the publisher's clock, unless it lands near the other
@@ -330,32 +323,6 @@ def stalled_flv(tmp_path: Path) -> Path:
     return path
 
 
-async def start_paced_push(path: Path, url: str) -> asyncio.subprocess.Process:
-    """Push an FLV file at its own pace, passing audio on during a video stall.
-
-    ffmpeg otherwise holds the audio until the video comes back, for up to
-    10 s (its max_interleave_delta).
-    """
-    return await asyncio.create_subprocess_exec(
-        "ffmpeg",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-re",
-        "-i",
-        str(path),
-        "-c",
-        "copy",
-        "-max_interleave_delta",
-        "100000",
-        "-f",
-        "flv",
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
 @pytest.mark.timeout(120)
 async def test_ingest_video_stall_playlist_moves(aiohttp_client, tmp_path) -> None:
     box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
@@ -367,8 +334,13 @@ async def test_ingest_video_stall_playlist_moves(aiohttp_client, tmp_path) -> No
         "/api/streams", json={"app_id": app["id"], "title": "stall"}, headers=box.auth
     )
     stream = await response.json()
-    publisher = await start_paced_push(
-        stalled_flv(tmp_path), box.rtmp_url(stream["stream_key"])
+    # ffmpeg would hold the audio back until the video comes again, for up
+    # to 10 s (its max_interleave_delta), so it gets 0.1 s here.
+    publisher = await start_ffmpeg_push(
+        stalled_flv(tmp_path),
+        box.rtmp_url(stream["stream_key"]),
+        "-max_interleave_delta",
+        "100000",
     )
     try:
         path = await wait_for_media_playlist(box, stream["id"])
