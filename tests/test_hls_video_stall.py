@@ -326,14 +326,8 @@ def stalled_flv(tmp_path: Path) -> Path:
 @pytest.mark.timeout(120)
 async def test_ingest_video_stall_playlist_moves(aiohttp_client, tmp_path) -> None:
     box = await start_box(aiohttp_client, tmp_path, **LIVE_SETTINGS)
-    response = await box.client.post(
-        "/api/apps", json={"name": "stall"}, headers=box.auth
-    )
-    app = await response.json()
-    response = await box.client.post(
-        "/api/streams", json={"app_id": app["id"], "title": "stall"}, headers=box.auth
-    )
-    stream = await response.json()
+    stream = await box.create_stream("stall")
+
     # ffmpeg would hold the audio back until the video comes again, for up
     # to 10 s (its max_interleave_delta), so it gets 0.1 s here.
     publisher = await start_ffmpeg_push(
@@ -345,6 +339,7 @@ async def test_ingest_video_stall_playlist_moves(aiohttp_client, tmp_path) -> No
     try:
         path = await wait_for_media_playlist(box, stream["id"])
         started = asyncio.get_running_loop().time()
+
         # During the stall (3 s to 7.1 s of the feed) the newest segment
         # number goes on rising.
         newest = []
@@ -352,9 +347,11 @@ async def test_ingest_video_stall_playlist_moves(aiohttp_client, tmp_path) -> No
             playlist = parse_playlist(await get_text(box, path))
             newest.append(playlist.segments[-1].msn if playlist.segments else None)
             await asyncio.sleep(0.5)
+
         await asyncio.wait_for(publisher.wait(), 30)
     finally:
         await stop(publisher)
+
     numbers = [number for number in newest if number is not None]
     # 8 s of a feed with 1 s segments: the number rose by at least 6. A
     # packager that waits for the video to cut raised it by 2.

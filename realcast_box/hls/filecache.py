@@ -35,7 +35,7 @@ FileKey = tuple[str, int, int, int, int]
 
 
 def file_identity(info: os.stat_result) -> tuple[int, int, int, int]:
-    """Return what tells one version of a file from another: device, inode, size, mtime.
+    """Return the device, inode, size and mtime, which identify one version of a file.
 
     The inode alone is not enough: a file system may give the inode of a
     deleted file to the next file created, such as a replacement written

@@ -93,10 +93,11 @@ MAX_AAC_FRAME_BYTES = 48 * 6144 // 8
 # Audio follows its sample count until RTMP time differs by more than this.
 AUDIO_DRIFT_FRAMES = 3
 
-# Audio this many target durations ahead of the last video frame, and at
-# least this many seconds, means that the video stopped while the audio goes
-# on (Segmenter._stall_video). Encoders interleave the two far closer.
+# Audio this many target durations ahead of the last video frame means that
+# the video stopped while the audio goes on (Segmenter._stall_video).
 VIDEO_STALL_TARGETS = 1.0
+# The least lead for a stall, in seconds. Encoders interleave the two tracks
+# far closer than this.
 MIN_VIDEO_STALL_SECONDS = 2.0
 
 # A feed that stays slower than the part target has a gap at every frame,
@@ -235,9 +236,10 @@ class Segmenter:
         # Whether a cut at the target duration without a keyframe was logged.
         self._long_gop_logged = False
         # Whether the video stopped while the audio goes on, so that audio
-        # times parts and segments until the next video frame, and how many
-        # frames came too late to follow the audio already written.
+        # times parts and segments until the next video frame.
         self._video_stalled = False
+        # Frames after a stall that came too late to follow the audio
+        # already written (_resume_video).
         self._late_frames = 0
         # Seconds added to the stall threshold after video came back late:
         # the publisher's video lags its audio rather than stopping.
@@ -880,10 +882,9 @@ class Segmenter:
         """Return whether audio at ``dts`` is so far ahead that the video stopped.
 
         The audio must also have run without a gap for that long. A
-        publisher that stalls as a whole, and then sends on with timestamps
-        that count the stall, leaves a gap in both tracks and sends video
-        again right after the audio, so _close_at_gap handles it when the
-        next video frame comes.
+        publisher that stalls as a whole leaves a gap in both tracks, and
+        its video comes again right after its audio. So _close_at_gap
+        handles that stall when the next video frame comes.
         """
         video = self._video
         run_start = self._audio_run_start
@@ -896,18 +897,20 @@ class Segmenter:
         return now - frame_time > threshold and now - run_start >= threshold
 
     def _stall_video(self, audio: TrackBuffer, dts: int) -> None:
-        """End the segment at the last video frame; audio times the media after it.
+        """End the segment at the last video frame, so that audio times the media after.
 
         A publisher whose video stops (a camera that fails, a file whose
-        video track is shorter) may go on sending audio. Cut only at video
-        keyframes, the segment would then grow without end and the playlist
-        would stand still. So the last frame gets as much of the gap as its
-        part or segment allows (TrackBuffer.gap_frame_ticks), the segment
-        ends where that frame ends, and the audio after it opens the next
-        segment. Until video comes again (_resume_video), segments and
-        parts of audio alone are cut by duration, in the same init segment.
-        The taps see the end of the media, so renditions write out their
-        frames and list gaps for the audio-only segments.
+        video track is shorter) may go on sending audio. If segments were
+        cut only at video keyframes, the open one would grow without end
+        and the playlist would stop changing.
+
+        So the last frame gets as much of the gap as its part or segment
+        allows (TrackBuffer.gap_frame_ticks). The segment ends where that
+        frame ends, and the audio after it opens the next segment. Until
+        video comes again (_resume_video), segments and parts of audio
+        alone are cut by duration, in the same init segment. The taps see
+        the end of the media, so renditions write out their frames and
+        list gaps for the audio-only segments.
         """
         video = self._video
         assert video is not None and video.pending is not None
@@ -938,8 +941,8 @@ class Segmenter:
         for sample in later:
             self._place_audio(audio, sample)
         logger.warning(
-            "%s: no video for %.1f s while audio goes on; segments carry audio "
-            "alone until video comes again",
+            "%s: no video for %.1f s while audio goes on, so segments carry "
+            "audio alone until video comes again",
             self._log_name,
             gap_ticks / VIDEO_TIMESCALE,
         )
@@ -949,7 +952,7 @@ class Segmenter:
 
         That frame may depend on frames before the stall. They come from
         the same encoder session, so no discontinuity is marked, and a
-        player's decoder still holds them. A segment that starts with such
+        player's decoder still has them. A segment that starts with such
         a frame is marked as not independent, as a cut at the target
         duration is (_cut_at_target).
 
@@ -971,7 +974,7 @@ class Segmenter:
             if not self._late_frames:
                 logger.warning(
                     "%s: video came back with frames from before the audio "
-                    "already written; dropping them until a keyframe",
+                    "already written, so they are dropped until a keyframe",
                     self._log_name,
                 )
             self._late_frames += 1
@@ -984,8 +987,8 @@ class Segmenter:
             self._video_lag = max(self._video_lag, lag)
             self._discontinuity_pending = True
             logger.warning(
-                "%s: the video lags the audio by %.1f s; waiting that much "
-                "longer before taking missing video for a stall",
+                "%s: the video lags the audio by %.1f s, so a stall is now "
+                "detected only after that much more audio",
                 self._log_name,
                 lag,
             )
