@@ -10,10 +10,10 @@ Python and its HTTP stack:
   class that the box itself uses for them (sendfile on a corked socket).
   Playlists are read from disk on each request.
 - ``asyncio``: an asyncio protocol that reads only the request line,
-  ignores every header, and sends segments with the box's own cork and
-  sendfile helpers. It is a measuring tool, not a web server. It has no
-  limits and no checks beyond rejecting ``..`` in paths, and it listens
-  on 127.0.0.1 only.
+  ignores every header, and sends segments as the box's front door does,
+  with its helpers (the headers with MSG_MORE, then sendfile). It is a
+  measuring tool, not a web server. It has no limits and no checks beyond
+  rejecting ``..`` in paths, and it listens on 127.0.0.1 only.
 
 Usage: python bench/hls_reference.py {aiohttp,asyncio} PORT FOLDER
 """
@@ -31,6 +31,7 @@ from aiohttp import web
 from realcast_box.hls.routes import (
     CONTENT_TYPES,
     SendfileResponse,
+    send_held,
     sendfile_now,
     set_cork,
 )
@@ -108,8 +109,14 @@ class RequestLineServer(asyncio.Protocol):
             return
         with open(file, "rb", buffering=0) as opened:
             size = os.fstat(opened.fileno()).st_size
-            corked = set_cork(transport, True)
-            transport.write(self.head(file, size))
+            head = self.head(file, size)
+            count = 0
+            if transport.get_write_buffer_size() == 0:
+                count = send_held(transport, head)
+            corked = False
+            if count < len(head):
+                corked = set_cork(transport, True)
+                transport.write(head[count:])
             sent = 0
             if transport.get_write_buffer_size() == 0:
                 sent = sendfile_now(transport, opened, size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -330,6 +331,73 @@ async def test_front_client_leaves_mid_segment(aiohttp_client, tmp_path):
     assert not door.connections
     response = await box.client.get(f"/hls/{stream['id']}/source/seg-1.m4s")
     assert await response.read() == SEGMENT_BYTES
+
+
+def record_segment_sends(monkeypatch) -> tuple[list, list]:
+    """Record the routes' sends with MSG_MORE and the cork at each sendfile call.
+
+    Returns (held, corks): (bytes given, bytes taken) of each ``send_held``
+    call, and TCP_CORK's value during each direct sendfile call.
+    """
+    held, corks = [], []
+    real_send, real_sendfile = routes.send_held, routes.sendfile_now
+
+    def sending(transport, data):
+        count = real_send(transport, data)
+        held.append((len(data), count))
+        return count
+
+    def sendfile(transport, file, size):
+        sock = transport.get_extra_info("socket")
+        corks.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
+        return real_sendfile(transport, file, size)
+
+    monkeypatch.setattr(routes, "send_held", sending)
+    monkeypatch.setattr(routes, "sendfile_now", sendfile)
+    return held, corks
+
+
+async def test_front_segment_head_held_for_body(aiohttp_client, tmp_path, monkeypatch):
+    # The front door hands the headers of a large segment to the socket with
+    # MSG_MORE, and the sendfile call after them releases them, without the
+    # cork's system calls. Neither response on the connection is held back.
+    held, corks = record_segment_sends(monkeypatch)
+    box, stream = await box_with_tree(aiohttp_client, tmp_path)
+    content = os.urandom(300 * 1024)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+    reader, writer = await connect(box)
+    for _ in range(2):
+        writer.write(get(f"/hls/{stream['id']}/source/seg-3.m4s"))
+        status, _, body = await asyncio.wait_for(read_response(reader), 10)
+        assert (status, body) == (200, content)
+    writer.write(get(f"/hls/{stream['id']}/source/index.m3u8"))
+    status, _, _ = await asyncio.wait_for(read_response(reader), 10)
+    assert status == 200
+    writer.close()
+
+    assert len(held) == 2
+    assert all(given == taken > 0 for given, taken in held)
+    assert corks == [0, 0]
+
+
+async def test_front_segment_corked_without_raw_socket(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    # Where asyncio's socket wrapper no longer exposes the socket it wraps,
+    # the headers go through the transport, with the socket corked.
+    held, corks = record_segment_sends(monkeypatch)
+    monkeypatch.setattr(routes, "raw_socket", lambda transport: None)
+    box, stream = await box_with_tree(aiohttp_client, tmp_path)
+    content = os.urandom(300 * 1024)
+    (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
+    reader, writer = await connect(box)
+    writer.write(get(f"/hls/{stream['id']}/source/seg-3.m4s"))
+    status, _, body = await asyncio.wait_for(read_response(reader), 10)
+    assert (status, body) == (200, content)
+    writer.close()
+    ((given, taken),) = held
+    assert given > 0 and taken == 0
+    assert corks == [1]
 
 
 @pytest.mark.parametrize(("misses", "status"), [(1, 200), (2, 503)])
