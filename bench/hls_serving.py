@@ -9,11 +9,20 @@ playlists and segments while the stream is live.
 ``--viewers`` viewers then load each server in turn for ``--seconds``. A
 viewer opens the multivariant playlist and the init segment once. Then it
 repeats two requests without pause: it reloads the media playlist and
-fetches one of the segments listed there, each segment in turn. Each viewer keeps one
-keep-alive connection, like a player. The viewers are split over
-``--processes`` client processes, which share the machine's CPUs with the
-server: on a machine with few cores the client can be the limit, so the
-script also prints the CPU share each server and the client processes used.
+fetches one of the segments listed there, each segment in turn. Each
+viewer keeps one keep-alive connection, like a player. The viewers are
+split over ``--processes`` client processes, which share the machine's
+CPUs with the server. On a machine with few cores the clients can be the
+limit, so the script also prints the CPU share of each server and of the
+client processes. The client processes set fixed thresholds in glibc's
+malloc (``steady_allocator``), so that their page faults do not change
+from run to run.
+
+With ``--rate R`` the viewers together make R requests a second, paced,
+and the ratio printed is of the servers' CPU per request (nginx's over the
+box's): how many requests the box serves per CPU second, as a share of
+nginx's. Neither server is then short of CPU, so the clients that share
+the machine weigh less on the ratio.
 
 Prints requests per second, MiB per second, and p50 and p99 latency of
 playlists and segments for each server, and the ratio box / nginx. The box
@@ -31,7 +40,7 @@ Single runs of the ratio move by several hundredths with the machine. With
 nginx first in every other round, and prints the median ratio. Usage:
 
     python bench/hls_serving.py [--viewers 100] [--seconds 20] [--rounds 1]
-        [--references]
+        [--rate R] [--references]
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import ctypes
+import ctypes.util
 import resource
 import socket
 import statistics
@@ -54,6 +65,9 @@ import harness
 from yarl import URL
 
 CLIP_SECONDS = 10
+# mallopt(3) parameters of glibc.
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 REQUEST_TIMEOUT = 30.0
 REFERENCES = ("aiohttp", "asyncio")
 REFERENCE_SCRIPT = Path(__file__).with_name("hls_reference.py")
@@ -104,7 +118,15 @@ async def get(
     return body
 
 
-async def viewer(url: URL, until: float, tally: Tally) -> None:
+async def viewer(
+    url: URL, until: float, tally: Tally, pace: tuple[float, float] | None = None
+) -> None:
+    """Load ``url`` as one viewer until ``until``.
+
+    With ``pace`` (interval, offset in seconds) the viewer starts a
+    playlist and segment pair every interval, from ``offset`` on, instead
+    of without pause.
+    """
     connector = aiohttp.TCPConnector(limit=1)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -114,7 +136,15 @@ async def viewer(url: URL, until: float, tally: Tally) -> None:
         media_url = url.join(URL(uris(text.decode())[0]))
         turn = 0
         initialized = False
+        started = time.monotonic()
         while time.monotonic() < until:
+            if pace is not None:
+                interval, offset = pace
+                delay = started + offset + turn * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if time.monotonic() >= until:
+                    break
             body = await get(session, media_url, tally, tally.playlist_seconds)
             if body is None:
                 await asyncio.sleep(0.1)
@@ -128,18 +158,52 @@ async def viewer(url: URL, until: float, tally: Tally) -> None:
             if segments:
                 segment_url = media_url.join(URL(segments[turn % len(segments)]))
                 await get(session, segment_url, tally, tally.segment_seconds)
-                turn += 1
+            turn += 1
 
 
-async def client_process_main(url: str, viewers: int, seconds: float) -> Tally:
+async def client_process_main(
+    url: str, viewers: range, total: int, seconds: float, rate: float | None
+) -> Tally:
+    """Run the viewers numbered ``viewers`` of ``total``.
+
+    With ``rate``, all ``total`` viewers together make that many requests a
+    second, their pairs spread evenly over each interval.
+    """
     tally = Tally()
     until = time.monotonic() + seconds
-    await asyncio.gather(*(viewer(URL(url), until, tally) for _ in range(viewers)))
+    paces: list[tuple[float, float] | None] = [None] * len(viewers)
+    if rate is not None:
+        interval = 2 * total / rate
+        paces = [(interval, index * interval / total) for index in viewers]
+    await asyncio.gather(*(viewer(URL(url), until, tally, pace) for pace in paces))
     return tally
 
 
-def client_process(url: str, viewers: int, seconds: float) -> Tally:
-    return asyncio.run(client_process_main(url, viewers, seconds))
+def client_process(
+    url: str, viewers: range, total: int, seconds: float, rate: float | None
+) -> Tally:
+    steady_allocator()
+    return asyncio.run(client_process_main(url, viewers, total, seconds, rate))
+
+
+def steady_allocator() -> None:
+    """Make glibc's malloc keep freed memory, in this client process.
+
+    Each viewer holds a segment body of about 750 KiB while it reads it.
+    With glibc's defaults the allocator moves its threshold for mapping
+    large blocks, and gives memory back to the kernel, by the history of
+    the process. So the clients took 1 to 20 page faults per request from
+    run to run, on either server, and those faults cost system time on the
+    cores that the servers share. Fixed thresholds keep the clients' cost
+    the same for both servers.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, 64 * 2**20)
+    mallopt(M_TRIM_THRESHOLD, 1024 * 2**20)
 
 
 @dataclass
@@ -173,11 +237,17 @@ def load(name: str, url: str, server_cpu, args: argparse.Namespace) -> Phase:
     clients_start = _children_cpu_seconds()
     started = time.monotonic()
     tally = Tally()
+    ranges = []
+    for share in shares:
+        first = ranges[-1].stop if ranges else 0
+        ranges.append(range(first, first + share))
     with concurrent.futures.ProcessPoolExecutor(args.processes) as pool:
         futures = [
-            pool.submit(client_process, url, share, args.seconds)
-            for share in shares
-            if share
+            pool.submit(
+                client_process, url, viewers, args.viewers, args.seconds, args.rate
+            )
+            for viewers in ranges
+            if viewers
         ]
         for future in futures:
             tally.merge(future.result(timeout=args.seconds + 2 * REQUEST_TIMEOUT))
@@ -360,6 +430,13 @@ def main() -> None:
         " regular playlists, as nginx does",
     )
     parser.add_argument(
+        "--rate",
+        type=float,
+        help="requests per second that all viewers together make, paced,"
+        " instead of loading the servers without pause; the ratio is then"
+        " of the servers' CPU per request",
+    )
+    parser.add_argument(
         "--references",
         action="store_true",
         help="also load the two reference servers of bench/hls_reference.py",
@@ -367,6 +444,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.viewers < 1 or args.processes < 1 or args.rounds < 1:
         parser.error("--viewers, --processes and --rounds must be at least 1")
+    if args.rate is not None and args.rate <= 0:
+        parser.error(f"--rate must be above 0 requests a second, not {args.rate:g}")
     args.processes = min(args.processes, args.viewers)
     if args.limit is None:
         servers = 2 + (len(REFERENCES) if args.references else 0)
@@ -397,19 +476,43 @@ def main() -> None:
         for name, phase in phases.items():
             if name == "nginx":
                 continue
-            ratio = phase.requests_per_second / nginx.requests_per_second
+            if args.rate is None:
+                ratio = phase.requests_per_second / nginx.requests_per_second
+                print(
+                    f"throughput ratio {name} / nginx: requests {ratio:.2f},"
+                    f" bytes {phase.mib_per_second / nginx.mib_per_second:.2f}"
+                )
+            else:
+                # Requests per CPU second: what each server would serve with
+                # a core of its own and clients elsewhere.
+                ratio = cpu_per_request(nginx) / cpu_per_request(phase)
+                print(
+                    f"CPU per request ratio nginx / {name}: {ratio:.2f}"
+                    f" ({name} serves {ratio:.2f} times nginx's requests"
+                    " per CPU second)"
+                )
             ratios.setdefault(name, []).append(ratio)
-            print(
-                f"throughput ratio {name} / nginx: requests {ratio:.2f},"
-                f" bytes {phase.mib_per_second / nginx.mib_per_second:.2f}"
-            )
+        if args.rate is not None:
+            for name, phase in phases.items():
+                if phase.requests_per_second < 0.95 * args.rate:
+                    print(
+                        f"warning: {name} served {phase.requests_per_second:.0f}"
+                        f" of the {args.rate:g} requests a second asked for,"
+                        " so it or the clients ran out of CPU; lower --rate"
+                    )
     if args.rounds > 1:
+        kind = "request" if args.rate is None else "CPU per request"
         for name, values in ratios.items():
             listed = ", ".join(f"{value:.2f}" for value in values)
             print(
-                f"median request ratio {name} / nginx over {len(values)} rounds:"
+                f"median {kind} ratio over {len(values)} rounds, {name}:"
                 f" {statistics.median(values):.2f} ({listed})"
             )
+
+
+def cpu_per_request(phase: Phase) -> float:
+    requests = phase.requests_per_second
+    return phase.server_cpu / requests if requests else float("inf")
 
 
 if __name__ == "__main__":
