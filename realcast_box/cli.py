@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from realcast_box import __version__, config_cli, doctor, ops_cli, tls
 from realcast_box.config import Config, load_config
@@ -81,6 +82,36 @@ def load_settings(config_path: str | None, settings: dict) -> Config:
         raise click.ClickException(str(exc)) from None
 
 
+# Maximum length, in characters, of the reason logged for a malformed request.
+MAX_LOGGED_REASON = 200
+
+
+class MalformedRequestFilter(logging.Filter):
+    """Filter that turns aiohttp's report of a malformed request into a warning.
+
+    aiohttp logs each request it cannot parse (a bad header, a line too
+    long) at ERROR, with a traceback. The client gets a 400 and the box is
+    fine, so the log gets one WARNING line with the reason instead. Other
+    records, such as a handler's exception, pass unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.WARNING):
+            return False
+        # The reason quotes the client's bytes: one line, and not too long.
+        reason = " ".join(str(exc.message).split())[:MAX_LOGGED_REASON]
+        record.msg = f"{record.getMessage()}: {reason} (status {exc.code})"
+        record.args = ()
+        record.levelno = logging.WARNING
+        record.levelname = logging.getLevelName(logging.WARNING)
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
 @main.command()
 @settings_options
 @click.option(
@@ -99,6 +130,7 @@ def serve(config_path: str | None, settings: dict, log_level: str | None) -> Non
     # aiosqlite logs every statement with its parameters at DEBUG, which
     # would put stream keys and password hashes in the log.
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     try:
         with _lock_data_dir(config.data_path):
             asyncio.run(_serve(config))

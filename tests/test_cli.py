@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from realcast_box import __version__
+from realcast_box.cli import MalformedRequestFilter
 from tests.box import start_publisher
 
 STARTUP_TIMEOUT = 30.0
@@ -290,6 +293,88 @@ async def test_cli_serve_front_door_setting(tmp_path, monkeypatch, setting, serv
     assert answer.startswith(b"HTTP/1.1 404 ")
     assert b'"stream not found: stream_none"' in answer
     assert b"HTTP/1.1 200 OK" in answer.partition(b"HTTP/1.1 404 ")[2]
+
+
+async def test_cli_malformed_request_logged_as_warning(tmp_path):
+    # A header value with a control character: the front door hands the
+    # request to aiohttp, which rejects it with a 400.
+    request = b"GET /healthz HTTP/1.1\r\nHost: box\r\nX-Bad: a\x01b\r\n\r\n"
+    async with aiohttp.ClientSession() as session:
+        server = ServeProcess(tmp_path / "data")
+        try:
+            await server.wait_ready(session)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.http_port
+            )
+            writer.write(request)
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            async with session.get(f"{server.base_url}/healthz") as response:
+                healthy = response.status
+        finally:
+            server.terminate()
+    assert answer.partition(b"\r\n")[0].endswith(b" 400 Bad Request")
+    assert healthy == 200
+    log = server.output()
+    lines = [line for line in log.splitlines() if "aiohttp.server" in line]
+    assert len(lines) == 1, log
+    warning = " WARNING aiohttp.server: Error handling request from 127.0.0.1: "
+    assert warning in lines[0]
+    assert "(status 400)" in lines[0]
+    assert "Traceback" not in log
+
+
+def filtered_records(level: int, exc: BaseException) -> list[logging.LogRecord]:
+    """Log ``exc`` as aiohttp's server does; return the records the filter keeps."""
+    logger = logging.getLogger("tests.aiohttp.server")
+    logger.setLevel(level)
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.addFilter(MalformedRequestFilter())
+    try:
+        try:
+            raise exc
+        except BaseException as raised:
+            logger.exception(
+                "Error handling request from %s", "127.0.0.1", exc_info=raised
+            )
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+    return records
+
+
+def test_cli_log_filter_malformed_one_line():
+    exc = BadHttpMessage("Invalid header value char:\n\n  b'a\\x01b'\n    ^")
+    (record,) = filtered_records(logging.INFO, exc)
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None
+    message = record.getMessage()
+    assert message.startswith("Error handling request from 127.0.0.1: Invalid header")
+    assert "\n" not in message
+    assert message.endswith("(status 400)")
+
+
+def test_cli_log_filter_long_reason_cut():
+    (record,) = filtered_records(logging.INFO, LineTooLong("a" * 9000, "8190"))
+    assert len(record.getMessage()) < 300
+
+
+def test_cli_log_filter_other_errors_kept():
+    (record,) = filtered_records(logging.INFO, RuntimeError("handler failed"))
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert record.getMessage() == "Error handling request from 127.0.0.1"
+
+
+def test_cli_log_filter_respects_level():
+    assert filtered_records(logging.ERROR, BadHttpMessage("bad")) == []
 
 
 async def test_cli_serve_stops_on_sigint(tmp_path):
