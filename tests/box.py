@@ -93,6 +93,12 @@ class FrontTestServer(TestServer):
     ``realcast-box serve`` puts the front door (realcast_box/hls/front.py)
     on its plain HTTP port, so the end-to-end tests reach the box the same
     way. aiohttp's own site stays open beside it, unused.
+
+    The front door hands a connection to aiohttp for good at its first
+    request of another kind, such as the login of every test. So the
+    client's relative /hls/ paths go to a second front door port
+    (``hls_port``), whose connections carry only /hls/ requests, as a
+    player's do. Everything else goes to ``port``.
     """
 
     async def start_server(self, loop=None, **kwargs) -> None:
@@ -103,6 +109,16 @@ class FrontTestServer(TestServer):
         await self.front_site.start()
         self.port = sock.getsockname()[1]
         self._root = URL(f"http://{self.host}:{self.port}")
+        hls_sock = self.socket_factory(self.host, 0, socket.AF_INET)
+        self.hls_site = FrontSite(self.runner, sock=hls_sock)
+        await self.hls_site.start()
+        self.hls_port = hls_sock.getsockname()[1]
+
+    def make_url(self, path) -> URL:
+        url = super().make_url(path)
+        if url.port == self.port and url.path.startswith("/hls/"):
+            return url.with_port(self.hls_port)
+        return url
 
 
 class FreshWindowClock:
