@@ -31,7 +31,7 @@ from aiohttp import web
 from realcast_box.hls.routes import (
     CONTENT_TYPES,
     SendfileResponse,
-    send_held,
+    send_with_more,
     sendfile_now,
     set_cork,
 )
@@ -112,7 +112,7 @@ class RequestLineServer(asyncio.Protocol):
             head = self.head(file, size)
             count = 0
             if transport.get_write_buffer_size() == 0:
-                count = send_held(transport, head)
+                count = send_with_more(transport, head)
             corked = False
             if count < len(head):
                 corked = set_cork(transport, True)

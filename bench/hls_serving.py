@@ -189,7 +189,7 @@ def client_process(
 def steady_allocator() -> None:
     """Make glibc's malloc keep freed memory, in this client process.
 
-    Each viewer holds a segment body of about 750 KiB while it reads it.
+    Each viewer keeps a segment body of about 750 KiB while it reads it.
     With glibc's defaults the allocator moves its threshold for mapping
     large blocks, and gives memory back to the kernel, by the history of
     the process. So the clients took 1 to 20 page faults per request from

@@ -87,6 +87,14 @@ class ServeProcess:
             await asyncio.sleep(0.1)
         raise AssertionError(f"serve did not start: {self.output()}")
 
+    async def exchange(self, data: bytes) -> bytes:
+        """Send ``data`` on a new raw connection; return all the box sends back."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.http_port)
+        writer.write(data)
+        received = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return received
+
     def terminate(self, signum: int = signal.SIGTERM) -> float:
         """Send ``signum`` and return how long the process took to exit."""
         started = time.monotonic()
@@ -280,12 +288,7 @@ async def test_cli_serve_front_door_setting(tmp_path, monkeypatch, setting, serv
         server = ServeProcess(tmp_path / "data")
         try:
             await server.wait_ready(session)
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", server.http_port
-            )
-            writer.write(requests)
-            answer = await asyncio.wait_for(reader.read(), 10)
-            writer.close()
+            answer = await server.exchange(requests)
         finally:
             server.terminate()
     assert f"(served by {served_by})" in server.output()
@@ -303,12 +306,7 @@ async def test_cli_malformed_request_logged_as_warning(tmp_path):
         server = ServeProcess(tmp_path / "data")
         try:
             await server.wait_ready(session)
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", server.http_port
-            )
-            writer.write(request)
-            answer = await asyncio.wait_for(reader.read(), 10)
-            writer.close()
+            answer = await server.exchange(request)
             async with session.get(f"{server.base_url}/healthz") as response:
                 healthy = response.status
         finally:

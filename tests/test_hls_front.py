@@ -336,15 +336,15 @@ async def test_front_client_leaves_mid_segment(aiohttp_client, tmp_path):
 def record_segment_sends(monkeypatch) -> tuple[list, list]:
     """Record the routes' sends with MSG_MORE and the cork at each sendfile call.
 
-    Returns (held, corks): (bytes given, bytes taken) of each ``send_held``
+    Returns (sends, corks): (bytes given, bytes taken) of each ``send_with_more``
     call, and TCP_CORK's value during each direct sendfile call.
     """
-    held, corks = [], []
-    real_send, real_sendfile = routes.send_held, routes.sendfile_now
+    sends, corks = [], []
+    real_send, real_sendfile = routes.send_with_more, routes.sendfile_now
 
     def sending(transport, data):
         count = real_send(transport, data)
-        held.append((len(data), count))
+        sends.append((len(data), count))
         return count
 
     def sendfile(transport, file, size):
@@ -352,16 +352,16 @@ def record_segment_sends(monkeypatch) -> tuple[list, list]:
         corks.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
         return real_sendfile(transport, file, size)
 
-    monkeypatch.setattr(routes, "send_held", sending)
+    monkeypatch.setattr(routes, "send_with_more", sending)
     monkeypatch.setattr(routes, "sendfile_now", sendfile)
-    return held, corks
+    return sends, corks
 
 
-async def test_front_segment_head_held_for_body(aiohttp_client, tmp_path, monkeypatch):
+async def test_front_segment_head_sent_with_more(aiohttp_client, tmp_path, monkeypatch):
     # The front door hands the headers of a large segment to the socket with
     # MSG_MORE, and the sendfile call after them releases them, without the
     # cork's system calls. Neither response on the connection is held back.
-    held, corks = record_segment_sends(monkeypatch)
+    sends, corks = record_segment_sends(monkeypatch)
     box, stream = await box_with_tree(aiohttp_client, tmp_path)
     content = os.urandom(300 * 1024)
     (box.hub.hls_root / stream["id"] / "source" / "seg-3.m4s").write_bytes(content)
@@ -375,8 +375,10 @@ async def test_front_segment_head_held_for_body(aiohttp_client, tmp_path, monkey
     assert status == 200
     writer.close()
 
-    assert len(held) == 2
-    assert all(given == taken > 0 for given, taken in held)
+    assert len(sends) == 2
+    for given, taken in sends:
+        assert given > 0
+        assert taken == given
     assert corks == [0, 0]
 
 
@@ -385,7 +387,7 @@ async def test_front_segment_corked_without_raw_socket(
 ):
     # Where asyncio's socket wrapper no longer exposes the socket it wraps,
     # the headers go through the transport, with the socket corked.
-    held, corks = record_segment_sends(monkeypatch)
+    sends, corks = record_segment_sends(monkeypatch)
     monkeypatch.setattr(routes, "raw_socket", lambda transport: None)
     box, stream = await box_with_tree(aiohttp_client, tmp_path)
     content = os.urandom(300 * 1024)
@@ -395,8 +397,9 @@ async def test_front_segment_corked_without_raw_socket(
     status, _, body = await asyncio.wait_for(read_response(reader), 10)
     assert (status, body) == (200, content)
     writer.close()
-    ((given, taken),) = held
-    assert given > 0 and taken == 0
+    ((given, taken),) = sends
+    assert given > 0
+    assert taken == 0
     assert corks == [1]
 
 

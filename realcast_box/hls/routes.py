@@ -614,22 +614,22 @@ class SendfileResponse(web.StreamResponse):
         ``write_chunk`` writes body bytes where sendfile cannot be used.
         Closes the file, also on failure. On a plain TCP connection with
         nothing waiting to be written, the headers go straight to the
-        socket with MSG_MORE, so the kernel holds them for the sendfile
-        call that follows. Otherwise ``write_head(head)`` writes them, and
-        on a plain connection the socket is corked (TCP_CORK) from then to
-        the end of the first sendfile call. In bench/hls_serving.py the
-        box spent about 0.1 ms less CPU per segment with MSG_MORE than
-        with the cork's two extra system calls.
+        socket with MSG_MORE, so the kernel keeps them back until the
+        sendfile call that follows. Otherwise ``write_head(head)`` writes
+        them, and on a plain connection the socket is corked (TCP_CORK)
+        from then to the end of the first sendfile call. At a fixed request
+        rate (docs/benchmarks.md) the box spent about 0.15 ms less CPU per
+        segment with MSG_MORE than with the cork.
         """
         plain = self._plain
         corked = False
         try:
-            held = False
+            head_sent = False
             if plain and head and transport.get_write_buffer_size() == 0:
-                count = send_held(transport, head)
+                count = send_with_more(transport, head)
                 head = head[count:]
-                held = count > 0 and not head
-            if not held:
+                head_sent = count > 0 and not head
+            if not head_sent:
                 corked = plain and set_cork(transport, True)
                 await write_head(head)
             size = self.content_length or 0
@@ -689,8 +689,7 @@ class SendfileResponse(web.StreamResponse):
         return sent
 
 
-# None where the platform lacks them: only Linux has TCP_CORK, and MSG_MORE
-# is Linux's too.
+# None where the platform lacks them: Python offers both on Linux only.
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
 _MSG_MORE = getattr(socket, "MSG_MORE", None)
 
@@ -715,19 +714,19 @@ def raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
     """Return the socket object under the transport, or None.
 
     asyncio hands out its sockets wrapped in ``TransportSocket``, which has
-    no ``send``. The wrapped socket is its ``_sock`` attribute (Python 3.8
-    to 3.13), which is private: where it is missing this returns None and
-    callers take another way.
+    no ``send``. The wrapped socket is its private ``_sock`` attribute (as
+    in Python 3.11). Where that is missing this returns None, and callers
+    take another way.
     """
     wrapper = transport.get_extra_info("socket")
     sock = getattr(wrapper, "_sock", None)
     return sock if isinstance(sock, socket.socket) else None
 
 
-def send_held(transport: asyncio.BaseTransport, data: bytes) -> int:
+def send_with_more(transport: asyncio.BaseTransport, data: bytes) -> int:
     """Send what the socket takes now of ``data`` with MSG_MORE; return its length.
 
-    The kernel holds the bytes until the next send without that flag,
+    The kernel keeps the bytes back until the next send without that flag,
     such as a sendfile call's last piece, so that they share packets with
     what follows. Returns 0 where the platform or the transport does not
     allow it. Call it only when the transport has nothing buffered, or the
